@@ -1,0 +1,108 @@
+"""Every setting of Backprop, read from the environment (one place, one cached getter)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Backprop's configuration. Field `x` is read from `BACKPROP_X` unless an alias says otherwise."""
+
+    model_config = SettingsConfigDict(env_prefix="BACKPROP_", extra="ignore", frozen=True)
+
+    # --- where things live -------------------------------------------------------------------------
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "BACKPROP_REDIS_URL"),
+        description="Redis URL (redis://[:password@]host:port/db). `backprop serve` embeds its own Redis "
+        "unless REDIS_URL is set.",
+    )
+    data_dir: Path = Field(Path("./var"), description="Data directory: blobs, embedded Redis' AOF, logs.")
+    blob_dir: Path | None = Field(
+        None, description="Directory of dataset and model arrays shared by API and workers (default DATA_DIR/blobs)."
+    )
+    host: str = Field("127.0.0.1", description="Address the API binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
+    api_workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes for the API.")
+    queue_name: str = Field("training", min_length=1, description="RQ queue that carries training jobs.")
+
+    # --- access ------------------------------------------------------------------------------------
+    api_keys: str = Field(
+        "",
+        description="Comma-separated `key:role` pairs (role `user` or `admin`). Empty: no authentication, "
+        "and `backprop serve` binds to loopback only.",
+    )
+    metrics_public: bool = Field(True, description="Serve /metrics without an API key.")
+
+    # --- logs --------------------------------------------------------------------------------------
+    log_format: Literal["text", "json"] = Field(
+        "text", validation_alias=AliasChoices("LOG_FORMAT", "BACKPROP_LOG_FORMAT"), description="text or json."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias=AliasChoices("LOG_LEVEL", "BACKPROP_LOG_LEVEL"), description="Log level."
+    )
+
+    # --- Redis client ------------------------------------------------------------------------------
+    redis_timeout: float = Field(1.0, gt=0, le=60, description="Redis socket/connect timeout in seconds.")
+
+    # --- workers, jobs, fault tolerance --------------------------------------------------------------
+    worker_ttl: int = Field(60, ge=15, le=3600, description="Seconds after which a silent worker is dead.")
+    job_monitoring_interval: int = Field(10, ge=1, le=600, description="Work-horse heartbeat interval (s).")
+    reaper_interval: float = Field(15.0, gt=0, le=3600, description="How often the API cleans RQ registries (s).")
+    job_retries: int = Field(2, ge=0, le=10, description="Automatic re-runs of a job whose worker died.")
+    job_timeout_min: int = Field(60, ge=1, description="Lower bound of a job's computed timeout (s).")
+    job_timeout_max: int = Field(24 * 3600, ge=1, description="Ceiling of a job's computed timeout (s).")
+    checkpoint_seconds: float = Field(
+        10.0, ge=0, le=3600, description="Checkpoint after an epoch once this many seconds passed since the last."
+    )
+    progress_min_interval: float = Field(0.2, ge=0, le=60, description="Minimum seconds between progress writes.")
+
+    # --- limits (OWASP API4) -----------------------------------------------------------------------
+    max_upload_bytes: int = Field(100 * MiB, ge=1, description="Largest dataset upload in bytes (413 above).")
+    max_rows: int = Field(1_000_000, ge=2, description="Most samples in a dataset.")
+    max_features: int = Field(10_000, ge=1, description="Most features in a dataset.")
+    max_classes: int = Field(1_000, ge=2, description="Most distinct labels in a dataset.")
+    max_hidden_layers: int = Field(10, ge=0, description="Most hidden layers in a job.")
+    max_layer_width: int = Field(4096, ge=1, description="Widest hidden layer in a job.")
+    max_parameters: int = Field(20_000_000, ge=1, description="Most trainable parameters of a job's network.")
+    max_epochs: int = Field(10_000, ge=1, description="Most epochs of a job.")
+    max_batch_size: int = Field(65_536, ge=1, description="Largest batch size of a job.")
+    max_predict_rows: int = Field(10_000, ge=1, description="Most instances in one predict request.")
+    max_queued_jobs_per_key: int = Field(100, ge=1, description="Queued jobs one API key may have (429 above).")
+    max_queue_depth: int = Field(1_000, ge=1, description="Jobs in the queue in all (503 above).")
+    model_cache_size: int = Field(32, ge=1, description="Models the API keeps loaded in memory.")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: str) -> str:
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            key, sep, role = entry.rpartition(":")
+            if not sep or not key or role not in ("user", "admin"):
+                raise ValueError("each entry must be `key:role` with role `user` or `admin`")
+        return value
+
+    @property
+    def blobs(self) -> Path:
+        """The blob directory, resolved."""
+        return self.blob_dir if self.blob_dir is not None else self.data_dir / "blobs"
+
+    def parsed_api_keys(self) -> dict[str, str]:
+        """API key -> role."""
+        keys: dict[str, str] = {}
+        for entry in filter(None, (part.strip() for part in self.api_keys.split(","))):
+            key, _, role = entry.rpartition(":")
+            keys[key] = role
+        return keys
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process' settings; tests override with `app.dependency_overrides[get_settings]`."""
+    return Settings()

