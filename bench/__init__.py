@@ -1,0 +1,1 @@
+"""Benchmarks that write docs/benchmarks.md (run them as scripts: `python bench/engine.py`)."""

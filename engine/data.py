@@ -1,0 +1,153 @@
+"""User data at the engine's edge: checking features and labels, label encoding, the stratified split and
+the standardisation statistics.
+
+Everything here works without copying ``X`` whole (large inputs are scanned in row chunks), so training adds
+little memory above the data itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+Array = NDArray[Any]
+Label = int | str
+
+_CHUNK_ELEMENTS = 1 << 20
+
+
+def row_chunks(n_rows: int, n_cols: int) -> range:
+    """Start offsets of row chunks of about a million elements."""
+    step = max(1, _CHUNK_ELEMENTS // max(1, n_cols))
+    return range(0, n_rows, step)
+
+
+def check_features(X: object, name: str = "X", n_features: int | None = None) -> Array:
+    """Return ``X`` as a 2-D float array (no copy when it already is one), or raise naming ``name``.
+
+    Checks: numeric, 2-D, at least one row and one column, ``n_features`` columns if given, no NaN/inf.
+    """
+    if isinstance(X, np.ndarray):
+        arr = X
+    else:
+        try:
+            arr = np.asarray(X)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} must be a 2-D array of numbers: {exc}") from None
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.number)):
+        raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {arr.shape}")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(f"{name} has {arr.shape[1]} features, but the model expects {n_features}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float64)
+    n_cols = arr.shape[1]
+    for start in row_chunks(arr.shape[0], n_cols):
+        block = arr[start : start + max(1, _CHUNK_ELEMENTS // n_cols)]
+        finite = np.isfinite(block)
+        if not finite.all():
+            row, col = np.argwhere(~finite)[0]
+            raise ValueError(
+                f"{name} contains NaN or infinity (first at row {start + int(row)}, column {int(col)}: "
+                f"{block[row, col]})"
+            )
+    return arr
+
+
+def check_labels(y: object, n_samples: int, name: str = "y") -> Array:
+    """Return ``y`` as a 1-D array of ints or strings of length ``n_samples``, or raise naming ``name``.
+
+    Floats that are whole numbers (``1.0``) are accepted as ints; a column vector (n, 1) is flattened.
+    """
+    try:
+        arr = np.asarray(y)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{name} must be a 1-D array of class labels: {exc}") from None
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (n_samples,), got shape {arr.shape}")
+    if len(arr) != n_samples:
+        raise ValueError(f"len({name}) = {len(arr)} but X has {n_samples} rows")
+    if arr.dtype == np.bool_:
+        return arr.astype(np.int64)
+    if np.issubdtype(arr.dtype, np.integer):
+        return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains NaN or infinity")
+        if not (arr == np.round(arr)).all():
+            raise TypeError(f"{name} holds non-integer floats; class labels must be ints or strings")
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "U":
+        return arr
+    if arr.dtype == object:
+        if all(isinstance(v, str) for v in arr):
+            return arr.astype(str)
+        if all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in arr):
+            return arr.astype(np.int64)
+    raise TypeError(f"{name} must hold class labels that are all ints or all strings, got dtype {arr.dtype}")
+
+
+def encode_labels(y: Array, name: str = "y") -> tuple[list[Label], NDArray[np.intp]]:
+    """Sorted distinct labels (as JSON-able Python values) and each sample's index into them."""
+    classes, indices = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"{name} needs at least 2 classes, got {len(classes)}: {classes.tolist()}")
+    return [c.item() if isinstance(c, np.generic) else c for c in classes], indices.astype(np.intp)
+
+
+def label_kind(classes: list[Label]) -> str:
+    """``"str"`` or ``"int"``."""
+    return "str" if isinstance(classes[0], str) else "int"
+
+
+def stratified_split(
+    y_idx: NDArray[np.intp], fraction: float, rng: np.random.Generator
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Train and validation row indices with each class split in proportion ``fraction``.
+
+    Each class gives ``round(fraction * count)`` rows to validation but always keeps one for training;
+    both index arrays come back sorted. With ``fraction == 0`` validation is empty.
+    """
+    n = len(y_idx)
+    if fraction <= 0:
+        return np.arange(n, dtype=np.intp), np.empty(0, dtype=np.intp)
+    validation: list[NDArray[np.intp]] = []
+    for c in range(int(y_idx.max()) + 1):
+        members = np.flatnonzero(y_idx == c)
+        take = min(int(np.floor(fraction * len(members) + 0.5)), len(members) - 1)
+        if take > 0:
+            validation.append(rng.permutation(members)[:take])
+    val = np.sort(np.concatenate(validation)) if validation else np.empty(0, dtype=np.intp)
+    mask = np.ones(n, dtype=bool)
+    mask[val] = False
+    return np.flatnonzero(mask).astype(np.intp), val.astype(np.intp)
+
+
+def standardisation(X: Array, rows: NDArray[np.intp]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per-feature mean and scale of ``X[rows]``, computed in float64 chunk by chunk (two passes).
+
+    A feature that is constant on these rows gets scale 1, so it maps to 0 instead of dividing by 0.
+    """
+    n_features = X.shape[1]
+    total = np.zeros(n_features)
+    chunks = row_chunks(len(rows), n_features)
+    step = chunks.step
+    for start in chunks:
+        total += np.take(X, rows[start : start + step], axis=0).sum(axis=0, dtype=np.float64)
+    mean = total / len(rows)
+    squares = np.zeros(n_features)
+    for start in chunks:
+        block = np.take(X, rows[start : start + step], axis=0).astype(np.float64) - mean
+        squares += np.einsum("ij,ij->j", block, block)
+    scale = np.sqrt(squares / len(rows))
+    scale[~(scale > 1e-12 * np.maximum(1.0, np.abs(mean)))] = 1.0
+    return mean, scale

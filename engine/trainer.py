@@ -1,0 +1,555 @@
+"""The training loop: minibatches, optimizers, schedules, validation, early stopping, checkpoints.
+
+:class:`Training` is one resumable run (the worker drives it epoch by epoch and checkpoints it with
+:meth:`Training.state_bytes`); :func:`train` is the simple loop around it with an ``on_epoch`` callback.
+
+Randomness comes from one ``np.random.Generator`` seeded with ``config.seed``, consumed in a fixed order
+(validation split, initial weights, then one permutation per epoch), and its state is part of a
+checkpoint -- so a run is reproducible to the bit, and a resumed run matches an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.config import TrainConfig
+from engine.data import Label, check_features, check_labels, encode_labels, standardisation, stratified_split
+from engine.losses import targets
+from engine.model import Model
+from engine.network import init_params
+from engine.optimizers import OPTIMIZERS, Hyperparameters, State, clip_by_global_norm
+from engine.serialization import ModelFormatError, finite_or_none, pack, unpack
+from engine.workspace import Workspace
+
+Array = NDArray[Any]
+
+STATE_FORMAT = "backprop-training-state"
+STATE_FORMAT_VERSION = 1
+_EVAL_ROWS = 512
+
+
+class TrainingDivergedError(ArithmeticError):
+    """The training loss became NaN or infinite; ``epoch`` is the (1-based) epoch where it happened."""
+
+    def __init__(self, epoch: int, loss: float) -> None:
+        self.epoch = epoch
+        self.loss = loss
+        super().__init__(f"training diverged at epoch {epoch}: loss is {loss}; lower the learning_rate")
+
+
+@dataclass
+class EpochMetrics:
+    """What one epoch did.
+
+    ``train_loss`` is the objective: mean cross-entropy over the epoch's minibatches (each measured before
+    its update) plus the l2 penalty of the end-of-epoch weights. ``validation_loss`` is the plain mean
+    cross-entropy on the validation split at the end of the epoch (``None`` without a split).
+    """
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    train_accuracy: float
+    validation_loss: float | None
+    validation_accuracy: float | None
+    learning_rate: float
+    seconds: float
+    samples_per_second: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EpochMetrics:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    """The outcome of a run: ``stop_reason`` is ``"completed"``, ``"early_stopping"`` or ``"callback"``.
+
+    ``best_epoch`` is the epoch with the lowest monitored loss (validation loss, or training loss without
+    a validation split); with ``early_stopping`` the model holds that epoch's weights, otherwise the last.
+    """
+
+    model: Model
+    history: list[EpochMetrics]
+    best_epoch: int
+    stop_reason: str
+
+
+def learning_rate_at(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of (1-based) ``epoch`` under ``config.lr_schedule``."""
+    lr = float(config.learning_rate)
+    k = epoch - 1
+    if config.lr_schedule == "step":
+        return lr * config.lr_gamma ** (k // config.lr_step_size)
+    if config.lr_schedule == "exponential":
+        return lr * config.lr_gamma**k
+    if config.lr_schedule == "cosine":
+        return lr * 0.5 * (1.0 + math.cos(math.pi * k / config.epochs))
+    return lr
+
+
+def _resolve_output(config: TrainConfig, n_classes: int) -> str:
+    if config.output == "auto":
+        return "sigmoid" if n_classes == 2 else "softmax"
+    if config.output == "sigmoid" and n_classes != 2:
+        raise ValueError(f"output 'sigmoid' needs exactly 2 classes, got {n_classes}")
+    return config.output
+
+
+class Training:
+    """One resumable training run.
+
+    Parameters
+    ----------
+    X : array-like, shape (n_samples, n_features)
+        Raw features (finite numbers).
+    y : array-like, shape (n_samples,)
+        Class labels, all ints or all strings; at least two distinct ones.
+    config : TrainConfig, optional
+
+    Examples
+    --------
+    >>> run = Training(X, y, TrainConfig(epochs=5))          # doctest: +SKIP
+    >>> while not run.finished:                              # doctest: +SKIP
+    ...     metrics = run.run_epoch()
+    ...     checkpoint = run.state_bytes()
+    >>> model = run.result().model                          # doctest: +SKIP
+    """
+
+    def __init__(self, X: object, y: object, config: TrainConfig | None = None) -> None:
+        if config is None:
+            config = TrainConfig()
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        features = check_features(X, "X")
+        labels = check_labels(y, features.shape[0], "y")
+        classes, y_idx = encode_labels(labels, "y")
+        output = _resolve_output(config, len(classes))
+        rng = np.random.default_rng(config.seed)
+        train_idx, val_idx = stratified_split(y_idx, config.validation_fraction, rng)
+        if config.standardize:
+            mean, scale = standardisation(features, train_idx)
+        else:
+            mean, scale = np.zeros(features.shape[1]), np.ones(features.shape[1])
+        self._setup(config, features, y_idx, classes, output, train_idx, val_idx, mean, scale, rng)
+        self._ws.set_params(init_params(self._layer_sizes, config.activation, rng, self._dtype))
+
+    def _setup(
+        self,
+        config: TrainConfig,
+        X: Array,
+        y_idx: NDArray[np.intp],
+        classes: list[Label],
+        output: str,
+        train_idx: NDArray[np.intp],
+        val_idx: NDArray[np.intp],
+        mean: Array,
+        scale: Array,
+        rng: np.random.Generator,
+    ) -> None:
+        self._config = config
+        self._dtype = np.dtype(config.dtype)
+        self._X = np.ascontiguousarray(X, dtype=self._dtype)
+        self._y_idx = y_idx
+        self._classes = classes
+        self._output = output
+        n_out = 1 if output == "sigmoid" else len(classes)
+        self._layer_sizes = [X.shape[1], *config.hidden_layers, n_out]
+        self._Y = np.ascontiguousarray(targets(y_idx, len(classes), output, self._dtype))
+        self._train_idx = train_idx
+        self._val_idx = val_idx
+        self._mean = mean
+        self._scale = scale
+        self._mean_d = mean.astype(self._dtype)
+        self._inv_scale_d = (1.0 / scale).astype(self._dtype)
+        self._rng = rng
+        self._ws = Workspace(self._layer_sizes, config.activation, output, self._dtype, config.l2)
+        self._optimizer = OPTIMIZERS[config.optimizer]
+        self._opt_state: State = self._optimizer.init(self._ws.theta)
+        self._hp = Hyperparameters(
+            momentum=float(config.momentum),
+            beta1=float(config.beta1),
+            beta2=float(config.beta2),
+            epsilon=float(config.epsilon),
+            weight_decay=float(config.weight_decay),
+            n_decay=self._ws.n_weights,
+        )
+        n_train = len(train_idx)
+        self._stat_a = np.empty(n_train, dtype=self._dtype)
+        self._stat_b = np.empty(n_train, dtype=self._dtype)
+        self._epoch = 0
+        self._step = 0
+        self._history: list[EpochMetrics] = []
+        self._best_loss: float | None = None
+        self._best_epoch = 0
+        self._best_theta: Array | None = None
+        self._wait = 0
+        self._finished = False
+        self._stop_reason: str | None = None
+
+    # --- public state ----------------------------------------------------------------------------------
+
+    @property
+    def config(self) -> TrainConfig:
+        """The run's configuration."""
+        return self._config
+
+    @property
+    def epoch(self) -> int:
+        """Number of epochs completed (0 before the first)."""
+        return self._epoch
+
+    @property
+    def finished(self) -> bool:
+        """True once all epochs ran, early stopping triggered, or :meth:`stop` was called."""
+        return self._finished
+
+    @property
+    def history(self) -> list[EpochMetrics]:
+        """Metrics of the completed epochs."""
+        return list(self._history)
+
+    @property
+    def classes(self) -> list[Label]:
+        """Sorted distinct labels."""
+        return list(self._classes)
+
+    @property
+    def layer_sizes(self) -> list[int]:
+        """``[n_features, *hidden_layers, n_out]``."""
+        return list(self._layer_sizes)
+
+    @property
+    def n_parameters(self) -> int:
+        """Number of weights and biases."""
+        return int(self._ws.theta.size)
+
+    def stop(self, reason: str = "callback") -> None:
+        """Finish the run now (the next :meth:`result` reports ``reason``)."""
+        if not self._finished:
+            self._finished = True
+            self._stop_reason = reason
+
+    # --- the loop --------------------------------------------------------------------------------------
+
+    def run_epoch(self) -> EpochMetrics:
+        """Train one epoch (one pass over the shuffled training split) and return its metrics.
+
+        Raises
+        ------
+        TrainingDivergedError
+            The epoch's training loss is NaN or infinite.
+        RuntimeError
+            The run is already finished.
+        """
+        if self._finished:
+            raise RuntimeError("training is finished; call result()")
+        config = self._config
+        epoch = self._epoch + 1
+        lr = learning_rate_at(config, epoch)
+        started = time.perf_counter()
+        ws = self._ws
+        n_train = len(self._train_idx)
+        perm = self._train_idx[self._rng.permutation(n_train)]
+        with np.errstate(all="ignore"):
+            self._run_batches(perm, lr)
+            y_perm = self._y_idx[perm] if self._output == "sigmoid" else None
+            train_loss, train_accuracy = ws.epoch_loss_and_accuracy(self._stat_a, self._stat_b, y_perm)
+            train_loss += ws.penalty()
+            if not math.isfinite(train_loss):
+                raise TrainingDivergedError(epoch, train_loss)
+            val_loss, val_accuracy = self._evaluate(self._val_idx)
+        seconds = time.perf_counter() - started
+        metrics = EpochMetrics(
+            epoch=epoch,
+            epochs=config.epochs,
+            train_loss=train_loss,
+            train_accuracy=train_accuracy,
+            validation_loss=val_loss,
+            validation_accuracy=val_accuracy,
+            learning_rate=lr,
+            seconds=seconds,
+            samples_per_second=n_train / seconds if seconds > 0 else float("inf"),
+        )
+        self._epoch = epoch
+        self._history.append(metrics)
+        self._track_best(epoch, train_loss if val_loss is None else val_loss)
+        if config.early_stopping and self._wait >= config.patience:
+            self.stop("early_stopping")
+        elif epoch >= config.epochs:
+            self.stop("completed")
+        return metrics
+
+    def _run_batches(self, perm: NDArray[np.intp], lr: float) -> None:
+        ws = self._ws
+        X, Y = self._X, self._Y
+        mean, inv_scale = self._mean_d, self._inv_scale_d
+        standardize = self._config.standardize
+        stat_a, stat_b = self._stat_a, self._stat_b
+        clip = self._config.clip_norm
+        update = self._optimizer.update
+        theta, grad, scratch, opt_state, hp = ws.theta, ws.grad, ws.scratch, self._opt_state, self._hp
+        step = ws.step
+        take = np.take
+        n = len(perm)
+        batch_size = self._config.batch_size
+        t = self._step
+        for start in range(0, n, batch_size):
+            stop = start + batch_size
+            idx = perm[start:stop]
+            bf = ws.buffers(len(idx))
+            take(X, idx, axis=0, out=bf.X, mode="clip")
+            take(Y, idx, axis=0, out=bf.Y, mode="clip")
+            if standardize:
+                bf.X -= mean
+                bf.X *= inv_scale
+            step(bf, stat_a[start:stop], stat_b[start:stop])
+            if clip is not None:
+                clip_by_global_norm(grad, clip)
+            t += 1
+            update(theta, grad, opt_state, t, lr, hp, scratch)
+        self._step = t
+
+    def _evaluate(self, rows: NDArray[np.intp]) -> tuple[float | None, float | None]:
+        """Mean cross-entropy and accuracy on ``rows`` with the current weights (None, None if empty)."""
+        n = len(rows)
+        if n == 0:
+            return None, None
+        ws = self._ws
+        stat_a = np.empty(n, dtype=self._dtype)
+        stat_b = np.empty(n, dtype=self._dtype)
+        for start in range(0, n, _EVAL_ROWS):
+            idx = rows[start : start + _EVAL_ROWS]
+            bf = ws.buffers(len(idx))
+            np.take(self._X, idx, axis=0, out=bf.X, mode="clip")
+            np.take(self._Y, idx, axis=0, out=bf.Y, mode="clip")
+            if self._config.standardize:
+                bf.X -= self._mean_d
+                bf.X *= self._inv_scale_d
+            ws.forward_logits(bf)
+            ws.output_stats(bf, stat_a[start : start + _EVAL_ROWS], stat_b[start : start + _EVAL_ROWS])
+        y_rows = self._y_idx[rows] if self._output == "sigmoid" else None
+        loss, accuracy = ws.epoch_loss_and_accuracy(stat_a, stat_b, y_rows)
+        return (loss if math.isfinite(loss) else float("inf")), accuracy
+
+    def _track_best(self, epoch: int, monitored: float) -> None:
+        if self._best_loss is None or monitored < self._best_loss - self._config.min_delta:
+            self._best_loss = monitored
+            self._best_epoch = epoch
+            self._wait = 0
+            if self._config.early_stopping:
+                if self._best_theta is None:
+                    self._best_theta = self._ws.theta.copy()
+                else:
+                    self._best_theta[...] = self._ws.theta
+        else:
+            self._wait += 1
+
+    # --- outcome ---------------------------------------------------------------------------------------
+
+    def result(self) -> TrainResult:
+        """The trained model and the run's history.
+
+        With ``early_stopping`` the model gets the best epoch's weights. Called before the run finished
+        (the caller stopped it), ``stop_reason`` is ``"callback"``.
+        """
+        use_best = self._config.early_stopping and self._best_theta is not None
+        params = self._ws.params(self._best_theta if use_best else None)
+        model_epoch = self._best_epoch if use_best else self._epoch
+        stop_reason = self._stop_reason or "callback"
+        metrics: dict[str, Any] = {
+            "epochs_run": self._epoch,
+            "best_epoch": self._best_epoch,
+            "stop_reason": stop_reason,
+            "n_train": len(self._train_idx),
+            "n_validation": len(self._val_idx),
+        }
+        if model_epoch > 0:
+            m = self._history[model_epoch - 1]
+            metrics.update(
+                epoch=model_epoch,
+                train_loss=finite_or_none(m.train_loss),
+                train_accuracy=m.train_accuracy,
+                validation_loss=finite_or_none(m.validation_loss),
+                validation_accuracy=m.validation_accuracy,
+            )
+        model = Model(
+            params,
+            self._config.activation,
+            self._output,
+            self._classes,
+            self._mean,
+            self._scale,
+            config=self._config.to_dict(),
+            history=[h.to_dict() for h in self._history],
+            metrics=metrics,
+        )
+        return TrainResult(model, list(self._history), self._best_epoch, stop_reason)
+
+    # --- checkpoints -----------------------------------------------------------------------------------
+
+    def state_bytes(self) -> bytes:
+        """Everything needed to continue this run, as ``.npz`` bytes (no pickle).
+
+        Holds the parameters, optimizer state, RNG state, epoch and step counters, best-so-far weights and
+        loss, patience counter, history, the validation split and the standardisation statistics.
+        """
+        arrays: dict[str, Array] = {
+            "theta": self._ws.theta,
+            "train_idx": self._train_idx.astype(np.int64),
+            "val_idx": self._val_idx.astype(np.int64),
+            "mean": self._mean,
+            "scale": self._scale,
+        }
+        for slot, value in self._opt_state.items():
+            arrays[f"opt_{slot}"] = value
+        if self._best_theta is not None:
+            arrays["best_theta"] = self._best_theta
+        meta = {
+            "format": STATE_FORMAT,
+            "format_version": STATE_FORMAT_VERSION,
+            "config": self._config.to_dict(),
+            "epoch": self._epoch,
+            "step": self._step,
+            "rng": self._rng.bit_generator.state,
+            "best_loss": self._best_loss,
+            "best_epoch": self._best_epoch,
+            "wait": self._wait,
+            "finished": self._finished,
+            "stop_reason": self._stop_reason,
+            "history": [h.to_dict() for h in self._history],
+            "classes": self._classes,
+            "output": self._output,
+            "n_samples": int(self._X.shape[0]),
+            "n_features": int(self._X.shape[1]),
+        }
+        return pack(arrays, meta)
+
+    @classmethod
+    def resume(cls, X: object, y: object, state: bytes) -> Training:
+        """Continue a run from :meth:`state_bytes`, on the same ``X`` and ``y`` it was started with.
+
+        Raises
+        ------
+        ModelFormatError
+            ``state`` is not a valid training state.
+        ValueError
+            ``X`` / ``y`` do not match the state (shape or classes).
+        """
+        arrays, meta = unpack(state, "training state")
+        if meta.get("format") != STATE_FORMAT or meta.get("format_version") != STATE_FORMAT_VERSION:
+            raise ModelFormatError(
+                f"not a training state this engine reads: format {meta.get('format')!r} "
+                f"version {meta.get('format_version')!r}"
+            )
+        try:
+            config = TrainConfig.from_dict(meta["config"])
+            rng = np.random.Generator(np.random.PCG64())
+            rng.bit_generator.state = meta["rng"]
+            epoch, step, wait = int(meta["epoch"]), int(meta["step"]), int(meta["wait"])
+            best_epoch = int(meta["best_epoch"])
+            best_loss = None if meta["best_loss"] is None else float(meta["best_loss"])
+            history = [EpochMetrics.from_dict(h) for h in meta["history"]]
+            classes_state = list(meta["classes"])
+            output = str(meta["output"])
+            finished = bool(meta["finished"])
+            stop_reason = meta["stop_reason"]
+            n_samples, n_features = int(meta["n_samples"]), int(meta["n_features"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFormatError(f"training state metadata is invalid: {exc}") from None
+
+        features = check_features(X, "X")
+        if features.shape != (n_samples, n_features):
+            raise ValueError(
+                f"X has shape {features.shape} but the training state was made on {(n_samples, n_features)}"
+            )
+        labels = check_labels(y, n_samples, "y")
+        classes, y_idx = encode_labels(labels, "y")
+        if classes != classes_state:
+            raise ValueError(f"y has classes {classes} but the training state was made with {classes_state}")
+
+        run = cls.__new__(cls)
+        try:
+            train_idx = arrays["train_idx"].astype(np.intp)
+            val_idx = arrays["val_idx"].astype(np.intp)
+            mean = arrays["mean"].astype(np.float64)
+            scale = arrays["scale"].astype(np.float64)
+        except KeyError as exc:
+            raise ModelFormatError(f"training state is missing {exc}") from None
+        if (
+            train_idx.ndim != 1
+            or val_idx.ndim != 1
+            or len(train_idx) + len(val_idx) != n_samples
+            or len(train_idx) == 0
+            or (len(train_idx) and (train_idx.min() < 0 or train_idx.max() >= n_samples))
+            or (len(val_idx) and (val_idx.min() < 0 or val_idx.max() >= n_samples))
+            or mean.shape != (n_features,)
+            or scale.shape != (n_features,)
+        ):
+            raise ModelFormatError("training state split or standardisation arrays have the wrong shape")
+        run._setup(config, features, y_idx, classes, output, train_idx, val_idx, mean, scale, rng)
+        ws = run._ws
+        theta = arrays.get("theta")
+        if theta is None or theta.shape != ws.theta.shape or theta.dtype != ws.theta.dtype:
+            raise ModelFormatError(f"training state theta must be {ws.theta.dtype} of shape {ws.theta.shape}")
+        ws.theta[...] = theta
+        for slot in run._opt_state:
+            value = arrays.get(f"opt_{slot}")
+            if value is None or value.shape != ws.theta.shape or value.dtype != ws.theta.dtype:
+                raise ModelFormatError(
+                    f"training state optimizer slot {slot!r} is missing or has the wrong shape"
+                )
+            run._opt_state[slot][...] = value
+        best = arrays.get("best_theta")
+        if best is not None:
+            if best.shape != ws.theta.shape or best.dtype != ws.theta.dtype:
+                raise ModelFormatError("training state best_theta has the wrong shape")
+            run._best_theta = best.copy()
+        run._epoch, run._step, run._wait = epoch, step, wait
+        run._best_epoch, run._best_loss = best_epoch, best_loss
+        run._history = history
+        run._finished = finished
+        run._stop_reason = stop_reason
+        return run
+
+
+def train(
+    X: object,
+    y: object,
+    config: TrainConfig | None = None,
+    on_epoch: Callable[[EpochMetrics], bool | None] | None = None,
+) -> TrainResult:
+    """Train a classifier on ``(X, y)``.
+
+    Parameters
+    ----------
+    X : array-like, shape (n_samples, n_features)
+    y : array-like, shape (n_samples,)
+        Int or string labels.
+    config : TrainConfig, optional
+    on_epoch : callable, optional
+        Called with each epoch's :class:`EpochMetrics`; returning ``True`` stops training
+        (``stop_reason="callback"``).
+
+    Returns
+    -------
+    TrainResult
+    """
+    run = Training(X, y, config)
+    while not run.finished:
+        metrics = run.run_epoch()
+        if on_epoch is not None and on_epoch(metrics) is True:
+            run.stop("callback")
+    return run.result()

@@ -1,0 +1,92 @@
+"""Dependencies of the routes: the app's state (settings, Redis, store, cache, metrics), the caller,
+and "this dataset / job / model or 404"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+import engine
+from service.auth import KeyRing, Principal, authenticate
+from service.errors import not_found
+from service.metrics import Metrics
+from service.model_cache import ModelCache
+from service.settings import Settings
+from worker import DatasetRecord, JobRecord, ModelRecord, Store
+
+
+def make_redis(settings: Settings, *, timeout: float | None = None, retries: int = 1) -> Redis:
+    """A Redis client that fails fast: socket timeouts from settings and bounded retries."""
+    seconds = settings.redis_timeout if timeout is None else timeout
+    return Redis.from_url(
+        settings.redis_url,
+        socket_timeout=seconds,
+        socket_connect_timeout=seconds,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries),
+        health_check_interval=30,
+    )
+
+
+@dataclass
+class AppState:
+    """Everything a request handler needs, built once by `create_app`."""
+
+    settings: Settings
+    redis: Redis
+    probe: Redis  # readiness checks: 1 s timeout, no retries
+    store: Store
+    cache: ModelCache[engine.Model]
+    metrics: Metrics
+    keyring: KeyRing
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.backprop
+    return state
+
+
+State = Annotated[AppState, Depends(app_state)]
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from BACKPROP_API_KEYS.")
+
+
+def current_principal(
+    request: Request,
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> Principal:
+    """The caller; 401 when keys are configured and none (or an unknown one) is sent."""
+    return authenticate(request, state.keyring)
+
+
+Caller = Annotated[Principal, Depends(current_principal)]
+
+
+def dataset_or_404(dataset_id: str, state: State, caller: Caller) -> DatasetRecord:
+    """The caller's dataset (any dataset for admins), else 404."""
+    record = state.store.get_dataset(dataset_id)
+    if record is None or not caller.may_see(record.owner):
+        raise not_found("dataset", dataset_id)
+    return record
+
+
+def job_or_404(job_id: str, state: State, caller: Caller) -> JobRecord:
+    """The caller's job, else 404."""
+    record = state.store.get_job(job_id)
+    if record is None or not caller.may_see(record.owner):
+        raise not_found("job", job_id)
+    return record
+
+
+def model_or_404(model_id: str, state: State, caller: Caller) -> ModelRecord:
+    """The caller's model by id, or by name (its latest version), else 404."""
+    record = state.store.resolve_model(model_id, owner=caller.scope)
+    if record is None or not caller.may_see(record.owner):
+        raise not_found("model", model_id)
+    return record

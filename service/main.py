@@ -1,0 +1,99 @@
+"""The FastAPI application: `create_app()` wires settings, Redis, the store, routes and middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from service.auth import KeyRing
+from service.body_limit import BodyLimitMiddleware
+from service.deps import AppState, make_redis
+from service.errors import install_error_handlers
+from service.logs import AccessLogMiddleware, configure_logging
+from service.metrics import Metrics, store_snapshot
+from service.model_cache import ModelCache
+from service.routes import datasets, health, jobs, metrics, models
+from service.settings import Settings, get_settings
+from worker import Store, reap
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Train neural-network classifiers on your datasets and serve their predictions.
+
+1. `POST /v1/datasets` a CSV (header row; labels in the last column or `label_column`), an NPZ (`X`, `y`)
+   or JSON `{"features": [[...]], "labels": [...]}`.
+2. `POST /v1/jobs` with the dataset id and hyperparameters; poll `GET /v1/jobs/{id}` until `succeeded`.
+3. `POST /v1/models/{model_id or name}/predict` with `{"instances": [[...]]}`.
+
+Errors share one shape: `{"error": {"code", "message", "details"}}`. When API keys are configured, send
+`Authorization: Bearer <key>`.
+"""
+
+
+async def _reap_forever(state: AppState) -> None:
+    """Registry cleanup every `reaper_interval` seconds; errors are logged, never fatal."""
+    settings = state.settings
+    while True:
+        await asyncio.sleep(settings.reaper_interval)
+        try:
+            changed = await run_in_threadpool(reap, state.redis, state.store, queue_name=settings.queue_name)
+            if changed:
+                logger.info("reaper: %d job(s) re-queued or failed", changed)
+        except Exception as exc:
+            logger.warning("reaper failed: %s: %s", type(exc).__name__, exc)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The Backprop API; with no argument it reads `get_settings()` (uvicorn's `--factory`)."""
+    settings = settings if settings is not None else get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    client = make_redis(settings)
+    probe = make_redis(settings, timeout=min(1.0, settings.redis_timeout), retries=0)
+    store = Store(client, settings.blobs)
+    state = AppState(
+        settings=settings,
+        redis=client,
+        probe=probe,
+        store=store,
+        cache=ModelCache(settings.model_cache_size),
+        metrics=Metrics(lambda: store_snapshot(probe, store, queue_name=settings.queue_name)),
+        keyring=KeyRing(settings.parsed_api_keys()),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not state.keyring.enabled:
+            logger.warning("no API keys configured (BACKPROP_API_KEYS): every caller is an admin")
+        reaper = asyncio.create_task(_reap_forever(state))
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+            client.close()
+            probe.close()
+
+    app = FastAPI(
+        title="Backprop",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.backprop = state
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    responses_by_status = state.metrics.http_responses
+    app.add_middleware(
+        AccessLogMiddleware, on_response=lambda status: responses_by_status.labels(str(status)).inc()
+    )
+    for router in (datasets.router, jobs.router, models.router, health.router, metrics.router):
+        app.include_router(router)
+    return app

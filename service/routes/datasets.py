@@ -1,0 +1,187 @@
+"""/v1/datasets: upload (CSV, NPZ or JSON), list, read, delete."""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from service.deps import Caller, State, dataset_or_404
+from service.errors import ApiError, invalid, responses
+from service.parsing import NPZ_MAGIC, Dataset, DatasetError, Limits, from_lists, parse_csv, parse_npz
+from service.schemas import DatasetCreate, DatasetList, DatasetPublic
+from worker import DatasetRecord
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "CSV with a header row (other columns numeric), "
+                            "or NPZ with arrays X (n_samples, n_features) and y (n_samples,).",
+                        },
+                        "label_column": {
+                            "type": "string",
+                            "description": "CSV column holding the labels (default: the last column).",
+                        },
+                        "name": {"type": "string", "pattern": _NAME.pattern, "description": "Dataset name."},
+                    },
+                },
+                "encoding": {"file": {"contentType": "text/csv, application/octet-stream"}},
+            },
+            "application/json": {
+                "schema": DatasetCreate.model_json_schema(),
+                "example": {
+                    "features": [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]],
+                    "labels": [1, 1, 0, 0],
+                },
+            },
+        },
+    }
+}
+
+
+def dataset_public(record: DatasetRecord) -> DatasetPublic:
+    return DatasetPublic(
+        id=record.id,
+        name=record.name,
+        n_samples=record.n_samples,
+        n_features=record.n_features,
+        classes=dict(record.classes),
+        created_at=record.created_at,  # type: ignore[arg-type]
+    )
+
+
+def _limits(state: State) -> Limits:
+    settings = state.settings
+    return Limits(
+        max_rows=settings.max_rows, max_features=settings.max_features, max_classes=settings.max_classes
+    )
+
+
+def _rejected(exc: DatasetError) -> ApiError:
+    return ApiError(422, exc.code, exc.message, details=[exc.details])
+
+
+def _name_from_filename(filename: str | None) -> str | None:
+    if not filename:
+        return None
+    stem = PurePath(filename.replace("\\", "/")).stem
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:64]
+    return cleaned if cleaned and _NAME.match(cleaned) else None
+
+
+async def _from_multipart(request: Request, limits: Limits) -> tuple[Dataset, str | None]:
+    async with request.form(max_files=1, max_fields=10) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise invalid("file", "missing multipart file field `file` (a CSV or NPZ file)")
+        label_field = form.get("label_column")
+        name_field = form.get("name")
+        if label_field is not None and not isinstance(label_field, str):
+            raise invalid("label_column", "must be a text field, not a file")
+        if name_field is not None and (not isinstance(name_field, str) or not _NAME.match(name_field)):
+            raise invalid("name", f"must match {_NAME.pattern}")
+        data = await upload.read()
+        filename = upload.filename
+    label_column = label_field.strip() if isinstance(label_field, str) and label_field.strip() else None
+    name = name_field if isinstance(name_field, str) else _name_from_filename(filename)
+    is_npz = data[:4] == NPZ_MAGIC or (filename or "").lower().endswith(".npz")
+    try:
+        if is_npz:
+            dataset = await run_in_threadpool(parse_npz, data, limits=limits)
+        else:
+            dataset = await run_in_threadpool(parse_csv, data, label_column=label_column, limits=limits)
+    except DatasetError as exc:
+        raise _rejected(exc) from None
+    return dataset, name
+
+
+async def _from_json(request: Request, limits: Limits) -> tuple[Dataset, str | None]:
+    body = await request.body()
+    try:
+        parsed = DatasetCreate.model_validate_json(body)
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+    try:
+        dataset = await run_in_threadpool(from_lists, parsed.features, parsed.labels, limits=limits)
+    except DatasetError as exc:
+        raise _rejected(exc) from None
+    return dataset, parsed.name
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Upload a dataset",
+    responses=responses(400, 401, 413, 415, 422, 503),
+    openapi_extra=_UPLOAD_BODY,
+)
+async def create_dataset(request: Request, state: State, caller: Caller) -> DatasetPublic:
+    """Upload a dataset: multipart `file` (CSV with a header row, or NPZ with X and y) or a JSON body.
+
+    CSV: the label column is `label_column` (default the last one); every other column must be numeric.
+    Labels that all look like integers become integers. Malformed files give 422 naming row and column.
+    """
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    limits = _limits(state)
+    if media == "multipart/form-data":
+        dataset, name = await _from_multipart(request, limits)
+    elif media == "application/json" or media.endswith("+json"):
+        dataset, name = await _from_json(request, limits)
+    else:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"Content-Type {media or '(none)'!r}: "
+            "send multipart/form-data (field `file`) or application/json",
+        )
+    record = await run_in_threadpool(
+        state.store.create_dataset, dataset.X, dataset.y, owner=caller.owner, name=name
+    )
+    return dataset_public(record)
+
+
+@router.get("", summary="List datasets", responses=responses(401, 422, 503))
+def list_datasets(
+    state: State,
+    caller: Caller,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> DatasetList:
+    """The caller's datasets (every dataset for admins), newest first."""
+    records, total = state.store.list_datasets(owner=caller.scope, offset=offset, limit=limit)
+    return DatasetList(items=[dataset_public(r) for r in records], total=total, offset=offset, limit=limit)
+
+
+@router.get("/{dataset_id}", summary="Read a dataset", responses=responses(401, 404, 503))
+def read_dataset(record: Annotated[DatasetRecord, Depends(dataset_or_404)]) -> DatasetPublic:
+    """One dataset's summary: size, features and class counts."""
+    return dataset_public(record)
+
+
+@router.delete(
+    "/{dataset_id}", status_code=204, summary="Delete a dataset", responses=responses(401, 404, 503)
+)
+def delete_dataset(record: Annotated[DatasetRecord, Depends(dataset_or_404)], state: State) -> Response:
+    """Delete a dataset and its arrays (models trained on it are kept)."""
+    state.store.delete_dataset(record.id)
+    return Response(status_code=204)

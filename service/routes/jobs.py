@@ -1,0 +1,174 @@
+"""/v1/jobs: submit a training job, follow it, list jobs, cancel one."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from engine import TrainConfig
+from service.deps import Caller, State, job_or_404
+from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
+from service.schemas import EpochPublic, JobCreate, JobList, JobPublic, JobStatus, ProgressPublic
+from worker import (
+    TERMINAL_STATUSES,
+    JobRecord,
+    cancel_job,
+    enqueue_training,
+    job_timeout,
+    queue_depth,
+    queue_position,
+)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def _progress(record: JobRecord) -> ProgressPublic | None:
+    if not record.progress:
+        return None
+    progress = ProgressPublic.model_validate(record.progress)
+    if progress.eta_seconds is None and record.status == "running" and progress.seconds is not None:
+        remaining = (progress.epochs or progress.epoch) - progress.epoch
+        progress.eta_seconds = max(remaining, 0) * progress.seconds
+    return progress
+
+
+def job_public(record: JobRecord, position: int | None = None) -> JobPublic:
+    return JobPublic(
+        id=record.id,
+        name=record.name,
+        dataset_id=record.dataset_id,
+        status=record.status,  # type: ignore[arg-type]
+        config=dict(record.spec),
+        queue_position=position,
+        progress=_progress(record),
+        history=[EpochPublic.model_validate(entry) for entry in record.history],
+        model_id=record.model_id,
+        error=record.error,
+        attempts=record.attempts,
+        created_at=record.created_at,  # type: ignore[arg-type]
+        started_at=record.started_at,  # type: ignore[arg-type]
+        finished_at=record.finished_at,  # type: ignore[arg-type]
+    )
+
+
+def _position(state: State, record: JobRecord) -> int | None:
+    if record.status != "queued":
+        return None
+    return queue_position(state.redis, record.id, queue_name=state.settings.queue_name)
+
+
+def n_parameters(layer_sizes: list[int]) -> int:
+    """Weights and biases of a fully connected network with these layer widths."""
+    return sum((n_in + 1) * n_out for n_in, n_out in itertools.pairwise(layer_sizes))
+
+
+def _check_compute(body: JobCreate, n_features: int, n_classes: int, state: State) -> int:
+    """Caps on the network and the training run; returns the network's parameter count."""
+    settings = state.settings
+    if len(body.hidden_layers) > settings.max_hidden_layers:
+        raise limit_exceeded(
+            422, "hidden_layers", "max_hidden_layers", len(body.hidden_layers), settings.max_hidden_layers
+        )
+    for index, width in enumerate(body.hidden_layers):
+        if width > settings.max_layer_width:
+            raise limit_exceeded(
+                422, f"hidden_layers[{index}]", "max_layer_width", width, settings.max_layer_width
+            )
+    if body.epochs > settings.max_epochs:
+        raise limit_exceeded(422, "epochs", "max_epochs", body.epochs, settings.max_epochs)
+    if body.batch_size > settings.max_batch_size:
+        raise limit_exceeded(422, "batch_size", "max_batch_size", body.batch_size, settings.max_batch_size)
+    binary = n_classes == 2 and body.output in ("auto", "sigmoid")
+    layer_sizes = [n_features, *body.hidden_layers, 1 if binary else n_classes]
+    parameters = n_parameters(layer_sizes)
+    if parameters > settings.max_parameters:
+        raise limit_exceeded(422, "hidden_layers", "max_parameters", parameters, settings.max_parameters)
+    return parameters
+
+
+def _train_config(body: JobCreate) -> dict[str, Any]:
+    spec = body.model_dump(exclude={"dataset_id", "name"})
+    try:
+        return TrainConfig.from_dict(spec).to_dict()
+    except (ValueError, TypeError) as exc:
+        raise invalid("body", str(exc)) from None
+
+
+@router.post(
+    "",
+    status_code=202,
+    summary="Submit a training job",
+    responses={
+        **responses(401, 404, 413, 422, 429, 503),
+        202: {"description": "Accepted: queued.", "headers": {"Location": {"schema": {"type": "string"}}}},
+    },
+)
+def create_job(body: JobCreate, response: Response, state: State, caller: Caller) -> JobPublic:
+    """Queue training of a classifier on a dataset; poll the job at the `Location` it returns."""
+    settings = state.settings
+    dataset = state.store.get_dataset(body.dataset_id)
+    if dataset is None or not caller.may_see(dataset.owner):
+        error = not_found("dataset", body.dataset_id)
+        error.details = [{"field": "dataset_id", "message": error.message}]
+        raise error
+    parameters = _check_compute(body, dataset.n_features, len(dataset.classes), state)
+    spec = _train_config(body)
+    queued = state.store.count_queued_jobs(caller.owner)
+    if queued >= settings.max_queued_jobs_per_key:
+        raise limit_exceeded(
+            429, "queued jobs", "max_queued_jobs_per_key", queued + 1, settings.max_queued_jobs_per_key
+        )
+    depth = queue_depth(state.redis, queue_name=settings.queue_name)
+    if depth >= settings.max_queue_depth:
+        error = limit_exceeded(503, "queue depth", "max_queue_depth", depth + 1, settings.max_queue_depth)
+        error.headers = {"Retry-After": "30"}
+        raise error
+    name = body.name or dataset.name or f"dataset-{dataset.id[:8]}"
+    record = state.store.create_job(spec, owner=caller.owner, dataset_id=dataset.id, name=name)
+    timeout = job_timeout(
+        dataset.n_samples,
+        parameters,
+        body.epochs,
+        minimum=settings.job_timeout_min,
+        maximum=settings.job_timeout_max,
+    )
+    try:
+        enqueue_training(
+            state.redis, record, queue_name=settings.queue_name, timeout=timeout, retries=settings.job_retries
+        )
+    except Exception:
+        state.store.set_job_fields(record.id, status="failed", error="could not be queued")
+        raise
+    response.headers["Location"] = f"/v1/jobs/{record.id}"
+    return job_public(record, _position(state, record))
+
+
+@router.get("", summary="List jobs", responses=responses(401, 422, 503))
+def list_jobs(
+    state: State,
+    caller: Caller,
+    status: JobStatus | None = None,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JobList:
+    """The caller's jobs (every job for admins), newest first; `status` filters."""
+    records, total = state.store.list_jobs(owner=caller.scope, status=status, offset=offset, limit=limit)
+    items = [job_public(record, _position(state, record)) for record in records]
+    return JobList(items=items, total=total, offset=offset, limit=limit)
+
+
+@router.get("/{job_id}", summary="Read a job", responses=responses(401, 404, 503))
+def read_job(record: Annotated[JobRecord, Depends(job_or_404)], state: State) -> JobPublic:
+    """Status, progress (with ETA), per-epoch history, queue position while queued, model id once done."""
+    return job_public(record, _position(state, record))
+
+
+@router.post("/{job_id}/cancel", summary="Cancel a job", responses=responses(401, 404, 409, 503))
+def cancel(record: Annotated[JobRecord, Depends(job_or_404)], state: State) -> JobPublic:
+    """A queued job never runs; a running job stops at the next epoch boundary and ends `canceled`."""
+    if record.status in TERMINAL_STATUSES:
+        raise ApiError(409, "conflict", f"job {record.id!r} is already {record.status}")
+    updated = cancel_job(state.redis, state.store, record.id, queue_name=state.settings.queue_name)
+    return job_public(updated, _position(state, updated))

@@ -1,0 +1,127 @@
+"""/v1/models: list, read, delete trained models and predict with them."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Response
+
+import engine
+from service.deps import Caller, State, model_or_404
+from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
+from service.schemas import EpochPublic, ModelList, ModelPublic, Name, PredictCreate, PredictionPublic
+from worker import ModelRecord, NotFoundError
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def _metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
+    shown: dict[str, float | None] = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        shown[key] = float(value) if math.isfinite(value) else None
+    return shown
+
+
+def model_public(record: ModelRecord) -> ModelPublic:
+    return ModelPublic(
+        id=record.id,
+        name=record.name,
+        version=record.version,
+        dataset_id=record.dataset_id,
+        job_id=record.job_id,
+        created_at=record.created_at,  # type: ignore[arg-type]
+        layer_sizes=list(record.layer_sizes),
+        activation=record.activation,
+        output=record.output,
+        classes=list(record.classes),
+        n_features=record.n_features,
+        n_parameters=record.n_parameters,
+        metrics=_metrics(record.metrics),  # type: ignore[arg-type]
+        history=[EpochPublic.model_validate(entry) for entry in record.history],
+        config=dict(record.config),
+    )
+
+
+Model = Annotated[ModelRecord, Depends(model_or_404)]
+
+
+@router.get("", summary="List models", responses=responses(401, 422, 503))
+def list_models(
+    state: State,
+    caller: Caller,
+    name: Name | None = None,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> ModelList:
+    """The caller's models (every model for admins), newest first; with `name`, that name's versions."""
+    records, total = state.store.list_models(owner=caller.scope, name=name, offset=offset, limit=limit)
+    return ModelList(items=[model_public(r) for r in records], total=total, offset=offset, limit=limit)
+
+
+@router.get("/{model_id}", summary="Read a model", responses=responses(401, 404, 503))
+def read_model(record: Model) -> ModelPublic:
+    """Architecture, classes, metrics and history of a model; a name means its latest version."""
+    return model_public(record)
+
+
+@router.delete("/{model_id}", status_code=204, summary="Delete a model", responses=responses(401, 404, 503))
+def delete_model(record: Model, state: State) -> Response:
+    """Delete one model version (a name means its latest version)."""
+    state.store.delete_model(record.id)
+    state.cache.invalidate(record.id)
+    return Response(status_code=204)
+
+
+def _load(state: State, record: ModelRecord) -> engine.Model:
+    try:
+        data = state.store.load_model_bytes(record.id)
+    except NotFoundError:
+        raise not_found("model", record.id) from None
+    return engine.loads(data)
+
+
+@router.post(
+    "/{model_id}/predict", summary="Predict with a model", responses=responses(401, 404, 413, 422, 503)
+)
+def predict(body: PredictCreate, record: Model, state: State) -> PredictionPublic:
+    """Class labels and probabilities (columns in the order of `classes`) for raw feature rows."""
+    started = time.perf_counter()
+    rows = len(body.instances)
+    maximum = state.settings.max_predict_rows
+    if rows > maximum:
+        raise limit_exceeded(422, "instances", "max_predict_rows", rows, maximum)
+    for index, row in enumerate(body.instances):
+        if len(row) != record.n_features:
+            raise invalid(
+                f"instances[{index}]",
+                f"{len(row)} features, the model expects {record.n_features}",
+                code="wrong_feature_count",
+            )
+    model, hit = state.cache.get((record.id, record.sha256), lambda: _load(state, record))
+    (state.metrics.model_cache_hits if hit else state.metrics.model_cache_misses).inc()
+    X = np.asarray(body.instances, dtype=np.float64)
+    try:
+        probabilities = np.asarray(model.predict_proba(X), dtype=np.float64)
+    except (ValueError, TypeError, FloatingPointError) as exc:
+        raise invalid("instances", str(exc)) from None
+    if not np.all(np.isfinite(probabilities)):
+        raise invalid("instances", "values too large: the probabilities are not finite")
+    classes = list(model.classes)
+    if probabilities.ndim == 2 and probabilities.shape[1] == len(classes):
+        predictions = [classes[i] for i in np.argmax(probabilities, axis=1).tolist()]
+    else:
+        raise ApiError(500, "internal_error", "model output does not match its classes")
+    state.metrics.prediction_requests.labels(record.name).inc()
+    state.metrics.prediction_latency.labels(record.name).observe(time.perf_counter() - started)
+    return PredictionPublic(
+        model_id=record.id,
+        version=record.version,
+        classes=classes,
+        predictions=predictions,
+        probabilities=probabilities.tolist(),
+    )

@@ -1,0 +1,257 @@
+"""Request models (`...Create`) and response models (`...Public`) of the HTTP API, version 1."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
+
+# Strict numbers: booleans and numeric strings are not numbers; NaN and infinities are refused.
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+ResourceId = Annotated[str, Field(min_length=1, max_length=128)]
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled", "stalled"]
+
+
+def _finite_or_none(value: Any) -> Any:
+    """Non-finite floats (a diverged loss) are shown as null: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+MaybeFloat = Annotated[float | None, BeforeValidator(_finite_or_none)]
+
+
+def _label(value: Any) -> int | str:
+    """A class label: an integer or a non-empty string (not a boolean, float or list)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("a label must be an integer or a string")
+    if isinstance(value, str) and not 1 <= len(value) <= 256:
+        raise ValueError("a label string must have 1 to 256 characters")
+    return value
+
+
+LabelValue = Annotated[
+    int | str,
+    PlainValidator(_label),
+    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string", "minLength": 1, "maxLength": 256}]}),
+]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- errors -----------------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    """Where a problem is: a field path, a row and column, or a limit."""
+
+    model_config = ConfigDict(extra="allow")
+    message: str
+    field: str | None = None
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(examples=["validation_error"])
+    message: str = Field(examples=["epochs: Input should be less than or equal to 10000"])
+    details: list[ErrorDetail] = []
+
+
+class ErrorPublic(BaseModel):
+    """Every error response has this shape."""
+
+    error: ErrorInfo
+
+
+# --- datasets ---------------------------------------------------------------------------------------
+
+
+class DatasetCreate(_Request):
+    """A dataset as JSON: one row of features per label."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"features": [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]], "labels": [1, 1, 0, 0]}
+            ]
+        },
+    )
+    features: list[list[FiniteFloat]] = Field(min_length=1)
+    labels: list[LabelValue] = Field(min_length=1)
+    name: Name | None = None
+
+
+class DatasetPublic(BaseModel):
+    id: str
+    name: str | None
+    n_samples: int
+    n_features: int
+    classes: dict[str, int] = Field(description="label -> number of rows", examples=[{"0": 2, "1": 2}])
+    created_at: datetime
+
+
+class DatasetList(BaseModel):
+    items: list[DatasetPublic]
+    total: int
+    offset: int
+    limit: int
+
+
+# --- jobs -------------------------------------------------------------------------------------------
+
+
+class JobCreate(_Request):
+    """A training job: the dataset and the hyperparameters of the network and its training."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "dataset_id": "8c1f0c2e5d8a4f8e9d3b6a1c2e4f6a8b",
+                    "name": "digits",
+                    "hidden_layers": [64],
+                    "epochs": 30,
+                    "optimizer": "adam",
+                    "learning_rate": 0.001,
+                }
+            ]
+        },
+    )
+    dataset_id: ResourceId
+    name: Name | None = Field(None, description="Model name; default derived from the dataset.")
+    hidden_layers: list[Annotated[int, Field(strict=True, ge=1, le=1_000_000)]] = Field(
+        default=[100], max_length=1000, description="Widths of the hidden layers."
+    )
+    activation: Literal["relu", "leaky_relu", "tanh", "sigmoid", "identity"] = "relu"
+    output: Literal["auto", "softmax", "sigmoid"] = Field(
+        "auto", description="`auto`: sigmoid for two classes, softmax otherwise."
+    )
+    epochs: int = Field(200, strict=True, ge=1, le=1_000_000)
+    batch_size: int = Field(32, strict=True, ge=1, le=100_000_000)
+    optimizer: Literal["sgd", "momentum", "nesterov", "adam"] = "adam"
+    learning_rate: float = Field(1e-3, strict=True, gt=0, le=10, allow_inf_nan=False)
+    momentum: float = Field(0.9, strict=True, ge=0, lt=1, allow_inf_nan=False)
+    beta1: float = Field(0.9, strict=True, ge=0, lt=1, allow_inf_nan=False)
+    beta2: float = Field(0.999, strict=True, ge=0, lt=1, allow_inf_nan=False)
+    epsilon: float = Field(1e-8, strict=True, gt=0, le=1, allow_inf_nan=False)
+    weight_decay: float = Field(0.0, strict=True, ge=0, le=1, allow_inf_nan=False)
+    l2: float = Field(1e-4, strict=True, ge=0, le=100, allow_inf_nan=False)
+    lr_schedule: Literal["constant", "step", "exponential", "cosine"] = "constant"
+    lr_step_size: int = Field(10, strict=True, ge=1, le=1_000_000)
+    lr_gamma: float = Field(0.5, strict=True, gt=0, le=1, allow_inf_nan=False)
+    clip_norm: float | None = Field(None, strict=True, gt=0, le=1e6, allow_inf_nan=False)
+    validation_fraction: float = Field(0.1, strict=True, ge=0, le=0.5, allow_inf_nan=False)
+    early_stopping: bool = Field(False, strict=True)
+    patience: int = Field(10, strict=True, ge=1, le=100_000)
+    min_delta: float = Field(1e-4, strict=True, ge=0, le=1e6, allow_inf_nan=False)
+    seed: int = Field(0, strict=True, ge=0, le=2**32 - 1)
+    dtype: Literal["float32", "float64"] = "float32"
+    standardize: bool = Field(True, strict=True, description="Standardize features with training statistics.")
+
+
+class EpochPublic(BaseModel):
+    """Metrics of one epoch."""
+
+    epoch: int
+    epochs: int | None = None
+    train_loss: MaybeFloat = None
+    train_accuracy: MaybeFloat = None
+    validation_loss: MaybeFloat = None
+    validation_accuracy: MaybeFloat = None
+    learning_rate: MaybeFloat = None
+    seconds: MaybeFloat = None
+    samples_per_second: MaybeFloat = None
+
+
+class ProgressPublic(EpochPublic):
+    """The latest epoch of a running job and the estimated time left."""
+
+    eta_seconds: MaybeFloat = Field(None, description="Estimated seconds until the last epoch ends.")
+
+
+class JobPublic(BaseModel):
+    id: str
+    name: str
+    dataset_id: str
+    status: JobStatus
+    config: dict[str, Any] = Field(description="The training configuration (engine TrainConfig).")
+    queue_position: int | None = Field(None, description="0-based position in the queue while queued.")
+    progress: ProgressPublic | None = None
+    history: list[EpochPublic] = []
+    model_id: str | None = None
+    error: str | None = None
+    attempts: int = 0
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class JobList(BaseModel):
+    items: list[JobPublic]
+    total: int
+    offset: int
+    limit: int
+
+
+# --- models -----------------------------------------------------------------------------------------
+
+
+class ModelPublic(BaseModel):
+    id: str
+    name: str
+    version: int
+    dataset_id: str
+    job_id: str
+    created_at: datetime
+    layer_sizes: list[int]
+    activation: str
+    output: str
+    classes: list[int | str]
+    n_features: int
+    n_parameters: int
+    metrics: dict[str, MaybeFloat | int | str]
+    history: list[EpochPublic]
+    config: dict[str, Any]
+
+
+class ModelList(BaseModel):
+    items: list[ModelPublic]
+    total: int
+    offset: int
+    limit: int
+
+
+class PredictCreate(_Request):
+    """Raw feature rows, in the column order of the training data."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"instances": [[0.0, 1.0]]}]})
+    instances: list[list[FiniteFloat]] = Field(min_length=1)
+
+
+class PredictionPublic(BaseModel):
+    model_id: str
+    version: int
+    classes: list[int | str]
+    predictions: list[int | str]
+    probabilities: list[list[float]] = Field(description="One column per class, in the order of `classes`.")
+
+
+# --- health -----------------------------------------------------------------------------------------
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadinessPublic(BaseModel):
+    status: Literal["ready", "unavailable"]
+    redis: bool
+    workers: int

@@ -1,0 +1,98 @@
+"""API keys: 401 without or with an unknown key, 403 on admin actions, ownership as 404, no keys in logs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.service.conftest import blobs_csv, upload_csv
+
+KEYS = "alice-key-1234:user,bob-key-5678:user,root-key-9999:admin"
+ALICE = {"Authorization": "Bearer alice-key-1234"}
+BOB = {"Authorization": "Bearer bob-key-5678"}
+ROOT = {"Authorization": "Bearer root-key-9999"}
+JOB = {"hidden_layers": [4], "epochs": 2, "seed": 0}
+
+
+@pytest.fixture()
+def secured(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client(api_keys=KEYS, metrics_public=False)
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic YTpi"}])
+def test_missing_or_unknown_key_is_401(secured: TestClient, headers: dict[str, str]) -> None:
+    for method, path in [("GET", "/v1/datasets"), ("GET", "/v1/jobs"), ("GET", "/v1/models/x"), ("GET", "/metrics")]:
+        response = secured.request(method, path, headers=headers)
+        assert response.status_code == 401, path
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert response.json()["error"]["code"] == "unauthorized"
+
+
+def test_probes_need_no_key(secured: TestClient) -> None:
+    assert secured.get("/healthz").status_code == 200
+    assert secured.get("/readyz").status_code in (200, 503)
+
+
+def test_metrics_is_admin_only_when_not_public(
+    secured: TestClient, make_client: Callable[..., TestClient]
+) -> None:
+    assert secured.get("/metrics", headers=ALICE).status_code == 403
+    assert secured.get("/metrics", headers=ALICE).json()["error"]["code"] == "forbidden"
+    assert secured.get("/metrics", headers=ROOT).status_code == 200
+    public = make_client(api_keys=KEYS, metrics_public=True)
+    assert public.get("/metrics").status_code == 200
+
+
+def test_resources_belong_to_their_key(secured: TestClient, run_worker: Callable[[], None]) -> None:
+    dataset = upload_csv(secured, blobs_csv(n_per_class=4), headers=ALICE, name="mine").json()
+    job = secured.post("/v1/jobs", json={"dataset_id": dataset["id"], **JOB}, headers=ALICE).json()
+    run_worker()
+    model_id = secured.get(f"/v1/jobs/{job['id']}", headers=ALICE).json()["model_id"]
+    assert model_id
+
+    # Bob sees none of it: reading, listing, training on, predicting with, canceling, deleting -> 404 / empty
+    assert secured.get(f"/v1/datasets/{dataset['id']}", headers=BOB).status_code == 404
+    assert secured.get("/v1/datasets", headers=BOB).json()["total"] == 0
+    assert secured.post("/v1/jobs", json={"dataset_id": dataset["id"]}, headers=BOB).status_code == 404
+    assert secured.get(f"/v1/jobs/{job['id']}", headers=BOB).status_code == 404
+    assert secured.post(f"/v1/jobs/{job['id']}/cancel", headers=BOB).status_code == 404
+    assert secured.get("/v1/jobs", headers=BOB).json()["total"] == 0
+    assert secured.get(f"/v1/models/{model_id}", headers=BOB).status_code == 404
+    assert secured.get("/v1/models/mine", headers=BOB).status_code == 404
+    assert secured.get("/v1/models", headers=BOB).json()["total"] == 0
+    row = {"instances": [[0.0, 0.0, 0.0]]}
+    assert secured.post(f"/v1/models/{model_id}/predict", json=row, headers=BOB).status_code == 404
+    assert secured.delete(f"/v1/models/{model_id}", headers=BOB).status_code == 404
+    assert secured.delete(f"/v1/datasets/{dataset['id']}", headers=BOB).status_code == 404
+
+    # Alice and the admin do
+    assert secured.post(f"/v1/models/{model_id}/predict", json=row, headers=ALICE).status_code == 200
+    assert secured.post("/v1/models/mine/predict", json=row, headers=ALICE).status_code == 200
+    assert secured.get("/v1/datasets", headers=ROOT).json()["total"] == 1
+    assert secured.get(f"/v1/models/{model_id}", headers=ROOT).status_code == 200
+    assert secured.delete(f"/v1/models/{model_id}", headers=ROOT).status_code == 204
+    assert secured.get(f"/v1/models/{model_id}", headers=ALICE).status_code == 404
+
+
+def test_owner_is_not_the_key(secured: TestClient, redis_url: str) -> None:
+    import redis
+
+    upload_csv(secured, blobs_csv(n_per_class=4), headers=ALICE)
+    client = redis.Redis.from_url(redis_url)
+    dump = b"".join(
+        client.dump(key) or b"" for key in client.keys("*")  # type: ignore[union-attr]
+    ) + b"".join(key for key in client.keys("*"))  # type: ignore[union-attr]
+    client.close()
+    assert b"alice-key-1234" not in dump
+
+
+def test_keys_never_logged(make_client: Callable[..., TestClient], capfd: pytest.CaptureFixture[str]) -> None:
+    client = make_client(api_keys=KEYS, log_format="json")
+    client.get("/v1/datasets", headers=ALICE)
+    client.get("/v1/datasets", headers={"Authorization": "Bearer wrong-secret-key"})
+    client.get("/v1/datasets?token=alice-key-1234", headers=ALICE)
+    err = capfd.readouterr().err
+    assert '"path": "/v1/datasets"' in err
+    assert "alice-key-1234" not in err and "wrong-secret-key" not in err

@@ -1,0 +1,148 @@
+"""POST/GET/DELETE /v1/datasets over HTTP: CSV, NPZ and JSON uploads and every rejection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.service.conftest import blobs_csv, npz_bytes, upload_csv
+
+
+def test_upload_csv_returns_summary(client: TestClient) -> None:
+    response = upload_csv(client, blobs_csv(n_per_class=5))
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert set(body) == {"id", "name", "n_samples", "n_features", "classes", "created_at"}
+    assert (body["n_samples"], body["n_features"]) == (15, 3)
+    assert body["classes"] == {"0": 5, "1": 5, "2": 5}
+    assert body["name"] == "data"
+    assert client.get(f"/v1/datasets/{body['id']}").json() == body
+
+
+def test_upload_csv_label_column_bom_crlf_quotes(client: TestClient) -> None:
+    data = '\ufeffkind,"a",b\r\n"cat",1,"2"\r\ndog,3,4\r\ncat,5,6\r\n'.encode()
+    response = upload_csv(client, data, label_column="kind")
+    assert response.status_code == 201, response.text
+    assert response.json()["classes"] == {"cat": 2, "dog": 1}
+    assert response.json()["n_features"] == 2
+
+
+def test_upload_npz(client: TestClient) -> None:
+    data = npz_bytes(X=np.arange(12.0).reshape(6, 2), y=np.array(["a", "b"] * 3))
+    response = client.post("/v1/datasets", files={"file": ("d.npz", data, "application/octet-stream")})
+    assert response.status_code == 201, response.text
+    assert response.json()["classes"] == {"a": 3, "b": 3}
+    assert response.json()["name"] == "d"
+
+
+def test_upload_json(client: TestClient) -> None:
+    body = {"features": [[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]], "labels": ["1", 2, 1], "name": "tiny"}
+    response = client.post("/v1/datasets", json=body)
+    assert response.status_code == 201, response.text
+    assert response.json()["classes"] == {"1": 2, "2": 1}
+    assert response.json()["name"] == "tiny"
+
+
+@pytest.mark.parametrize(
+    ("data", "fragments"),
+    [
+        (b"a,b,label\n1,2,0\n1,2\n", ["row 2", "column 3"]),
+        (b"a,b,label\n1,2,0\n1,abc,1\n", ["row 2", "column 'b'"]),
+        (b"a,b,label\n1,2,0\nNaN,2,1\n", ["row 2", "column 'a'"]),
+        (b"a,b,label\n1,2,0\n1,-inf,1\n", ["row 2", "column 'b'"]),
+        (b"", ["empty file"]),
+        (b"a,b,label\n1,2,0\n3,4,0\n", ["only one class"]),
+    ],
+)
+def test_upload_malformed_csv_is_422_naming_row_and_column(
+    client: TestClient, data: bytes, fragments: list[str]
+) -> None:
+    response = upload_csv(client, data)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    for fragment in fragments:
+        assert fragment in error["message"]
+    assert error["details"]
+
+
+def test_upload_npz_object_array_is_422(client: TestClient) -> None:
+    y = np.array([{"a": 1}, {"b": 2}], dtype=object)
+    response = client.post("/v1/datasets", files={"file": ("d.npz", npz_bytes(X=np.zeros((2, 2)), y=y))})
+    assert response.status_code == 422
+    assert "object arrays" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"features": [[0.0, True], [1.0, 0.0]], "labels": [0, 1]}, "features[0][1]"),
+        ({"features": [[0.0, 1.0], [1.0, 0.0]], "labels": [0, True]}, "labels[1]"),
+        ({"features": [[0.0, 1.0], [1.0, "x"]], "labels": [0, 1]}, "features[1][1]"),
+        ({"features": [[0.0, 1.0], [1.0, 0.0]], "labels": [0, 1], "extra": 1}, "extra"),
+        ({"features": [[0.0, 1.0], [1.0]], "labels": [0, 1]}, "features[1]"),
+        ({"labels": [0, 1]}, "features"),
+    ],
+)
+def test_upload_json_rejections_name_the_field(client: TestClient, body: dict[str, object], field: str) -> None:
+    response = client.post("/v1/datasets", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"][0]["field"] == field
+
+
+def test_upload_json_nan_and_bad_json_are_422(client: TestClient) -> None:
+    headers = {"content-type": "application/json"}
+    nan = client.post("/v1/datasets", content=b'{"features": [[NaN], [1]], "labels": [0, 1]}', headers=headers)
+    assert nan.status_code == 422
+    assert nan.json()["error"]["details"][0]["field"] == "features[0][0]"
+    broken = client.post("/v1/datasets", content=b'{"features": [[', headers=headers)
+    assert broken.status_code == 422
+
+
+def test_upload_needs_a_file_or_json(client: TestClient) -> None:
+    missing = client.post("/v1/datasets", data={"label_column": "x"}, files={"other": ("a", b"1")})
+    assert missing.status_code == 422
+    assert missing.json()["error"]["details"][0]["field"] == "file"
+    text = client.post("/v1/datasets", content=b"a,b\n1,2\n", headers={"content-type": "text/csv"})
+    assert text.status_code == 415
+
+
+def test_upload_too_large_is_413(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_upload_bytes=1000)
+    response = upload_csv(client, blobs_csv(n_per_class=50))
+    assert response.status_code == 413
+    assert "max_upload_bytes=1000" in response.json()["error"]["message"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted while reading
+        for _ in range(30):
+            yield b'{"features": [[1.0, 2.0], [3.0, 4.0]], "labels": [0, 1]}   '
+
+    streamed = client.post("/v1/datasets", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    assert streamed.json()["error"]["code"] == "payload_too_large"
+
+
+def test_upload_row_limit_names_the_limit(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_rows=10)
+    response = upload_csv(client, blobs_csv(n_per_class=5))
+    assert response.status_code == 422
+    assert "max_rows=10" in response.json()["error"]["message"]
+
+
+def test_datasets_list_read_delete_and_404(client: TestClient) -> None:
+    first = upload_csv(client, blobs_csv(n_per_class=3)).json()
+    second = upload_csv(client, blobs_csv(n_per_class=4)).json()
+    listing = client.get("/v1/datasets").json()
+    assert [d["id"] for d in listing["items"]] == [second["id"], first["id"]]
+    assert listing["total"] == 2
+    assert [d["id"] for d in client.get("/v1/datasets", params={"limit": 1, "offset": 1}).json()["items"]] == [
+        first["id"]
+    ]
+    assert client.delete(f"/v1/datasets/{first['id']}").status_code == 204
+    missing = client.get(f"/v1/datasets/{first['id']}")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    assert client.delete(f"/v1/datasets/{first['id']}").status_code == 404
+    assert client.get("/v1/datasets", params={"limit": 0}).status_code == 422

@@ -1,0 +1,123 @@
+"""POST /v1/jobs validation, compute caps and queue limits (no training needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.service.conftest import blobs_csv, upload_csv
+
+
+@pytest.fixture()
+def dataset_id(client: TestClient) -> str:
+    return str(upload_csv(client, blobs_csv(n_per_class=4)).json()["id"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"bogus": 1}, "bogus"),
+        ({"epochs": True}, "epochs"),
+        ({"epochs": 1.5}, "epochs"),
+        ({"epochs": "3"}, "epochs"),
+        ({"epochs": 0}, "epochs"),
+        ({"learning_rate": False}, "learning_rate"),
+        ({"learning_rate": -0.1}, "learning_rate"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"validation_fraction": 0.9}, "validation_fraction"),
+        ({"hidden_layers": [8, 0]}, "hidden_layers[1]"),
+        ({"hidden_layers": [8, True]}, "hidden_layers[1]"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"early_stopping": 1}, "early_stopping"),
+        ({"seed": -1}, "seed"),
+        ({"dtype": "float16"}, "dtype"),
+        ({"name": "has space"}, "name"),
+    ],
+)
+def test_create_job_rejects_invalid_field(
+    client: TestClient, dataset_id: str, extra: dict[str, Any], field: str
+) -> None:
+    response = client.post("/v1/jobs", json={"dataset_id": dataset_id, **extra})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert error["details"][0]["field"] == field
+    assert field in error["message"]
+
+
+def test_create_job_missing_dataset_id_and_unknown_dataset(client: TestClient) -> None:
+    missing = client.post("/v1/jobs", json={"epochs": 3})
+    assert missing.status_code == 422
+    assert missing.json()["error"]["details"][0]["field"] == "dataset_id"
+    unknown = client.post("/v1/jobs", json={"dataset_id": "0" * 32})
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["details"][0]["field"] == "dataset_id"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "extra", "limit", "field"),
+    [
+        ({"max_hidden_layers": 2}, {"hidden_layers": [4, 4, 4]}, "max_hidden_layers=2", "hidden_layers"),
+        ({"max_layer_width": 16}, {"hidden_layers": [8, 32]}, "max_layer_width=16", "hidden_layers[1]"),
+        ({"max_epochs": 10}, {"epochs": 11}, "max_epochs=10", "epochs"),
+        ({"max_batch_size": 8}, {"batch_size": 9}, "max_batch_size=8", "batch_size"),
+        # 3 features, 3 classes: (3+1)*10 + (10+1)*3 = 73 parameters
+        ({"max_parameters": 72}, {"hidden_layers": [10]}, "max_parameters=72", "hidden_layers"),
+    ],
+)
+def test_create_job_compute_caps_name_limit_and_value(
+    make_client: Callable[..., TestClient],
+    overrides: dict[str, int],
+    extra: dict[str, Any],
+    limit: str,
+    field: str,
+) -> None:
+    client = make_client(**overrides)
+    dataset_id = upload_csv(client, blobs_csv(n_per_class=4)).json()["id"]
+    response = client.post("/v1/jobs", json={"dataset_id": dataset_id, **extra})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "limit_exceeded"
+    assert limit in error["message"]
+    assert error["details"][0]["field"] == field
+
+
+def test_create_job_parameter_cap_is_inclusive(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_parameters=73)
+    dataset_id = upload_csv(client, blobs_csv(n_per_class=4)).json()["id"]
+    assert client.post("/v1/jobs", json={"dataset_id": dataset_id, "hidden_layers": [10]}).status_code == 202
+
+
+def test_create_job_defaults_and_config(client: TestClient, dataset_id: str) -> None:
+    response = client.post("/v1/jobs", json={"dataset_id": dataset_id})
+    assert response.status_code == 202
+    job = response.json()
+    assert job["name"] == "data"  # from the dataset (its file name)
+    assert job["config"]["hidden_layers"] == [100]
+    assert job["config"]["optimizer"] == "adam"
+    assert job["progress"] is None and job["history"] == []
+    assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
+    assert client.get("/v1/jobs/" + "f" * 32).status_code == 404
+
+
+def test_queued_jobs_per_key_is_429(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_queued_jobs_per_key=2)
+    dataset_id = upload_csv(client, blobs_csv(n_per_class=4)).json()["id"]
+    for _ in range(2):
+        assert client.post("/v1/jobs", json={"dataset_id": dataset_id}).status_code == 202
+    response = client.post("/v1/jobs", json={"dataset_id": dataset_id})
+    assert response.status_code == 429
+    assert "max_queued_jobs_per_key=2" in response.json()["error"]["message"]
+
+
+def test_queue_depth_is_503(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_queue_depth=1)
+    dataset_id = upload_csv(client, blobs_csv(n_per_class=4)).json()["id"]
+    assert client.post("/v1/jobs", json={"dataset_id": dataset_id}).status_code == 202
+    response = client.post("/v1/jobs", json={"dataset_id": dataset_id})
+    assert response.status_code == 503
+    assert "max_queue_depth=1" in response.json()["error"]["message"]
+    assert response.headers["Retry-After"]

@@ -1,0 +1,90 @@
+"""/healthz, /readyz, /metrics and the access log."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.service.conftest import blobs_csv, upload_csv
+
+
+def _value(text: str, name: str, labels: str = "") -> float:
+    match = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name}{labels} not in /metrics"
+    return float(match.group(1))
+
+
+def test_metrics_report_jobs_queue_predictions_cache_and_statuses(
+    client: TestClient, run_worker: Callable[[], None]
+) -> None:
+    dataset_id = upload_csv(client, blobs_csv(n_per_class=5), name="m").json()["id"]
+    done = client.post("/v1/jobs", json={"dataset_id": dataset_id, "hidden_layers": [4], "epochs": 3}).json()
+    run_worker()
+    client.post("/v1/jobs", json={"dataset_id": dataset_id, "hidden_layers": [4], "epochs": 3})
+    model_id = client.get(f"/v1/jobs/{done['id']}").json()["model_id"]
+    for _ in range(3):
+        assert client.post(f"/v1/models/{model_id}/predict", json={"instances": [[0.0] * 3]}).status_code == 200
+    client.get("/v1/datasets/missing")
+
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert _value(text, "backprop_redis_up") == 1
+    assert _value(text, "backprop_jobs", '{status="succeeded"}') == 1
+    assert _value(text, "backprop_jobs", '{status="queued"}') == 1
+    assert _value(text, "backprop_queue_depth") == 1
+    assert _value(text, "backprop_workers_alive") == 0
+    assert _value(text, "backprop_epochs_trained") == 3
+    assert _value(text, "backprop_training_samples_per_second") == 0
+    assert _value(text, "backprop_prediction_requests_total", '{model="m"}') == 3
+    assert _value(text, "backprop_prediction_latency_seconds_count", '{model="m"}') == 3
+    assert _value(text, "backprop_model_cache_misses_total") == 1
+    assert _value(text, "backprop_model_cache_hits_total") == 2
+    assert _value(text, "backprop_http_responses_total", '{status="404"}') == 1
+    assert _value(text, "backprop_http_responses_total", '{status="202"}') == 2
+
+
+def test_healthz_and_readyz_without_worker(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "unavailable", "redis": True, "workers": 0}
+
+
+def test_readyz_with_a_live_worker(client: TestClient, redis_url: str, data_dir: Path) -> None:
+    from rq import Queue, Worker
+    from rq.serializers import JSONSerializer
+
+    import redis
+
+    connection = redis.Redis.from_url(redis_url)
+    worker = Worker([Queue("training", connection=connection, serializer=JSONSerializer)], connection=connection)
+    worker.register_birth()
+    try:
+        ready = client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "ready", "redis": True, "workers": 1}
+    finally:
+        worker.register_death()
+        connection.close()
+
+
+def test_access_log_json_line_per_request(
+    make_client: Callable[..., TestClient], capfd: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client(log_format="json")
+    capfd.readouterr()
+    client.get("/v1/datasets/nope")
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    access = [line for line in lines if line["logger"] == "service.access"]
+    assert len(access) == 1
+    entry = access[0]
+    assert entry["method"] == "GET" and entry["path"] == "/v1/datasets/nope" and entry["status"] == 404
+    assert entry["duration_ms"] >= 0
+    assert entry["level"] == "INFO" and "time" in entry

@@ -1,0 +1,189 @@
+"""The dataset parsers: CSV, NPZ and JSON lists, including property tests on arbitrary bytes."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from service.parsing import DatasetError, Limits, from_lists, parse_csv, parse_npz
+from tests.service.conftest import npz_bytes
+
+LIMITS = Limits(max_rows=1000, max_features=50, max_classes=20)
+
+
+def test_parse_csv_bom_crlf_and_quoted_fields() -> None:
+    data = '\ufeff"a","b, with comma",label\r\n1,"2.5",x\r\n"3",4,y\r\n'.encode()
+    dataset = parse_csv(data, label_column=None, limits=LIMITS)
+    assert dataset.X.tolist() == [[1.0, 2.5], [3.0, 4.0]]
+    assert dataset.y.tolist() == ["x", "y"]
+    assert dataset.feature_names == ["a", "b, with comma"]
+
+
+def test_parse_csv_integer_labels_become_ints() -> None:
+    dataset = parse_csv(b"a,label\n1, 2\n2,-3\n3,2\n", label_column=None, limits=LIMITS)
+    assert dataset.y.dtype == np.int64
+    assert dataset.y.tolist() == [2, -3, 2]
+
+
+def test_parse_csv_label_column_by_name() -> None:
+    dataset = parse_csv(b"label,a,b\ncat,1,2\ndog,3,4\n", label_column="label", limits=LIMITS)
+    assert dataset.X.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert dataset.y.tolist() == ["cat", "dog"]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"a,b,label\n1,2,0\n1,2\n", ["row 2", "line 3", "column 3", "2 fields, expected 3"]),
+        (b"a,b,label\n1,2,0\n1,2,1,9\n", ["row 2", "column 4", "extra"]),
+        (b"a,b,label\n1,2,0\n1,abc,1\n", ["row 2", "column 'b'", "'abc' is not a number"]),
+        (b"a,b,label\n1,,0\n1,2,1\n", ["row 1", "column 'b'", "is not a number"]),
+        (b"a,b,label\n1,2,0\nnan,2,1\n", ["row 2", "column 'a'", "'nan' is not a finite number"]),
+        (b"a,b,label\n1,2,0\n1,inf,1\n", ["row 2", "column 'b'", "not a finite number"]),
+        (b"a,b,label\n1,2,0\n1,1e999,1\n", ["row 2", "column 'b'", "not a finite number"]),
+        (b"", ["empty file"]),
+        (b"\r\n\r\n", ["empty file"]),
+        (b"a,b,label\n", ["no data rows"]),
+        (b"a,b,label\n1,2,0\n3,4,0\n", ["only one class"]),
+        (b"a,b,label\n1,2,\n3,4,1\n", ["row 1", "column 'label'", "empty label"]),
+        (b"label\n1\n2\n", ["header"]),
+        (b"a,b\n\xff\xfe,1\n", ["not UTF-8"]),
+    ],
+)
+def test_parse_csv_rejects_naming_where(data: bytes, expected: list[str]) -> None:
+    with pytest.raises(DatasetError) as info:
+        parse_csv(data, label_column=None, limits=LIMITS)
+    for fragment in expected:
+        assert fragment in info.value.message
+
+
+def test_parse_csv_unknown_label_column() -> None:
+    with pytest.raises(DatasetError, match="label_column: 'target'"):
+        parse_csv(b"a,label\n1,0\n2,1\n", label_column="target", limits=LIMITS)
+
+
+def test_parse_csv_limits_name_the_limit() -> None:
+    rows = "\n".join(f"{i},{i % 2}" for i in range(12))
+    with pytest.raises(DatasetError, match="max_rows=10") as info:
+        parse_csv(f"a,label\n{rows}\n".encode(), label_column=None, limits=Limits(10, 5, 5))
+    assert info.value.code == "limit_exceeded"
+    with pytest.raises(DatasetError, match="max_features=2"):
+        parse_csv(b"a,b,c,label\n1,2,3,0\n1,2,3,1\n", label_column=None, limits=Limits(10, 2, 5))
+    with pytest.raises(DatasetError, match="max_classes=2"):
+        parse_csv(b"a,label\n1,0\n2,1\n3,2\n", label_column=None, limits=Limits(10, 2, 2))
+
+
+def test_parse_npz_int_and_text_labels() -> None:
+    X = np.arange(8, dtype=np.float32).reshape(4, 2)
+    dataset = parse_npz(npz_bytes(X=X, y=np.array([0, 1, 0, 1], dtype=np.uint8)), limits=LIMITS)
+    assert dataset.X.dtype == np.float64 and dataset.X.shape == (4, 2)
+    assert dataset.y.tolist() == [0, 1, 0, 1]
+    dataset = parse_npz(npz_bytes(X=X, y=np.array(["a", "b", "a", "b"])), limits=LIMITS)
+    assert dataset.y.tolist() == ["a", "b", "a", "b"]
+    dataset = parse_npz(npz_bytes(X=X, y=np.array(["1", "2", "1", "2"])), limits=LIMITS)
+    assert dataset.y.tolist() == [1, 2, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("arrays", "fragment"),
+    [
+        ({"X": np.zeros((3, 2))}, "no array 'y'"),
+        ({"X": np.zeros(3), "y": np.array([0, 1, 0])}, "X: expected 2 dimensions"),
+        ({"X": np.zeros((3, 2)), "y": np.array([0, 1])}, "2 labels for 3 rows"),
+        ({"X": np.array([[1.0, np.nan], [0, 0]]), "y": np.array([0, 1])}, "row 1, column 2"),
+        ({"X": np.zeros((2, 2)), "y": np.array([0.5, 1.0])}, "whole numbers"),
+        ({"X": np.array([["a", "b"], ["c", "d"]]), "y": np.array([0, 1])}, "not numeric"),
+        ({"X": np.zeros((2, 2)), "y": np.array([1, 1])}, "only one class"),
+    ],
+)
+def test_parse_npz_rejects(arrays: dict[str, np.ndarray], fragment: str) -> None:
+    with pytest.raises(DatasetError) as info:
+        parse_npz(npz_bytes(**arrays), limits=LIMITS)
+    assert fragment in info.value.message
+
+
+class _Tripwire:
+    """Unpickling this writes a file: the parser must refuse it without unpickling."""
+
+    path = ""
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (Path.write_text, (Path(self.path), "unpickled"))  # type: ignore[return-value]
+
+
+def test_parse_npz_rejects_object_arrays_without_unpickling(tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled.txt"
+    _Tripwire.path = str(marker)
+    y = np.empty(2, dtype=object)
+    y[0], y[1] = _Tripwire(), _Tripwire()
+    buffer = io.BytesIO()
+    np.savez(buffer, X=np.zeros((2, 2)), y=y)  # numpy pickles object arrays
+    with pytest.raises(DatasetError, match="object arrays"):
+        parse_npz(buffer.getvalue(), limits=LIMITS)
+    assert not marker.exists()
+    # a raw pickle inside the archive is not a .npy either
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w") as archive:
+        archive.writestr("X.npy", pickle.dumps(_Tripwire()))
+        archive.writestr("y.npy", pickle.dumps(_Tripwire()))
+    with pytest.raises(DatasetError, match=r"not a valid \.npy"):
+        parse_npz(raw.getvalue(), limits=LIMITS)
+    assert not marker.exists()
+
+
+def test_parse_npz_checks_size_before_reading() -> None:
+    X = np.zeros((30, 60))
+    with pytest.raises(DatasetError, match="exceed the limits"):
+        parse_npz(npz_bytes(X=X, y=np.zeros(30)), limits=Limits(max_rows=10, max_features=10, max_classes=5))
+
+
+def test_from_lists_rejects_ragged_rows_and_label_count() -> None:
+    with pytest.raises(DatasetError, match=r"features\[1\]: 1 values, expected 2"):
+        from_lists([[1.0, 2.0], [3.0]], [0, 1], limits=LIMITS)
+    with pytest.raises(DatasetError, match="labels: 1 labels for 2 rows"):
+        from_lists([[1.0], [2.0]], [0], limits=LIMITS)
+    dataset = from_lists([[1.0], [2.0]], ["7", 8], limits=LIMITS)
+    assert dataset.y.tolist() == [7, 8]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.binary(max_size=400)
+    | st.text(alphabet="0123456789,.-e\"\r\n abn\ufeff", max_size=200).map(str.encode)
+)
+def test_parse_csv_any_bytes_give_a_dataset_or_a_dataset_error(data: bytes) -> None:
+    try:
+        dataset = parse_csv(data, label_column=None, limits=LIMITS)
+    except DatasetError as exc:
+        assert exc.message
+    else:
+        assert dataset.X.shape[0] == dataset.y.shape[0] >= 2
+        assert np.all(np.isfinite(dataset.X))
+
+
+_VALID_NPZ = npz_bytes(X=np.arange(6.0).reshape(3, 2), y=np.array([0, 1, 0]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600) | st.builds(
+    lambda cut, flip, value: bytes(
+        b if i != flip % max(cut, 1) else value for i, b in enumerate(_VALID_NPZ[:cut] or _VALID_NPZ)
+    ),
+    st.integers(1, len(_VALID_NPZ)),
+    st.integers(0, len(_VALID_NPZ)),
+    st.integers(0, 255),
+))
+def test_parse_npz_any_bytes_give_a_dataset_or_a_dataset_error(data: bytes) -> None:
+    try:
+        dataset = parse_npz(data, limits=LIMITS)
+    except DatasetError as exc:
+        assert exc.message
+    else:
+        assert dataset.X.ndim == 2 and len(dataset.y) == len(dataset.X)

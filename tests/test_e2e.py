@@ -1,0 +1,200 @@
+"""End to end, as a user would: `backprop serve` (what `make run` starts), digits over HTTP, stop, restart."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from service.embedded_redis import free_port
+from service.supervisor import descendants
+from tests.deploy.processes import listening_addresses, pid_alive, user_environment, wait_until
+
+pytestmark = pytest.mark.slow
+
+BACKPROP = Path(sys.executable).with_name("backprop")  # the console script `make install` puts in .venv/bin
+
+
+class Stack:
+    """`backprop serve --port <free> --data-dir <dir> [args]` as a subprocess, its output in a log file."""
+
+    def __init__(self, data_dir: Path, *args: str) -> None:
+        self.data_dir = data_dir
+        self.args = list(args)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir.parent / "serve.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start and wait until /readyz says Redis answers and a worker is alive."""
+        argv = [str(BACKPROP), "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*argv, *self.args], env=user_environment(), stdout=log, stderr=subprocess.STDOUT
+            )
+        process = self.process
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"backprop serve exited with {process.returncode}:\n{self.log()}")
+            try:
+                return httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, timeout, f"backprop serve ready on {self.url}", interval=0.1)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def status(self) -> dict[str, Any]:
+        """The supervisor's status file: its pid and each child's pid and restart count."""
+        return dict(json.loads((self.data_dir / "serve.json").read_text()))
+
+    def tree(self) -> list[int]:
+        """The supervisor and every process under it."""
+        if self.process is None or self.process.poll() is not None:
+            return []
+        return [self.process.pid, *descendants(self.process.pid)]
+
+    def stop(self, signum: int = signal.SIGINT, timeout: float = 60.0) -> int:
+        """Ctrl-C the supervisor and wait for it; its exit status."""
+        assert self.process is not None
+        self.process.send_signal(signum)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"backprop serve did not stop within {timeout:.0f}s:\n{self.log()}") from exc
+
+    def kill(self) -> None:
+        """Clean-up after a failed test: SIGKILL whatever is left."""
+        for pid in reversed(self.tree()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait()
+
+
+@pytest.fixture()
+def stacks() -> Iterator[list[Stack]]:
+    """Stacks a test starts; whatever is still running at the end is killed."""
+    started: list[Stack] = []
+    yield started
+    for stack in started:
+        stack.kill()
+
+
+def start_stack(stacks: list[Stack], data_dir: Path, *args: str) -> Stack:
+    stack = Stack(data_dir, *args)
+    stacks.append(stack)
+    stack.start()
+    return stack
+
+
+def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    X, y = load_digits(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, stratify=y, random_state=0)
+    return X_train, X_test, y_train, y_test
+
+
+def to_csv(X: np.ndarray, y: np.ndarray) -> bytes:
+    out = io.StringIO()
+    out.write(",".join([f"pixel{i}" for i in range(X.shape[1])] + ["digit"]) + "\n")
+    for row, label in zip(X.astype(int), y, strict=True):
+        out.write(",".join(map(str, row)) + f",{label}\n")
+    return out.getvalue().encode()
+
+
+def wait_for_job(client: httpx.Client, location: str, timeout: float) -> dict[str, Any]:
+    job: dict[str, Any] = {}
+
+    def finished() -> bool:
+        nonlocal job
+        job = client.get(location).json()
+        return job["status"] in ("succeeded", "failed", "canceled")
+
+    wait_until(finished, timeout, f"job {location} finished", interval=0.2)
+    return job
+
+
+def predict(client: httpx.Client, model_id: str, X: np.ndarray) -> dict[str, Any]:
+    response = client.post(f"/v1/models/{model_id}/predict", json={"instances": X.tolist()})
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_e2e_digits_train_predict_survives_restart(tmp_path: Path, stacks: list[Stack]) -> None:
+    data_dir = tmp_path / "var"
+    X_train, X_test, y_train, y_test = digits_split()
+    stack = start_stack(stacks, data_dir)
+    assert "docs at http://127.0.0.1:" in stack.log()
+
+    with httpx.Client(base_url=stack.url, timeout=30.0) as client:
+        upload = {"file": ("digits.csv", to_csv(X_train, y_train), "text/csv")}
+        response = client.post("/v1/datasets", files=upload)
+        assert response.status_code == 201, response.text
+        dataset = response.json()
+        assert (dataset["n_samples"], dataset["n_features"]) == (len(X_train), 64)
+        labels, counts = np.unique(y_train, return_counts=True)
+        assert dataset["classes"] == {str(k): int(v) for k, v in zip(labels, counts, strict=True)}
+
+        spec = {"dataset_id": dataset["id"], "hidden_layers": [64], "optimizer": "adam", "epochs": 30}
+        response = client.post("/v1/jobs", json=spec)
+        assert response.status_code == 202, response.text
+        assert response.json()["status"] == "queued"
+        job = wait_for_job(client, response.headers["location"], timeout=120)
+        assert job["status"] == "succeeded", job
+        assert len(job["history"]) == 30
+
+        first = predict(client, job["model_id"], X_test)
+        accuracy = float(np.mean(np.array(first["predictions"]) == y_test))
+        assert accuracy >= 0.95, accuracy
+
+    tree = stack.tree()
+    assert len(tree) >= 4  # supervisor, redis, worker, api
+    assert stack.stop(signal.SIGINT) == 0
+    for pid in tree:
+        wait_until(lambda pid=pid: not pid_alive(pid), 10, f"process {pid} of the stopped stack exited")
+    assert not (data_dir / "serve.json").exists()
+
+    again = start_stack(stacks, data_dir)
+    with httpx.Client(base_url=again.url, timeout=30.0) as client:
+        assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
+        assert client.get(f"/v1/datasets/{dataset['id']}").status_code == 200
+        second = predict(client, job["model_id"], X_test)
+    assert second["predictions"] == first["predictions"]
+    assert second["probabilities"] == first["probabilities"]
+    assert again.stop(signal.SIGTERM) == 0
+
+
+def test_e2e_serve_restarts_killed_worker_and_stays_on_loopback(tmp_path: Path, stacks: list[Stack]) -> None:
+    # No API keys configured: asking for every interface must still bind loopback only, and say so.
+    stack = start_stack(stacks, tmp_path / "var", "--host", "0.0.0.0")
+    assert "binding to 127.0.0.1" in stack.log()
+    assert listening_addresses(stack.port) == {"127.0.0.1"}
+
+    before = stack.status()["children"]["worker-1"]
+    os.kill(before["pid"], signal.SIGKILL)
+
+    def restarted() -> bool:
+        worker = stack.status()["children"]["worker-1"]
+        return worker["pid"] not in (None, before["pid"]) and pid_alive(worker["pid"])
+
+    wait_until(restarted, 5.0, "serve restarted the SIGKILLed worker")  # issue 5: within 5 s
+    assert stack.status()["children"]["worker-1"]["restarts"] == before["restarts"] + 1
+    wait_until(lambda: httpx.get(f"{stack.url}/readyz").status_code == 200, 30, "ready again")
+    assert stack.stop() == 0

@@ -1,0 +1,157 @@
+"""Store CRUD against a real Redis: datasets, jobs, models, blobs and their checksums."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from tests.worker.conftest import blobs_dataset
+from worker import BlobError, NotFoundError, Store, keys
+from worker.attempts import Attempts
+
+
+def test_dataset_create_get_load_roundtrip(store: Store, blob_dir: Path) -> None:
+    X, y = blobs_dataset()
+    record = store.create_dataset(X, y, owner="alice", name="blobs")
+    assert len(record.id) == 32 and record.n_samples == 120 and record.n_features == 4
+    assert record.classes == {"0": 40, "1": 40, "2": 40}
+    assert record.label_kind == "int"
+    assert store.get_dataset(record.id) == record
+    X2, y2 = store.load_dataset(record.id)
+    np.testing.assert_array_equal(X2, X)
+    np.testing.assert_array_equal(y2, y)
+    assert (blob_dir / "datasets" / f"{record.id}.npz").is_file()
+    assert json.loads(json.dumps(record.to_dict()))["sha256"] == record.sha256
+
+
+def test_dataset_string_labels_kept_as_text(store: Store) -> None:
+    X = np.arange(8.0).reshape(4, 2)
+    record = store.create_dataset(X, np.array(["cat", "dog", "cat", "cat"], dtype=object), owner=None)
+    assert record.label_kind == "str"
+    assert record.classes == {"cat": 3, "dog": 1}
+    _, y = store.load_dataset(record.id)
+    assert y.dtype.kind == "U" and y.tolist() == ["cat", "dog", "cat", "cat"]
+
+
+def test_dataset_create_rejects_bad_arrays(store: Store) -> None:
+    with pytest.raises(ValueError, match="X"):
+        store.create_dataset(np.array([[1.0, np.nan]]), np.array([0]), owner=None)
+    with pytest.raises(ValueError, match="y"):
+        store.create_dataset(np.ones((3, 2)), np.array([0, 1]), owner=None)
+
+
+def test_dataset_checksum_mismatch_is_detected(store: Store, blob_dir: Path) -> None:
+    record = store.create_dataset(*blobs_dataset(), owner=None)
+    path = blob_dir / "datasets" / f"{record.id}.npz"
+    content = bytearray(path.read_bytes())
+    content[-10] ^= 0xFF
+    path.write_bytes(bytes(content))
+    with pytest.raises(BlobError, match="checksum"):
+        store.load_dataset(record.id)
+
+
+def test_dataset_list_newest_first_by_owner_with_paging(store: Store) -> None:
+    ids = [
+        store.create_dataset(*blobs_dataset(i), owner="alice" if i % 2 == 0 else "bob").id for i in range(5)
+    ]
+    everyone, total = store.list_datasets(owner=None)
+    assert total == 5 and [r.id for r in everyone] == ids[::-1]
+    alice, total = store.list_datasets(owner="alice", offset=1, limit=1)
+    assert total == 3 and [r.id for r in alice] == [ids[2]]
+
+
+def test_dataset_delete_removes_metadata_and_blob(store: Store, blob_dir: Path) -> None:
+    record = store.create_dataset(*blobs_dataset(), owner="alice")
+    assert store.delete_dataset(record.id) is True
+    assert store.get_dataset(record.id) is None
+    assert not (blob_dir / "datasets" / f"{record.id}.npz").exists()
+    assert store.list_datasets(owner="alice") == ([], 0)
+    assert store.delete_dataset(record.id) is False
+    with pytest.raises(NotFoundError):
+        store.load_dataset(record.id)
+
+
+def test_job_create_get_list_filter_and_count_queued(store: Store) -> None:
+    first = store.create_job({"epochs": 3}, owner="alice", dataset_id="d1", name="one")
+    second = store.create_job({"epochs": 4}, owner="bob", dataset_id="d1", name="two")
+    third = store.create_job({}, owner="alice", dataset_id="d2", name="three")
+    store.set_job_fields(third.id, status="failed", error="boom")
+    got = store.get_job(first.id)
+    assert got is not None and got.status == "queued" and got.spec == {"epochs": 3} and got.history == []
+    jobs, total = store.list_jobs(owner=None)
+    assert total == 3 and [j.id for j in jobs] == [third.id, second.id, first.id]
+    queued, total = store.list_jobs(owner="alice", status="queued")
+    assert total == 1 and [j.id for j in queued] == [first.id]
+    assert store.count_queued_jobs("alice") == 1
+    assert store.count_queued_jobs(None) == 2
+    assert store.get_job("0" * 32) is None
+
+
+def _commit_model(redis_conn: redis.Redis, store: Store, name: str, owner: str | None) -> tuple[str, int]:
+    """Create a model the way the worker does: a blob, then the fenced commit of a running job."""
+    job = store.create_job({}, owner=owner, dataset_id="d", name=name)
+    attempts = Attempts(redis_conn)
+    token = attempts.begin(job.id, started_at="now", worker="w", heartbeat_interval=10).token
+    model_id = f"{name}-{token}-{job.id[:6]}"
+    blob = f"models/{model_id}.npz"
+    data = f"weights of {model_id}".encode()
+    sha = store.blobs.write(blob, data)
+    meta: dict[str, Any] = {
+        "id": model_id, "name": name, "owner": owner, "dataset_id": "d", "job_id": job.id,
+        "created_at": "t", "layer_sizes": [2, 3], "activation": "relu", "output": "softmax",
+        "classes": [0, 1, 2], "n_features": 2, "n_parameters": 9, "metrics": {}, "history": [],
+        "config": {}, "sha256": sha, "size_bytes": len(data), "blob": blob,
+    }  # fmt: skip
+    version, _ = attempts.commit_model(
+        job.id, token, model_id=model_id, name=name, owner=owner, meta=meta, score=float(token),
+        job_fields={"status": "succeeded", "model_id": model_id},
+    )  # fmt: skip
+    return model_id, version
+
+
+def test_model_versions_count_up_per_name_and_name_resolves_latest(
+    redis_conn: redis.Redis, store: Store
+) -> None:
+    a1, v1 = _commit_model(redis_conn, store, "digits", "alice")
+    a2, v2 = _commit_model(redis_conn, store, "digits", "alice")
+    b1, w1 = _commit_model(redis_conn, store, "iris", "bob")
+    assert (v1, v2, w1) == (1, 2, 1)
+    latest = store.resolve_model("digits")
+    assert latest is not None and latest.id == a2 and latest.version == 2
+    by_id = store.resolve_model(a1)
+    assert by_id is not None and by_id.version == 1
+    assert store.resolve_model("nope") is None
+    versions, total = store.list_models(owner=None, name="digits")
+    assert total == 2 and [m.version for m in versions] == [2, 1]
+    assert store.list_models(owner="bob")[1] == 1
+    assert store.load_model_bytes(a1) == f"weights of {a1}".encode()
+    # deleting the latest version: the name resolves to the previous one, versions are never reused
+    assert store.delete_model(a2) is True
+    resolved = store.resolve_model("digits")
+    assert resolved is not None and resolved.id == a1
+    assert not (store.blobs.root / "models" / f"{a2}.npz").exists()
+    _, v3 = _commit_model(redis_conn, store, "digits", "alice")
+    assert v3 == 3
+    assert store.get_model(b1) is not None and redis_conn.ttl(keys.model(b1)) == -1  # models never expire
+
+
+def test_model_bytes_checksum_verified(redis_conn: redis.Redis, store: Store) -> None:
+    model_id, _ = _commit_model(redis_conn, store, "m", None)
+    (store.blobs.root / "models" / f"{model_id}.npz").write_bytes(b"tampered")
+    with pytest.raises(BlobError, match="checksum"):
+        store.load_model_bytes(model_id)
+    with pytest.raises(NotFoundError):
+        store.load_model_bytes("0" * 32)
+
+
+def test_all_keys_carry_the_prefix(redis_conn: redis.Redis, store: Store) -> None:
+    store.create_dataset(*blobs_dataset(), owner="alice")
+    store.create_job({}, owner="alice", dataset_id="d", name="j")
+    _commit_model(redis_conn, store, "m", "alice")
+    names = [key.decode() if isinstance(key, bytes) else key for key in redis_conn.keys("*")]
+    assert names and all(name.startswith("bp:") for name in names)

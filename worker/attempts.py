@@ -1,0 +1,278 @@
+"""Job state transitions as Lua scripts: the worker's writes are fenced by the attempt's token.
+
+Every attempt to run a job INCRs the job's fence key and keeps the value as its token. A worker write
+(progress, checkpoint, final status, the model) is applied only while the fence still holds that token
+and the job is running, so an orphaned or superseded attempt can never commit. The API's transitions
+(cancel, reaper) are conditional on the job's status and bump the fence when they end a job.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+from worker import keys
+
+# Statuses are stored JSON-encoded, so the Lua scripts compare against '"running"' etc.
+_BEGIN = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {-1, ''} end
+if status == '"succeeded"' or status == '"failed"' or status == '"canceled"' then return {0, status} end
+local token = redis.call('INCR', KEYS[2])
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') + 1
+redis.call('HSET', KEYS[1], 'status', '"running"', 'attempts', tostring(attempts), 'error', 'null',
+           'worker', ARGV[2], 'heartbeat_interval', ARGV[3])
+local started = redis.call('HGET', KEYS[1], 'started_at')
+if not started or started == 'null' then redis.call('HSET', KEYS[1], 'started_at', ARGV[1]) end
+return {token, status}
+"""
+
+# KEYS: job, fence, history, checkpoint. ARGV: token, trim, drop_checkpoint, n_fields, fields..., entries...
+_WRITE = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= '"running"' and status ~= '"stalled"' then return 0 end
+local trim = tonumber(ARGV[2])
+if trim == 0 then redis.call('DEL', KEYS[3])
+elseif trim > 0 then redis.call('LTRIM', KEYS[3], 0, trim - 1) end
+local n = tonumber(ARGV[4])
+for i = 5, 4 + 2 * n, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 5 + 2 * n, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+local old = ''
+if ARGV[3] == '1' then
+  old = redis.call('HGET', KEYS[4], 'path') or ''
+  redis.call('DEL', KEYS[4])
+end
+return {1, old}
+"""
+
+# KEYS: job, fence, checkpoint. ARGV: token, path, sha256, epoch.
+_CHECKPOINT = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= '"running"' and status ~= '"stalled"' then return 0 end
+local old = redis.call('HGET', KEYS[3], 'path') or ''
+redis.call('HSET', KEYS[3], 'path', ARGV[2], 'sha256', ARGV[3], 'epoch', ARGV[4], 'token', ARGV[1])
+return {1, old}
+"""
+
+# KEYS: job, fence, checkpoint, model, models, models_of, versions, counter.
+# ARGV: token, model_id, meta, score, has_owner, n_fields, fields...
+_COMMIT_MODEL = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= '"running"' and status ~= '"stalled"' then return 0 end
+local version = redis.call('INCR', KEYS[8])
+redis.call('HSET', KEYS[4], 'meta', ARGV[3], 'version', version)
+redis.call('ZADD', KEYS[5], ARGV[4], ARGV[2])
+if ARGV[5] == '1' then redis.call('ZADD', KEYS[6], ARGV[4], ARGV[2]) end
+redis.call('ZADD', KEYS[7], version, ARGV[2])
+local n = tonumber(ARGV[6])
+for i = 7, 6 + 2 * n, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local old = redis.call('HGET', KEYS[3], 'path') or ''
+redis.call('DEL', KEYS[3])
+return {version, old}
+"""
+
+# KEYS: job, fence. ARGV: allowed statuses (comma separated JSON texts), bump_fence, n_fields, fields...
+_TRANSITION = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 0 end
+local allowed = false
+for s in string.gmatch(ARGV[1], '[^,]+') do if s == status then allowed = true end end
+if not allowed then return 0 end
+if ARGV[2] == '1' then redis.call('INCR', KEYS[2]) end
+local n = tonumber(ARGV[3])
+for i = 4, 3 + 2 * n, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+# KEYS: job, stop, fence. ARGV: finished_at. Queued/stalled -> canceled now; running -> stop flag.
+_CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return '' end
+if status == '"queued"' or status == '"stalled"' then
+  redis.call('INCR', KEYS[3])
+  redis.call('SET', KEYS[2], '1')
+  redis.call('HSET', KEYS[1], 'status', '"canceled"', 'finished_at', ARGV[1])
+  return 'canceled'
+end
+if status == '"running"' then
+  redis.call('SET', KEYS[2], '1')
+  return 'stopping'
+end
+return status
+"""
+
+
+class SupersededAttemptError(RuntimeError):
+    """This attempt's fencing token is no longer current (another attempt took over, or the job ended)."""
+
+    def __init__(self, job_id: str, token: int) -> None:
+        super().__init__(f"job {job_id}: attempt with token {token} was superseded")
+        self.job_id = job_id
+        self.token = token
+
+
+def _pairs(fields: dict[str, Any]) -> list[str]:
+    flat: list[str] = []
+    for name, value in fields.items():
+        flat += [name, json.dumps(value)]
+    return flat
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class Begin:
+    """Outcome of starting an attempt: `token` > 0 when the attempt may run."""
+
+    token: int
+    previous_status: str | None
+
+
+class Attempts:
+    """Fenced and status-conditional writes to job records."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._begin = redis.register_script(_BEGIN)
+        self._write = redis.register_script(_WRITE)
+        self._checkpoint = redis.register_script(_CHECKPOINT)
+        self._commit = redis.register_script(_COMMIT_MODEL)
+        self._transition = redis.register_script(_TRANSITION)
+        self._cancel = redis.register_script(_CANCEL)
+
+    # --- the worker's side (fenced) ------------------------------------------------------------------
+    def begin(self, job_id: str, *, started_at: str, worker: str | None, heartbeat_interval: int) -> Begin:
+        """Take a fencing token and mark the job running; token 0 if the job already ended, -1 if gone."""
+        token, previous = self._begin(
+            keys=[keys.job(job_id), keys.job_fence(job_id)],
+            args=[json.dumps(started_at), json.dumps(worker), json.dumps(heartbeat_interval)],
+        )
+        return Begin(int(token), json.loads(previous) if previous else None)
+
+    def is_current(self, job_id: str, token: int) -> bool:
+        """Whether `token` is still the job's fencing token."""
+        raw = self.redis.get(keys.job_fence(job_id))
+        return raw is not None and int(raw) == token
+
+    def write(
+        self,
+        job_id: str,
+        token: int,
+        fields: dict[str, Any],
+        history: list[dict[str, Any]] | None = None,
+        *,
+        trim_history: int | None = None,
+        drop_checkpoint: bool = False,
+    ) -> tuple[bool, str]:
+        """Set job fields and append history entries if `token` is current; (applied, old checkpoint path)."""
+        flat = _pairs(fields)
+        entries = [json.dumps(entry) for entry in history or []]
+        result = self._write(
+            keys=[
+                keys.job(job_id),
+                keys.job_fence(job_id),
+                keys.job_history(job_id),
+                keys.job_checkpoint(job_id),
+            ],
+            args=[
+                str(token),
+                str(-1 if trim_history is None else trim_history),
+                "1" if drop_checkpoint else "0",
+                str(len(fields)),
+                *flat,
+                *entries,
+            ],
+        )
+        if not result:
+            return False, ""
+        return True, _text(result[1])
+
+    def set_checkpoint(
+        self, job_id: str, token: int, *, path: str, sha256: str, epoch: int
+    ) -> tuple[bool, str]:
+        """Point the job's checkpoint at a new blob if `token` is current; (applied, previous blob path)."""
+        result = self._checkpoint(
+            keys=[keys.job(job_id), keys.job_fence(job_id), keys.job_checkpoint(job_id)],
+            args=[str(token), path, sha256, str(epoch)],
+        )
+        if not result:
+            return False, ""
+        return True, _text(result[1])
+
+    def commit_model(
+        self,
+        job_id: str,
+        token: int,
+        *,
+        model_id: str,
+        name: str,
+        owner: str | None,
+        meta: dict[str, Any],
+        score: float,
+        job_fields: dict[str, Any],
+    ) -> tuple[int, str]:
+        """Save the model record (next version of `name`) and finish the job, if `token` is current.
+
+        Returns (version, previous checkpoint path); version 0 when the attempt was superseded.
+        """
+        result = self._commit(
+            keys=[
+                keys.job(job_id),
+                keys.job_fence(job_id),
+                keys.job_checkpoint(job_id),
+                keys.model(model_id),
+                keys.models(),
+                keys.models_of(owner if owner is not None else ""),
+                keys.model_versions(name),
+                keys.model_version_counter(name),
+            ],
+            args=[
+                str(token),
+                model_id,
+                json.dumps(meta),
+                repr(score),
+                "1" if owner is not None else "0",
+                str(len(job_fields)),
+                *_pairs(job_fields),
+            ],
+        )
+        if not result:
+            return 0, ""
+        return int(result[0]), _text(result[1])
+
+    # --- the API's side (status-conditional) ---------------------------------------------------------
+    def transition(
+        self, job_id: str, *, allowed: tuple[str, ...], fields: dict[str, Any], bump_fence: bool = False
+    ) -> bool:
+        """Set fields if the job's status is one of `allowed`; bump the fence to disown running attempts."""
+        result = self._transition(
+            keys=[keys.job(job_id), keys.job_fence(job_id)],
+            args=[
+                ",".join(json.dumps(status) for status in allowed),
+                "1" if bump_fence else "0",
+                str(len(fields)),
+                *_pairs(fields),
+            ],
+        )
+        return bool(result)
+
+    def cancel(self, job_id: str, *, finished_at: str) -> str:
+        """'canceled' (was queued/stalled), 'stopping' (running: stop flag set), else the status or ''."""
+        result = self._cancel(
+            keys=[keys.job(job_id), keys.job_stop(job_id), keys.job_fence(job_id)],
+            args=[json.dumps(finished_at)],
+        )
+        text = _text(result)
+        return text if text in ("canceled", "stopping", "") else str(json.loads(text))
+
+    def stop_requested(self, job_id: str) -> bool:
+        """Whether someone asked the job to stop."""
+        return bool(self.redis.exists(keys.job_stop(job_id)))

@@ -1,0 +1,53 @@
+"""Checkpoints of running jobs: the engine's training state as a blob, pointed to by a key the app owns."""
+
+from __future__ import annotations
+
+import logging
+
+from redis import Redis
+
+from worker import keys
+from worker.attempts import Attempts, SupersededAttemptError
+from worker.blobs import BlobError, BlobStore
+
+logger = logging.getLogger(__name__)
+
+
+def checkpoint_blob(job_id: str, token: int, epoch: int) -> str:
+    """Relative blob path of one checkpoint (unique per attempt and epoch)."""
+    return f"checkpoints/{job_id}-{token}-{epoch}.bin"
+
+
+def save_checkpoint(
+    attempts: Attempts, blobs: BlobStore, job_id: str, token: int, *, epoch: int, state: bytes
+) -> None:
+    """Write the state blob, then point the job at it if `token` is current; drop the previous blob."""
+    path = checkpoint_blob(job_id, token, epoch)
+    sha256 = blobs.write(path, state)
+    applied, previous = attempts.set_checkpoint(job_id, token, path=path, sha256=sha256, epoch=epoch)
+    if not applied:
+        blobs.delete(path)
+        raise SupersededAttemptError(job_id, token)
+    if previous and previous != path:
+        blobs.delete(previous)
+
+
+def load_checkpoint(redis: Redis, blobs: BlobStore, job_id: str) -> tuple[int, bytes] | None:
+    """(epoch, state) of the job's last checkpoint; None when there is none or it is unreadable."""
+    pointer = {
+        (k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
+        for k, v in redis.hgetall(keys.job_checkpoint(job_id)).items()
+    }
+    if not pointer:
+        return None
+    try:
+        return int(pointer["epoch"]), blobs.read(pointer["path"], pointer["sha256"])
+    except (BlobError, KeyError, ValueError) as exc:
+        logger.warning("job %s: checkpoint unusable (%s); starting from epoch 0", job_id, exc)
+        return None
+
+
+def drop_checkpoint(blobs: BlobStore, path: str) -> None:
+    """Delete a checkpoint blob that is no longer pointed to."""
+    if path:
+        blobs.delete(path)

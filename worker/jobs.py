@@ -1,0 +1,226 @@
+"""RQ entry points. `run_training(job_id)` trains the job's network, resuming from its last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq import get_current_job
+from rq.timeouts import JobTimeoutException
+
+import engine
+from worker import runtime
+from worker.attempts import Attempts, SupersededAttemptError
+from worker.blobs import BlobError
+from worker.checkpoints import drop_checkpoint, load_checkpoint, save_checkpoint
+from worker.joblog import JobLogger, job_logger
+from worker.progress import ProgressReporter
+from worker.records import JobRecord, utc_now
+from worker.store import NotFoundError, Store, model_blob, new_id
+
+_REASON_LIMIT = 300
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple | set):
+        return list(value)
+    raise TypeError(f"not JSON-serializable: {type(value).__name__}")
+
+
+def jsonable(value: Any) -> Any:
+    """`value` with NumPy scalars/arrays and tuples turned into JSON types."""
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def failure_reason(exc: BaseException, *, dataset_id: str | None = None, timeout: int | None = None) -> str:
+    """A short, client-safe reason for a failed job (no traceback)."""
+    if isinstance(exc, engine.TrainingDivergedError):
+        text = str(exc) or "training diverged"
+        epoch = getattr(exc, "epoch", None)
+        if epoch is not None and "epoch" not in text:
+            text = f"{text} (epoch {epoch})"
+    elif isinstance(exc, NotFoundError):
+        text = f"dataset {dataset_id} not found (was it deleted?)" if dataset_id else str(exc)
+    elif isinstance(exc, BlobError):
+        text = f"stored data is unusable: {exc}"
+    elif isinstance(exc, JobTimeoutException):
+        text = (
+            f"training exceeded its time limit of {timeout} s"
+            if timeout
+            else "training exceeded its time limit"
+        )
+    elif isinstance(exc, MemoryError):
+        text = "out of memory while training"
+    elif isinstance(exc, ValueError | TypeError):
+        text = f"invalid job: {exc}"
+    else:
+        text = f"internal error ({type(exc).__name__})"
+    first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first_line[:_REASON_LIMIT]
+
+
+def run_training(job_id: str) -> dict[str, Any]:
+    """Train job `job_id` (the spec is in its record); returns a small JSON summary for RQ."""
+    log = job_logger(__name__, job_id)
+    rq_job = get_current_job()
+    if rq_job is None:
+        raise RuntimeError("run_training must run inside an RQ worker")
+    connection: Redis = rq_job.connection
+    config = runtime.current()
+    attempts = Attempts(connection)
+    begin = attempts.begin(
+        job_id,
+        started_at=utc_now(),
+        worker=rq_job.worker_name,
+        heartbeat_interval=config.job_monitoring_interval,
+    )
+    if begin.token < 0:
+        log.error("no job record; nothing to run")
+        return {"job_id": job_id, "status": "missing"}
+    if begin.token == 0:
+        log.info("already %s; not running it again", begin.previous_status)
+        return {"job_id": job_id, "status": begin.previous_status}
+    token = begin.token
+    store = Store(connection, config.blob_dir)
+    record = store.get_job(job_id)
+    if record is None:  # deleted between begin and now
+        log.error("job record vanished")
+        return {"job_id": job_id, "status": "missing"}
+    log.info("attempt %d started (token %d, worker %s)", record.attempts, token, rq_job.worker_name)
+    try:
+        return _train(store, attempts, record, token, log)
+    except SupersededAttemptError:
+        log.warning("attempt with token %d superseded; stopping without writing", token)
+        return {"job_id": job_id, "status": "superseded"}
+    except (RedisConnectionError, RedisTimeoutError):
+        log.exception("lost Redis while training; leaving the job to RQ's retry")
+        raise
+    except Exception as exc:
+        reason = failure_reason(exc, dataset_id=record.dataset_id, timeout=record.timeout)
+        expected = isinstance(
+            exc, engine.TrainingDivergedError | NotFoundError | BlobError | JobTimeoutException | ValueError
+        )
+        if expected:
+            log.error("failed: %s", reason)
+        else:
+            log.exception("failed with an unexpected error: %s", reason)
+        applied, previous = attempts.write(
+            job_id,
+            token,
+            {"status": "failed", "error": reason, "finished_at": utc_now()},
+            drop_checkpoint=True,
+        )
+        if not applied:
+            log.warning("attempt superseded; failure not recorded")
+            return {"job_id": job_id, "status": "superseded"}
+        drop_checkpoint(store.blobs, previous)
+        return {"job_id": job_id, "status": "failed", "error": reason}
+
+
+def _train(store: Store, attempts: Attempts, record: JobRecord, token: int, log: JobLogger) -> dict[str, Any]:
+    config = runtime.current()
+    X, y = store.load_dataset(record.dataset_id)
+    train_config = engine.TrainConfig.from_dict(record.spec)
+    checkpoint = load_checkpoint(store.redis, store.blobs, record.id)
+    training = None
+    if checkpoint is not None:
+        try:
+            training = engine.Training.resume(X, y, checkpoint[1])
+            log.info("resuming from the checkpoint of epoch %d", training.epoch)
+        except ValueError as exc:  # ModelFormatError included: a state this engine cannot read
+            log.warning("checkpoint of epoch %d unusable (%s); starting from epoch 0", checkpoint[0], exc)
+    if training is None:
+        training = engine.Training(X, y, train_config)
+    reporter = ProgressReporter(
+        attempts, record.id, token, start_epoch=training.epoch, min_interval=config.progress_min_interval
+    )
+    last_checkpoint = time.monotonic()
+    while not training.finished:
+        if attempts.stop_requested(record.id):
+            reporter.flush()
+            applied, previous = attempts.write(
+                record.id, token, {"status": "canceled", "finished_at": utc_now()}, drop_checkpoint=True
+            )
+            if not applied:
+                raise SupersededAttemptError(record.id, token)
+            drop_checkpoint(store.blobs, previous)
+            log.info("canceled at epoch %d", training.epoch)
+            return {"job_id": record.id, "status": "canceled", "epoch": training.epoch}
+        metrics = training.run_epoch()
+        reporter.epoch(jsonable(metrics.to_dict()), final=training.finished)
+        due = time.monotonic() - last_checkpoint >= config.checkpoint_seconds
+        if not training.finished and due:
+            reporter.flush()
+            save_checkpoint(
+                attempts, store.blobs, record.id, token, epoch=training.epoch, state=training.state_bytes()
+            )
+            last_checkpoint = time.monotonic()
+    return _commit(store, attempts, record, token, training, train_config, reporter, log)
+
+
+def _commit(
+    store: Store,
+    attempts: Attempts,
+    record: JobRecord,
+    token: int,
+    training: engine.Training,
+    train_config: engine.TrainConfig,
+    reporter: ProgressReporter,
+    log: JobLogger,
+) -> dict[str, Any]:
+    result = training.result()
+    model = result.model
+    data = engine.dumps(model)
+    model_id = new_id()
+    blob = model_blob(model_id)
+    sha256 = store.blobs.write(blob, data)
+    meta = jsonable(
+        {
+            "id": model_id,
+            "name": record.name,
+            "owner": record.owner,
+            "dataset_id": record.dataset_id,
+            "job_id": record.id,
+            "created_at": utc_now(),
+            "layer_sizes": list(model.layer_sizes),
+            "activation": model.activation,
+            "output": model.output,
+            "classes": list(model.classes),
+            "n_features": model.n_features,
+            "n_parameters": model.n_parameters,
+            "metrics": dict(model.metrics),
+            "history": [entry.to_dict() for entry in result.history],
+            "config": train_config.to_dict(),
+            "sha256": sha256,
+            "size_bytes": len(data),
+            "blob": blob,
+        }
+    )
+    reporter.flush()
+    version, previous = attempts.commit_model(
+        record.id,
+        token,
+        model_id=model_id,
+        name=record.name,
+        owner=record.owner,
+        meta=meta,
+        score=time.time(),
+        job_fields={"status": "succeeded", "model_id": model_id, "finished_at": utc_now()},
+    )
+    if version == 0:
+        store.blobs.delete(blob)
+        raise SupersededAttemptError(record.id, token)
+    drop_checkpoint(store.blobs, previous)
+    log.info(
+        "succeeded: model %s (%s v%d), stop reason %s", model_id, record.name, version, result.stop_reason
+    )
+    return {"job_id": record.id, "status": "succeeded", "model_id": model_id, "version": version}

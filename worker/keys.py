@@ -1,0 +1,83 @@
+"""The one place where Redis key names are built. Everything of Backprop lives under `bp:`."""
+
+from __future__ import annotations
+
+PREFIX = "bp:"
+
+
+# --- datasets ------------------------------------------------------------------------------------
+def dataset(dataset_id: str) -> str:
+    """JSON metadata of one dataset (string)."""
+    return f"{PREFIX}dataset:{dataset_id}"
+
+
+def datasets() -> str:
+    """All dataset ids, scored by creation time (sorted set)."""
+    return f"{PREFIX}datasets"
+
+
+def datasets_of(owner: str) -> str:
+    """Dataset ids of one owner, scored by creation time (sorted set)."""
+    return f"{PREFIX}datasets:owner:{owner}"
+
+
+# --- jobs ----------------------------------------------------------------------------------------
+def job(job_id: str) -> str:
+    """One job record (hash; every field a JSON value)."""
+    return f"{PREFIX}job:{job_id}"
+
+
+def jobs() -> str:
+    """All job ids, scored by creation time (sorted set)."""
+    return f"{PREFIX}jobs"
+
+
+def jobs_of(owner: str) -> str:
+    """Job ids of one owner, scored by creation time (sorted set)."""
+    return f"{PREFIX}jobs:owner:{owner}"
+
+
+def job_history(job_id: str) -> str:
+    """Per-epoch metrics of a job, one JSON entry per epoch (list)."""
+    return f"{PREFIX}job:{job_id}:history"
+
+
+def job_fence(job_id: str) -> str:
+    """Fencing token of a job: incremented by every attempt; only the current attempt may write."""
+    return f"{PREFIX}job:{job_id}:fence"
+
+
+def job_stop(job_id: str) -> str:
+    """Stop flag of a running job, checked by the worker at each epoch boundary."""
+    return f"{PREFIX}job:{job_id}:stop"
+
+
+def job_checkpoint(job_id: str) -> str:
+    """Pointer to a job's last checkpoint blob: path, sha256, epoch (hash)."""
+    return f"{PREFIX}job:{job_id}:checkpoint"
+
+
+# --- models --------------------------------------------------------------------------------------
+def model(model_id: str) -> str:
+    """One model: `meta` (JSON) and `version` (hash)."""
+    return f"{PREFIX}model:{model_id}"
+
+
+def models() -> str:
+    """All model ids, scored by creation time (sorted set)."""
+    return f"{PREFIX}models"
+
+
+def models_of(owner: str) -> str:
+    """Model ids of one owner, scored by creation time (sorted set)."""
+    return f"{PREFIX}models:owner:{owner}"
+
+
+def model_versions(name: str) -> str:
+    """Model ids of one name, scored by version (sorted set)."""
+    return f"{PREFIX}model-name:{name}:versions"
+
+
+def model_version_counter(name: str) -> str:
+    """Last version handed out for a name (integer; versions are never reused)."""
+    return f"{PREFIX}model-name:{name}:counter"

@@ -1,0 +1,89 @@
+"""Turns the engine's per-epoch metrics into the progress and history the API shows, rate-limited."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from worker.attempts import Attempts, SupersededAttemptError
+from worker.records import utc_now
+
+
+class ProgressReporter:
+    """Buffers history entries and writes progress at most every `min_interval` seconds (always the last).
+
+    Writes are fenced by the attempt's token; a rejected write raises `SupersededAttemptError`. The first
+    write of an attempt trims the stored history to the epoch the attempt started from (a resumed run
+    re-does the epochs after its checkpoint).
+    """
+
+    def __init__(
+        self,
+        attempts: Attempts,
+        job_id: str,
+        token: int,
+        *,
+        start_epoch: int,
+        min_interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.attempts = attempts
+        self.job_id = job_id
+        self.token = token
+        self.min_interval = min_interval
+        self.clock = clock
+        self.start_epoch = start_epoch
+        self.started = clock()
+        self.last_write: float | None = None
+        self.pending: list[dict[str, Any]] = []
+        self.progress: dict[str, Any] | None = None
+        self.trimmed = False
+        self.writes = 0
+
+    def epoch(self, metrics: dict[str, Any], *, final: bool) -> None:
+        """Record one finished epoch (`EpochMetrics.to_dict()`); write if due or `final`."""
+        self.pending.append(metrics)
+        self.progress = self._progress(metrics, final=final)
+        now = self.clock()
+        if final or self.last_write is None or now - self.last_write >= self.min_interval:
+            self.flush()
+
+    def _progress(self, metrics: dict[str, Any], *, final: bool) -> dict[str, Any]:
+        epoch = int(metrics["epoch"])
+        epochs = int(metrics["epochs"])
+        done = epoch - self.start_epoch
+        elapsed = self.clock() - self.started
+        eta = 0.0 if final else (elapsed / done) * max(epochs - epoch, 0) if done > 0 else None
+        return {
+            "epoch": epoch,
+            "epochs": epochs,
+            "train_loss": metrics.get("train_loss"),
+            "train_accuracy": metrics.get("train_accuracy"),
+            "validation_loss": metrics.get("validation_loss"),
+            "validation_accuracy": metrics.get("validation_accuracy"),
+            "samples_per_second": metrics.get("samples_per_second"),
+            "eta_seconds": None if eta is None else round(eta, 3),
+            "updated_at": utc_now(),
+        }
+
+    def flush(self, **fields: Any) -> None:
+        """Write the buffered history, the latest progress and any extra `fields` (fenced)."""
+        values = dict(fields)
+        if self.progress is not None:
+            values.setdefault("progress", self.progress)
+        if not values and not self.pending and self.trimmed:
+            return
+        applied, _ = self.attempts.write(
+            self.job_id,
+            self.token,
+            values,
+            self.pending,
+            trim_history=None if self.trimmed else self.start_epoch,
+        )
+        if not applied:
+            raise SupersededAttemptError(self.job_id, self.token)
+        self.trimmed = True
+        self.pending = []
+        self.last_write = self.clock()
+        self.writes += 1

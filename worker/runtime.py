@@ -1,0 +1,48 @@
+"""Process-wide worker configuration, set once before the RQ worker starts (work-horses inherit it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a work-horse needs besides the job id."""
+
+    blob_dir: Path
+    checkpoint_seconds: float = 10.0
+    progress_min_interval: float = 0.2
+    job_monitoring_interval: int = 10
+
+
+_config: WorkerConfig | None = None
+
+
+def configure(
+    blob_dir: Path,
+    *,
+    checkpoint_seconds: float = 10.0,
+    progress_min_interval: float = 0.2,
+    job_monitoring_interval: int = 10,
+) -> WorkerConfig:
+    """Set the worker configuration of this process (called by `run_worker` and by tests)."""
+    global _config
+    if checkpoint_seconds < 0:
+        raise ValueError(f"checkpoint_seconds must be >= 0, got {checkpoint_seconds}")
+    if progress_min_interval < 0:
+        raise ValueError(f"progress_min_interval must be >= 0, got {progress_min_interval}")
+    _config = WorkerConfig(
+        blob_dir=Path(blob_dir),
+        checkpoint_seconds=float(checkpoint_seconds),
+        progress_min_interval=float(progress_min_interval),
+        job_monitoring_interval=int(job_monitoring_interval),
+    )
+    return _config
+
+
+def current() -> WorkerConfig:
+    """The configuration set by `configure`; RuntimeError when it was never called."""
+    if _config is None:
+        raise RuntimeError("worker not configured: call worker.configure(blob_dir=...) before running jobs")
+    return _config

@@ -1,0 +1,306 @@
+"""Datasets, jobs and models: metadata in Redis, arrays as .npz blobs under the blob directory."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from redis import Redis
+
+from worker import keys
+from worker.blobs import BlobError, BlobStore
+from worker.records import (
+    DatasetRecord,
+    JobRecord,
+    ModelRecord,
+    decode_job,
+    encode_job_fields,
+    utc_now,
+)
+
+_ACTIVE = ("queued", "running", "stalled")
+
+
+class NotFoundError(LookupError):
+    """No record with that id."""
+
+
+def new_id() -> str:
+    """A random id (uuid4, hex)."""
+    return uuid.uuid4().hex
+
+
+def dataset_blob(dataset_id: str) -> str:
+    """Relative blob path of a dataset."""
+    return f"datasets/{dataset_id}.npz"
+
+
+def model_blob(model_id: str) -> str:
+    """Relative blob path of a model."""
+    return f"models/{model_id}.npz"
+
+
+def _labels(y: np.ndarray) -> tuple[np.ndarray, str]:
+    """Labels as int64 or unicode (never object) and their kind."""
+    if y.dtype.kind in "biu":
+        return y.astype(np.int64), "int"
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise ValueError("y: float labels must be whole numbers")
+        return y.astype(np.int64), "int"
+    if y.dtype.kind in "UO":
+        values = [str(label) for label in y.tolist()]
+        return np.asarray(values, dtype=np.str_), "str"
+    raise ValueError(f"y: unsupported label dtype {y.dtype}")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Store:
+    """Datasets, jobs and models of Backprop."""
+
+    def __init__(self, redis: Redis, blob_dir: Path) -> None:
+        self.redis = redis
+        self.blobs = BlobStore(Path(blob_dir))
+
+    def _ids(self, index: str, start: int = 0, stop: int = -1) -> list[str]:
+        """Members of a sorted set, highest score first."""
+        return [_text(raw) for raw in self.redis.zrevrange(index, start, stop)]
+
+    def _window(self, index: str, offset: int, limit: int) -> list[str]:
+        return self._ids(index, offset, offset + limit - 1) if limit > 0 else []
+
+    # --- datasets ---------------------------------------------------------------------------------
+    def create_dataset(
+        self, X: np.ndarray, y: np.ndarray, *, owner: str | None, name: str | None = None
+    ) -> DatasetRecord:
+        """Store a validated dataset's arrays as a blob and its metadata in Redis."""
+        X = np.asarray(X)
+        y = np.asarray(y)
+        if X.ndim != 2:
+            raise ValueError(f"X: expected a 2-D array, got {X.ndim} dimensions")
+        if y.ndim != 1 or y.shape[0] != X.shape[0]:
+            raise ValueError(f"y: expected {X.shape[0]} labels, got shape {y.shape}")
+        if X.dtype.kind not in "biuf":
+            raise ValueError(f"X: expected numbers, got dtype {X.dtype}")
+        X = X.astype(np.float64)
+        if not np.all(np.isfinite(X)):
+            raise ValueError("X: NaN or infinite values")
+        y, label_kind = _labels(y)
+        buffer = io.BytesIO()
+        np.savez(buffer, X=X, y=y)
+        data = buffer.getvalue()
+        dataset_id = new_id()
+        blob = dataset_blob(dataset_id)
+        sha256 = self.blobs.write(blob, data)
+        counts = Counter(str(label) for label in y.tolist())
+        record = DatasetRecord(
+            id=dataset_id,
+            name=name,
+            owner=owner,
+            n_samples=int(X.shape[0]),
+            n_features=int(X.shape[1]),
+            classes={label: counts[label] for label in sorted(counts)},
+            label_kind=label_kind,
+            created_at=utc_now(),
+            sha256=sha256,
+            size_bytes=len(data),
+        )
+        score = time.time()
+        with self.redis.pipeline() as pipe:
+            pipe.set(keys.dataset(dataset_id), json.dumps({**record.to_dict(), "blob": blob}))
+            pipe.zadd(keys.datasets(), {dataset_id: score})
+            if owner is not None:
+                pipe.zadd(keys.datasets_of(owner), {dataset_id: score})
+            pipe.execute()
+        return record
+
+    def _dataset_data(self, dataset_id: str) -> dict[str, Any] | None:
+        raw = self.redis.get(keys.dataset(dataset_id))
+        return None if raw is None else dict(json.loads(raw))
+
+    def get_dataset(self, dataset_id: str) -> DatasetRecord | None:
+        """The dataset's metadata, or None."""
+        data = self._dataset_data(dataset_id)
+        return None if data is None else DatasetRecord.from_dict(data)
+
+    def list_datasets(
+        self, *, owner: str | None, offset: int = 0, limit: int = 50
+    ) -> tuple[list[DatasetRecord], int]:
+        """Datasets newest first (owner None: everyone's) and the total."""
+        index = keys.datasets() if owner is None else keys.datasets_of(owner)
+        total = int(self.redis.zcard(index))
+        records = [self.get_dataset(dataset_id) for dataset_id in self._window(index, offset, limit)]
+        return [record for record in records if record is not None], total
+
+    def delete_dataset(self, dataset_id: str) -> bool:
+        """Remove a dataset's metadata and blob; False when it did not exist."""
+        data = self._dataset_data(dataset_id)
+        if data is None:
+            return False
+        with self.redis.pipeline() as pipe:
+            pipe.delete(keys.dataset(dataset_id))
+            pipe.zrem(keys.datasets(), dataset_id)
+            if data.get("owner") is not None:
+                pipe.zrem(keys.datasets_of(data["owner"]), dataset_id)
+            deleted = pipe.execute()[0]
+        self.blobs.delete(data["blob"])
+        return bool(deleted)
+
+    def load_dataset(self, dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """The dataset's (X, y), checksum verified; NotFoundError / BlobError otherwise."""
+        data = self._dataset_data(dataset_id)
+        if data is None:
+            raise NotFoundError(f"dataset {dataset_id} not found")
+        content = self.blobs.read(data["blob"], data["sha256"])
+        try:
+            with np.load(io.BytesIO(content), allow_pickle=False) as arrays:
+                return arrays["X"], arrays["y"]
+        except (ValueError, KeyError, OSError) as exc:
+            raise BlobError(f"dataset {dataset_id}: unreadable blob ({exc})") from exc
+
+    # --- jobs -------------------------------------------------------------------------------------
+    def create_job(self, spec: dict[str, Any], *, owner: str | None, dataset_id: str, name: str) -> JobRecord:
+        """A new job record with status `queued` (enqueue it with `enqueue_training`)."""
+        record = JobRecord(
+            id=new_id(),
+            name=name,
+            owner=owner,
+            dataset_id=dataset_id,
+            spec=dict(spec),
+            status="queued",
+            created_at=utc_now(),
+        )
+        fields = record.to_dict()
+        del fields["history"]
+        score = time.time()
+        with self.redis.pipeline() as pipe:
+            pipe.hset(keys.job(record.id), mapping=encode_job_fields(fields))  # type: ignore[arg-type]
+            pipe.zadd(keys.jobs(), {record.id: score})
+            if owner is not None:
+                pipe.zadd(keys.jobs_of(owner), {record.id: score})
+            pipe.execute()
+        return record
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        """The job record with its history, or None."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(keys.job(job_id))
+            pipe.lrange(keys.job_history(job_id), 0, -1)
+            raw, history = pipe.execute()
+        if not raw:
+            return None
+        return decode_job(raw, history)
+
+    def job_status(self, job_id: str) -> str | None:
+        """Just the status of a job, or None."""
+        raw = self.redis.hget(keys.job(job_id), "status")
+        return None if raw is None else str(json.loads(raw))
+
+    def set_job_fields(self, job_id: str, **values: Any) -> None:
+        """Overwrite some fields of an existing job record (not for fenced worker writes)."""
+        self.redis.hset(keys.job(job_id), mapping=encode_job_fields(values))  # type: ignore[arg-type]
+
+    def _statuses(self, ids: list[str]) -> list[str | None]:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hget(keys.job(job_id), "status")
+            values = pipe.execute()
+        return [None if value is None else str(json.loads(value)) for value in values]
+
+    def list_jobs(
+        self, *, owner: str | None, status: str | None = None, offset: int = 0, limit: int = 50
+    ) -> tuple[list[JobRecord], int]:
+        """Jobs newest first, optionally of one status, and the total that matched."""
+        index = keys.jobs() if owner is None else keys.jobs_of(owner)
+        if status is None:
+            total = int(self.redis.zcard(index))
+            selected = self._window(index, offset, limit)
+        else:
+            every = self._ids(index)
+            statuses = self._statuses(every)
+            matching = [job_id for job_id, value in zip(every, statuses, strict=True) if value == status]
+            total = len(matching)
+            selected = matching[offset : offset + max(limit, 0)]
+        records = [self.get_job(job_id) for job_id in selected]
+        return [record for record in records if record is not None], total
+
+    def count_queued_jobs(self, owner: str | None) -> int:
+        """Jobs of `owner` (None: everyone) that are queued."""
+        index = keys.jobs() if owner is None else keys.jobs_of(owner)
+        return sum(value == "queued" for value in self._statuses(self._ids(index)))
+
+    def active_job_ids(self) -> list[str]:
+        """Ids of jobs that are queued, running or stalled (what the reaper looks at)."""
+        every = self._ids(keys.jobs())
+        statuses = self._statuses(every)
+        return [job_id for job_id, value in zip(every, statuses, strict=True) if value in _ACTIVE]
+
+    # --- models -----------------------------------------------------------------------------------
+    def _model_data(self, model_id: str) -> dict[str, Any] | None:
+        meta, version = self.redis.hmget(keys.model(model_id), ["meta", "version"])
+        if meta is None or version is None:
+            return None
+        return {**json.loads(meta), "version": int(version)}
+
+    def get_model(self, model_id: str) -> ModelRecord | None:
+        """The model's metadata, or None."""
+        data = self._model_data(model_id)
+        if data is None:
+            return None
+        data.pop("blob", None)
+        return ModelRecord(**data)
+
+    def resolve_model(self, id_or_name: str, *, owner: str | None = None) -> ModelRecord | None:
+        """A model by id, or by name (its latest version; of `owner` when given)."""
+        record = self.get_model(id_or_name)
+        if record is not None:
+            return record
+        for model_id in self._ids(keys.model_versions(id_or_name)):
+            candidate = self.get_model(model_id)
+            if candidate is not None and (owner is None or candidate.owner == owner):
+                return candidate
+        return None
+
+    def list_models(
+        self, *, owner: str | None, name: str | None = None, offset: int = 0, limit: int = 50
+    ) -> tuple[list[ModelRecord], int]:
+        """Models newest first (with `name`: its versions, newest first) and the total."""
+        if name is None:
+            index = keys.models() if owner is None else keys.models_of(owner)
+            total = int(self.redis.zcard(index))
+            records = [self.get_model(model_id) for model_id in self._window(index, offset, limit)]
+            return [record for record in records if record is not None], total
+        every = [self.get_model(model_id) for model_id in self._ids(keys.model_versions(name))]
+        matching = [r for r in every if r is not None and (owner is None or r.owner == owner)]
+        return matching[offset : offset + max(limit, 0)], len(matching)
+
+    def delete_model(self, model_id: str) -> bool:
+        """Remove a model's metadata, indexes and blob; False when it did not exist."""
+        data = self._model_data(model_id)
+        if data is None:
+            return False
+        with self.redis.pipeline() as pipe:
+            pipe.delete(keys.model(model_id))
+            pipe.zrem(keys.models(), model_id)
+            if data.get("owner") is not None:
+                pipe.zrem(keys.models_of(data["owner"]), model_id)
+            pipe.zrem(keys.model_versions(data["name"]), model_id)
+            deleted = pipe.execute()[0]
+        self.blobs.delete(data["blob"])
+        return bool(deleted)
+
+    def load_model_bytes(self, model_id: str) -> bytes:
+        """The model blob (engine.loads input), checksum verified; NotFoundError / BlobError otherwise."""
+        data = self._model_data(model_id)
+        if data is None:
+            raise NotFoundError(f"model {model_id} not found")
+        return self.blobs.read(data["blob"], data["sha256"])
