@@ -20,8 +20,8 @@ def numpy_blas() -> dict[str, Any]:
     for info in candidates:
         path = str(info.get("filepath", ""))
         if path.startswith(os.path.join(site, "numpy")):
-            return info
-    return candidates[0] if candidates else {}
+            return dict(info)
+    return dict(candidates[0]) if candidates else {}
 
 
 def describe_blas(info: dict[str, Any]) -> str:

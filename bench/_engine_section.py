@@ -12,6 +12,32 @@ MIB = 1024 * 1024
 ENGINE = "engine"
 
 
+METHOD = [
+    "- One process; all contenders train on the same arrays with the same number of threads. Each",
+    "  round runs one epoch of every contender (small: five epochs per turn), in an order that rotates",
+    "  from round to round, after one warm-up round; the tables show the median epoch. Before each",
+    "  turn the script sleeps 0.2 s: OpenBLAS' and PyTorch's OpenMP threads busy-wait after their last",
+    "  call, and without the pause the next contender shares the cores with them (measured here: up",
+    "  to 10x slower for its first ~100 ms).",
+    "- Data: big = 28x28 pixels, about 20% lit, uint8 values scaled to [0, 1], labels from a random",
+    "  linear teacher plus noise (so the loss falls as on real data); small = scikit-learn's digits / 16.",
+    "- **engine**: `engine.Training(X, y, TrainConfig(..., validation_fraction=0.0,",
+    "  standardize=False, l2=0.0))`, one `run_epoch()` per epoch (shuffle and training loss/accuracy",
+    "  bookkeeping included).",
+    "- **pytorch**: `nn.Sequential` of `Linear`/`ReLU`, `CrossEntropyLoss`,",
+    "  `torch.optim.SGD(momentum=0.9)` or `torch.optim.Adam(fused=True)`; a hand-written loop over",
+    "  `torch.randperm` batches (no DataLoader), data shared with NumPy through `torch.from_numpy`.",
+    "- **scikit-learn**: `MLPClassifier(solver='sgd', momentum=0.9, nesterovs_momentum=False)` or",
+    "  `solver='adam'`, `alpha=0`, same batch size, one `partial_fit` per epoch on float32 input.",
+    "- **lean prototype**: `bench/_lean_mlp.py`, a NumPy trainer for these relu/softmax networks only,",
+    "  prototyping changes suggested for the engine's step (see its docstring); not the engine.",
+    "- **GEMM floor**: the same epoch doing only its matrix products (forward `A[l-1] @ W[l]`,",
+    "  backward `A[l-1].T @ dZ[l]` and `dZ[l] @ W[l].T`) with `np.matmul(..., out=)` into",
+    "  preallocated buffers, on contiguous row slices: the BLAS time any NumPy trainer of this network",
+    "  spends.",
+]
+
+
 @dataclass
 class Environment:
     """Where and how the numbers were measured."""
@@ -72,10 +98,12 @@ def case_lines(case: CaseResult) -> list[str]:
 
 
 def memory_line(record: dict[str, Any]) -> str:
+    sizes = ("_bytes", "_data", "_peak", "_training")
+    r = {key: value / MIB for key, value in record.items() if key.endswith(sizes)}
     return (
-        f"{record['optimizer']} ({record['config']}): data {record['data_bytes'] / MIB:.1f} MiB, "
-        f"params {record['param_bytes'] / MIB:.2f} MiB, RSS after data {record['rss_after_data'] / MIB:.1f} MiB, "
-        f"peak {record['training_peak'] / MIB:.1f} MiB -> training adds {record['added_by_training'] / MIB:.1f} MiB"
+        f"{record['optimizer']} ({record['config']}): data {r['data_bytes']:.1f} MiB, "
+        f"params {r['param_bytes']:.2f} MiB, RSS after data {r['rss_after_data']:.1f} MiB, "
+        f"peak {r['training_peak']:.1f} MiB -> training adds {r['added_by_training']:.1f} MiB"
     )
 
 
@@ -92,28 +120,59 @@ def evaluate_targets(cases: list[CaseResult], memory: list[dict[str, Any]]) -> l
     targets: list[Target] = []
     big_momentum = by_name.get("big/momentum")
     if big_momentum is not None:
-        targets.append(_check("big, momentum: engine >= 1.5x PyTorch samples/s",
-                              big_momentum.ratio("pytorch", ENGINE), 1.5, True))
+        targets.append(
+            _check(
+                "big, momentum: engine >= 1.5x PyTorch samples/s",
+                big_momentum.ratio("pytorch", ENGINE),
+                1.5,
+                True,
+            )
+        )
         floor = big_momentum.ratio(ENGINE, "GEMM floor")
         targets.append(_check("big, momentum: engine epoch <= 1.2x the GEMM floor's", floor, 1.2, False))
     big_adam = by_name.get("big/adam")
     if big_adam is not None:
-        targets.append(_check("big, adam: engine >= 1.2x PyTorch fused Adam samples/s",
-                              big_adam.ratio("pytorch", ENGINE), 1.2, True))
+        targets.append(
+            _check(
+                "big, adam: engine >= 1.2x PyTorch fused Adam samples/s",
+                big_adam.ratio("pytorch", ENGINE),
+                1.2,
+                True,
+            )
+        )
     for name in ("small/momentum", "small/adam"):
         case = by_name.get(name)
         if case is None:
             continue
         optimizer = name.split("/")[1]
-        targets.append(_check(f"small, {optimizer}: engine >= 5x PyTorch samples/s",
-                              case.ratio("pytorch", ENGINE), 5.0, True))
-        targets.append(_check(f"small, {optimizer}: engine >= 4x scikit-learn samples/s",
-                              case.ratio("scikit-learn", ENGINE), 4.0, True))
+        targets.append(
+            _check(
+                f"small, {optimizer}: engine >= 5x PyTorch samples/s",
+                case.ratio("pytorch", ENGINE),
+                5.0,
+                True,
+            )
+        )
+        targets.append(
+            _check(
+                f"small, {optimizer}: engine >= 4x scikit-learn samples/s",
+                case.ratio("scikit-learn", ENGINE),
+                4.0,
+                True,
+            )
+        )
     for record in memory:
         if record["config"] != "benchmark":
             continue
-        targets.append(_check(f"memory, {record['optimizer']}: training adds <= 10 MiB above data and params",
-                              record["added_by_training"] / MIB, 10.0, False, " MiB"))
+        targets.append(
+            _check(
+                f"memory, {record['optimizer']}: training adds <= 10 MiB above data and params",
+                record["added_by_training"] / MIB,
+                10.0,
+                False,
+                " MiB",
+            )
+        )
     if not memory:
         targets.append(Target("memory: training adds <= 10 MiB above data and params", "not measured", "n/a"))
     return targets
@@ -125,7 +184,7 @@ def _case_table(case: CaseResult) -> list[str]:
         f"**{case.name}** — {case.n_samples:,} samples, layers {'-'.join(map(str, case.layer_sizes))}, "
         f"batch {case.batch_size}, {len(next(iter(case.times.values())).seconds)} measured epochs each",
         "",
-        "| contender | ms / epoch (median) | samples / s | engine speed-up | spread | train loss / accuracy |",
+        "| contender | ms / epoch (median) | samples / s | engine speed-up | spread | train loss / acc. |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for name, t in case.times.items():
@@ -152,17 +211,18 @@ def render(
         f"run without `{env.dropped_env}` (set on this machine for old OpenBLAS builds; the script re-runs "
         "itself without them so that the current OpenBLAS picks its own kernel)"
         if env.dropped_env
-        else (f"run with `{env.kept_env}` kept" if env.kept_env else "no OpenBLAS overrides in the environment")
+        else (f"run with `{env.kept_env}` kept" if env.kept_env else "no OpenBLAS overrides set")
     )
     lines = [
         "## Engine",
         "",
-        "_Written by `bench/engine.py`; do not edit by hand between the markers._" if not quick else
-        "_Quick smoke run (`--quick`): small data, few epochs; not a measurement._",
+        "_Written by `bench/engine.py`; do not edit by hand between the markers._"
+        if not quick
+        else "_Quick smoke run (`--quick`): small data, few epochs; not a measurement._",
         "",
         f"- Run: {env.date}, `{env.command}` (from the repository root; `make bench` runs it too).",
-        f"- Machine: {env.cpu}; load average {env.load_before} before, {env.load_after} after "
-        "(other work on the machine makes the absolute numbers noisy; the ratios come from interleaved epochs).",
+        f"- Machine: {env.cpu}; load average {env.load_before} before, {env.load_after} after (other",
+        "  work on the machine makes absolute numbers noisy; the ratios come from interleaved epochs).",
         f"- Python {env.python}, NumPy {env.numpy}, PyTorch {env.torch}, scikit-learn {env.sklearn}.",
         f"- NumPy's BLAS (threadpoolctl): {env.numpy_blas}; {openblas}.",
         f"- PyTorch: {env.torch_blas}, `torch.set_num_threads({env.threads})` to match NumPy's BLAS threads.",
@@ -174,7 +234,7 @@ def render(
     ]
     lines += [f"| {t.name} | {t.measured} | {t.verdict} |" for t in targets]
     if not env.engine_available:
-        lines += ["", "The engine's trainer (`engine.Training`) did not exist yet when this ran: baselines only."]
+        lines += ["", "The engine's trainer (`engine.Training`) did not exist yet: baselines only."]
     lines += ["", "### Epoch times", ""]
     for case in cases:
         lines += _case_table(case)
@@ -182,46 +242,21 @@ def render(
     lines += ["### Memory", ""]
     if memory:
         lines += [
-            "Peak RSS of a fresh process that creates the big data set, then builds `engine.Training` and runs",
-            "2 epochs; \"adds\" = peak − RSS after the data was created − the parameters' bytes.",
+            "Peak RSS of a fresh process that creates the big data set, then builds `engine.Training`",
+            'and runs 2 epochs (MiB); "adds" = peak − RSS after the data was created − the parameters.',
             "",
-            "| optimizer | config | data MiB | params MiB | RSS after data MiB | peak MiB | training adds MiB |",
+            "| optimizer | config | data | params | RSS after data | peak | training adds |",
             "|---|---|---:|---:|---:|---:|---:|",
         ]
         for r in memory:
             lines.append(
-                f"| {r['optimizer']} | {r['config']} | {r['data_bytes'] / MIB:.1f} | {r['param_bytes'] / MIB:.2f} | "
-                f"{r['rss_after_data'] / MIB:.1f} | {r['training_peak'] / MIB:.1f} | "
-                f"{r['added_by_training'] / MIB:.1f} |"
+                f"| {r['optimizer']} | {r['config']} | {r['data_bytes'] / MIB:.1f} | "
+                f"{r['param_bytes'] / MIB:.2f} | {r['rss_after_data'] / MIB:.1f} | "
+                f"{r['training_peak'] / MIB:.1f} | {r['added_by_training'] / MIB:.1f} |"
             )
         if not all(r["peak_was_reset"] for r in memory):
             lines += ["", "(/proc/self/clear_refs was not writable: the peak includes data creation.)"]
     else:
         lines.append("Not measured in this run.")
-    lines += [
-        "",
-        "### How it is measured",
-        "",
-        "- One process; all contenders train on the same arrays with the same number of threads. Each round",
-        "  runs one epoch of every contender (small: five epochs per turn), in an order that rotates from round",
-        "  to round, after one warm-up round; the table shows the median epoch. Before each turn the script",
-        "  sleeps 0.2 s: OpenBLAS' and PyTorch's OpenMP threads busy-wait after their last call, and without",
-        "  the pause the next contender shares the cores with them (measured here: up to 10x slower for the",
-        "  first ~100 ms).",
-        "- Data: big = 28x28 pixels, about 20% lit, uint8 values scaled to [0, 1], labels from a random linear",
-        "  teacher plus noise (so the loss falls as on real data); small = scikit-learn's digits / 16.",
-        "- **engine**: `engine.Training(X, y, TrainConfig(..., validation_fraction=0.0, standardize=False,",
-        "  l2=0.0))`, one `run_epoch()` per epoch (its shuffle, training loss/accuracy bookkeeping included).",
-        "- **pytorch**: `nn.Sequential` of `Linear`/`ReLU`, `CrossEntropyLoss`, `torch.optim.SGD(momentum=0.9)`",
-        "  or `torch.optim.Adam(fused=True)`; a hand-written loop over `torch.randperm` batches (no DataLoader),",
-        "  the data shared with NumPy through `torch.from_numpy`.",
-        "- **scikit-learn**: `MLPClassifier(solver='sgd', momentum=0.9, nesterovs_momentum=False)` or",
-        "  `solver='adam'`, `alpha=0`, same batch size, one `partial_fit` per epoch on float32 input.",
-        "- **lean prototype**: `bench/_lean_mlp.py`, a minimal NumPy trainer for these two networks only",
-        "  (relu/softmax, flat parameters, learning rate folded into dZ[L]); it shows what NumPy can reach and",
-        "  is not the engine.",
-        "- **GEMM floor**: the same epoch doing only its matrix products (forward `A[l-1] @ W[l]`, backward",
-        "  `A[l-1].T @ dZ[l]` and `dZ[l] @ W[l].T`) with `np.matmul(..., out=)` into preallocated buffers, on",
-        "  contiguous row slices: the BLAS time any NumPy trainer of this network spends.",
-    ]
+    lines += ["", "### How it is measured", "", *METHOD]
     return "\n".join(lines)

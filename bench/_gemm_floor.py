@@ -8,6 +8,8 @@ BLAS time any NumPy trainer of this network must spend, so an engine epoch can b
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from bench._mlp_workloads import Workload
@@ -25,7 +27,7 @@ class GemmFloor:
         self.batch_size = m
         self.W = [
             (rng.standard_normal((n_in, n_out)) * np.sqrt(2 / n_in)).astype(dtype)
-            for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)
+            for n_in, n_out in itertools.pairwise(sizes)
         ]
         self.dW = [np.empty_like(W) for W in self.W]
         # A[l] and dZ[l] for l = 1..L (index 0 is the input / unused).

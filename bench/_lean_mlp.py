@@ -1,23 +1,27 @@
-"""A lean NumPy trainer for the benchmark's relu/softmax MLPs: the prototype the engine's fused step is
-measured against, to show what each suggested change in docs/benchmarks.md is worth.
+"""A lean NumPy trainer for the benchmark's relu/softmax MLPs: a prototype of the changes suggested for the
+engine's fused step, measured beside it (it is not the engine and is not used by it).
 
-Everything is preallocated: the parameters (and their gradients) are views into one flat vector, so an
-optimizer update is a few NumPy calls for the whole network; the batch is gathered into a fixed buffer with
-`np.take(..., out=)`; the forward pass overwrites Z with A in place; the learning rate and 1/m are folded
-into dZ[L] (an (m, k) array) so that the GEMMs produce lr-scaled gradients directly and momentum costs three
-passes over the parameters (u = mu u + lr g; theta -= u, PyTorch's form of momentum). Training loss and
-accuracy are accumulated from the batches with two small calls per batch.
+Like the engine: parameters and gradients are views into one flat vector, batches are gathered into fixed
+buffers with `np.take(..., out=)`, activations overwrite pre-activations, and per-sample loss statistics are
+reduced once per epoch. Unlike it (each measured in docs/benchmarks.md):
+
+* relu is `np.maximum(Z, zeros)` against a preallocated zero array, not the scalar 0 (5x faster in NumPy);
+* the output layer is computed transposed, (k, m), so the softmax's max and sums reduce over axis 0;
+* bias gradients are `ones @ dZ` (BLAS gemv) instead of `dZ.sum(axis=0)`;
+* for momentum, lr/m is folded into dZ[L]: the GEMMs give lr-scaled gradients, and the update is three
+  passes (u = mu u + lr g; theta -= u, PyTorch's form of momentum) instead of four.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from bench._mlp_workloads import N_CLASSES, Workload
+from bench._mlp_workloads import Workload
 
 Array = NDArray[Any]
 
@@ -25,7 +29,7 @@ Array = NDArray[Any]
 class LeanMLP:
     """relu hidden layers, softmax output, momentum or adam; one `run_epoch()` = one shuffled pass."""
 
-    def __init__(self, workload: Workload, seed: int = 0, bias_in_gemm: bool = False) -> None:
+    def __init__(self, workload: Workload, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
         self.rng = rng
         self.X = workload.X
@@ -37,7 +41,7 @@ class LeanMLP:
         self.learning_rate = workload.learning_rate
         self.momentum = workload.momentum
         m = self.batch_size = workload.batch_size
-        n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        n_params = sum(a * b + b for a, b in itertools.pairwise(sizes))
         self.theta = np.empty(n_params, dtype)
         self.grad = np.empty(n_params, dtype)
         self.W: list[Array] = []
@@ -45,12 +49,13 @@ class LeanMLP:
         self.dW: list[Array] = []
         self.db: list[Array] = []
         offset = 0
-        for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        for layer, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
             W = self.theta[offset : offset + n_in * n_out].reshape(n_in, n_out)
             self.dW.append(self.grad[offset : offset + n_in * n_out].reshape(n_in, n_out))
             offset += n_in * n_out
-            W[...] = rng.standard_normal((n_in, n_out)) * math.sqrt(2 / n_in if layer < len(sizes) - 2 else
-                                                                   1 / n_in)
+            W[...] = rng.standard_normal((n_in, n_out)) * math.sqrt(
+                2 / n_in if layer < len(sizes) - 2 else 1 / n_in
+            )
             self.W.append(W)
         for n_out in sizes[1:]:
             b = self.theta[offset : offset + n_out]
@@ -58,16 +63,22 @@ class LeanMLP:
             self.b.append(b)
             self.db.append(self.grad[offset : offset + n_out])
             offset += n_out
+        k = sizes[-1]
         self.Xb = np.empty((m, sizes[0]), dtype)
-        self.A = [self.Xb] + [np.empty((m, n), dtype) for n in sizes[1:]]
-        self.dZ = [np.empty((0, 0), dtype)] + [np.empty((m, n), dtype) for n in sizes[1:]]
-        self.mask = [np.empty((0, 0), bool)] + [np.empty((m, n), bool) for n in sizes[1:]]
-        self.one_hot = np.eye(N_CLASSES, dtype=dtype)
-        self.Yb = np.empty((m, N_CLASSES), dtype)
-        self.row = np.empty((m, 1), dtype)
-        self.ones = np.ones((1, m), dtype)
-        self.picked = np.empty(self.X.shape[0], dtype)
-        self.predicted = np.empty(self.X.shape[0], np.intp)
+        # Hidden activations (m, n); the output layer is kept transposed, (k, m), so that the softmax's
+        # per-sample max and sums are reductions over axis 0 (vectorised across samples) rather than
+        # k-element row reductions, which NumPy does one row at a time.
+        self.A = [self.Xb] + [np.empty((m, n), dtype) for n in sizes[1:-1]]
+        self.ZT = np.empty((k, m), dtype)
+        self.dZ = [np.empty((0, 0), dtype)] + [np.empty((m, n), dtype) for n in sizes[1:-1]]
+        self.mask = [np.empty((0, 0), bool)] + [np.empty((m, n), bool) for n in sizes[1:-1]]
+        self.zeros = [np.empty((0, 0), dtype)] + [np.zeros((m, n), dtype) for n in sizes[1:-1]]
+        self.tmpT = np.empty((k, m), dtype)
+        self.YT = np.ascontiguousarray(np.eye(k, dtype=dtype)[:, self.y])  # (k, n) one-hot columns
+        self.YbT = np.empty((k, m), dtype)
+        self.ones = np.ones(m, dtype)
+        self.stat_a = np.empty(self.X.shape[0], dtype)  # sum_j exp(z_j - max z) per sample
+        self.stat_b = np.empty(self.X.shape[0], dtype)  # z_y - max z per sample (0 when correct)
         self.state = [np.zeros_like(self.theta) for _ in range(2 if self.optimizer == "adam" else 1)]
         self.scratch = np.empty_like(self.theta)
         self.t = 0
@@ -77,52 +88,61 @@ class LeanMLP:
     def run_epoch(self) -> None:
         n, m_full = self.X.shape[0], self.batch_size
         order = self.rng.permutation(n)
-        X, y, W, b, dW, db, A, dZ, mask = self.X, self.y, self.W, self.b, self.dW, self.db, self.A, self.dZ, self.mask
+        X, W, b, dW, db, A, dZ, mask = self.X, self.W, self.b, self.dW, self.db, self.A, self.dZ, self.mask
+        zeros, YT = self.zeros, self.YT
         L = len(W)
+        WLT = W[-1].T
         adam = self.optimizer == "adam"
         lr = self.learning_rate
+        take, matmul, add_reduce, max_reduce = np.take, np.matmul, np.add.reduce, np.maximum.reduce
         for start in range(0, n, m_full):
             index = order[start : start + m_full]
             m = index.shape[0]
-            if m == m_full:
-                Xb, Yb = self.Xb, self.Yb
-            else:
-                Xb, Yb = self.Xb[:m], self.Yb[:m]
-            np.take(X, index, axis=0, out=Xb, mode="clip")
-            yb = y[index]
-            np.take(self.one_hot, yb, axis=0, out=Yb, mode="clip")
+            full = m == m_full
+            Xb = self.Xb if full else self.Xb[:m]
+            YbT = self.YbT if full else self.YbT[:, :m]
+            ZT = self.ZT if full else self.ZT[:, :m]
+            tmpT = self.tmpT if full else self.tmpT[:, :m]
+            ones = self.ones if full else self.ones[:m]
+            take(X, index, axis=0, out=Xb, mode="clip")
+            take(YT, index, axis=1, out=YbT, mode="clip")
             previous = Xb
-            for l in range(L):
-                Z = A[l + 1][:m]
-                np.matmul(previous, W[l], out=Z)
-                Z += b[l]
-                if l < L - 1:
-                    np.maximum(Z, 0, out=Z)
+            for layer in range(L - 1):
+                Z = A[layer + 1] if full else A[layer + 1][:m]
+                matmul(previous, W[layer], out=Z)
+                Z += b[layer]
+                # maximum against a zero array: NumPy's scalar-operand path is ~5x slower here
+                np.maximum(Z, zeros[layer + 1] if full else zeros[layer + 1][:m], out=Z)
                 previous = Z
-            # softmax in place (max-shifted), then dZ[L] = (P - Y) * scale
-            P = previous
-            row = self.row[:m]
-            np.max(P, axis=1, keepdims=True, out=row)
-            P -= row
-            np.exp(P, out=P)
-            np.sum(P, axis=1, keepdims=True, out=row)
-            P /= row
-            # metrics: probability of the true class and the prediction, reduced once per epoch
-            np.sum(P * Yb, axis=1, out=self.picked[start : start + m])
-            np.argmax(P, axis=1, out=self.predicted[start : start + m])
-            dZL = dZ[L][:m]
-            np.subtract(P, Yb, out=dZL)
+            matmul(WLT, previous.T, out=ZT)
+            ZT += b[-1][:, None]
+            stat_a = self.stat_a[start : start + m]
+            stat_b = self.stat_b[start : start + m]
+            max_reduce(ZT, axis=0, out=stat_b)
+            ZT -= stat_b
+            np.multiply(ZT, YbT, out=tmpT)
+            add_reduce(tmpT, axis=0, out=stat_b)
+            np.exp(ZT, out=ZT)
+            add_reduce(ZT, axis=0, out=stat_a)
+            ZT /= stat_a
+            ZT -= YbT
             # Adam is scale-sensitive only through epsilon: keep the true gradient there.
-            dZL *= (1.0 / m) if adam else (lr / m)
-            for l in range(L - 1, -1, -1):
-                upstream = dZ[l + 1][:m]
-                np.matmul(A[l][:m].T, upstream, out=dW[l])
-                np.matmul(self.ones[:, :m], upstream, out=db[l].reshape(1, -1))
-                if l > 0:
-                    below = dZ[l][:m]
-                    np.matmul(upstream, W[l].T, out=below)
-                    np.greater(A[l][:m], 0, out=mask[l][:m])
-                    below *= mask[l][:m]
+            ZT *= (1.0 / m) if adam else (lr / m)
+            upstream = ZT.T
+            for layer in range(L - 1, -1, -1):
+                inputs = Xb if layer == 0 else (A[layer] if full else A[layer][:m])
+                matmul(inputs.T, upstream, out=dW[layer])
+                if layer == L - 1:
+                    matmul(ZT, ones, out=db[layer])
+                else:
+                    matmul(ones, upstream, out=db[layer])
+                if layer > 0:
+                    below = dZ[layer] if full else dZ[layer][:m]
+                    matmul(upstream, W[layer].T, out=below)
+                    mk = mask[layer] if full else mask[layer][:m]
+                    np.greater(inputs, 0, out=mk)
+                    np.multiply(below, mk, out=below)
+                    upstream = below
             if adam:
                 self._adam()
             else:
@@ -130,9 +150,9 @@ class LeanMLP:
                 u *= self.momentum
                 u += self.grad
                 self.theta -= u
-        np.log(self.picked, out=self.picked)
-        self.train_loss = -float(self.picked.mean(dtype=np.float64))
-        self.train_accuracy = float(np.mean(self.predicted == y[order]))
+        log_sum = float(np.log(self.stat_a).sum(dtype=np.float64))
+        self.train_loss = (log_sum - float(self.stat_b.sum(dtype=np.float64))) / n
+        self.train_accuracy = float(np.count_nonzero(self.stat_b == 0)) / n
 
     def _adam(self, beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8) -> None:
         self.t += 1

@@ -1,4 +1,4 @@
-"""The engine benchmark's workloads: data sets, layer sizes and optimizer settings shared by every contender."""
+"""The engine benchmark's workloads: data, layer sizes and optimizer settings shared by all contenders."""
 
 from __future__ import annotations
 

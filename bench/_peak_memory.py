@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def _child(samples: int, epochs: int, optimizer: str, default_config: bool) -> d
         training.run_epoch()
     peak = _status_kib("VmHWM") * 1024
     sizes = workload.layer_sizes
-    n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    n_params = sum(a * b + b for a, b in itertools.pairwise(sizes))
     param_bytes = n_params * np.dtype(np.float32).itemsize
     return {
         "optimizer": optimizer,
@@ -78,8 +79,17 @@ def _child(samples: int, epochs: int, optimizer: str, default_config: bool) -> d
 
 def measure(samples: int, epochs: int, optimizer: str, default_config: bool = False) -> dict[str, Any]:
     """Run the child in a fresh interpreter (same environment) and return its JSON record."""
-    command = [sys.executable, "-m", "bench._peak_memory", "--samples", str(samples), "--epochs", str(epochs),
-               "--optimizer", optimizer]
+    command = [
+        sys.executable,
+        "-m",
+        "bench._peak_memory",
+        "--samples",
+        str(samples),
+        "--epochs",
+        str(epochs),
+        "--optimizer",
+        optimizer,
+    ]
     if default_config:
         command.append("--default-config")
     out = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -15,7 +17,7 @@ class TorchMLP:
         torch.manual_seed(seed)
         sizes = workload.layer_sizes
         layers: list[nn.Module] = []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+        for n_in, n_out in itertools.pairwise(sizes):
             layers += [nn.Linear(n_in, n_out), nn.ReLU()]
         self.model = nn.Sequential(*layers[:-1])
         self.loss_fn = nn.CrossEntropyLoss()
@@ -71,8 +73,10 @@ def torch_blas() -> str:
     """PyTorch's own BLAS/CPU-capability line from its build config (MKL on the x86 CPU wheels)."""
     config = torch.__config__.show()
     blas = "MKL" if "BLAS_INFO=mkl" in config else "other BLAS"
-    capability = next((line.split(":", 1)[1].strip() for line in config.splitlines()
-                       if "CPU capability usage" in line), "unknown")
+    capability = next(
+        (line.split(":", 1)[1].strip() for line in config.splitlines() if "CPU capability usage" in line),
+        "unknown",
+    )
     return f"{blas}, CPU capability {capability}"
 
 

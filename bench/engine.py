@@ -31,15 +31,18 @@ SECTION = "engine"
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Engine benchmark; writes the Engine section of docs/benchmarks.md")
-    parser.add_argument("--quick", action="store_true", help="small data, few epochs; prints only (smoke run)")
+    parser = argparse.ArgumentParser(description="Engine benchmark -> Engine section of docs/benchmarks.md")
+    parser.add_argument("--quick", action="store_true", help="small data, few epochs; prints only")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md")
-    parser.add_argument("--threads", type=int, default=None, help="BLAS and PyTorch threads (default: NumPy's)")
+    parser.add_argument("--threads", type=int, default=None, help="BLAS and torch threads (default: NumPy's)")
     parser.add_argument("--big-rounds", type=int, default=None, help="measured epochs per big workload (7)")
-    parser.add_argument("--small-rounds", type=int, default=None, help="measured rounds of 5 small epochs (8)")
-    parser.add_argument("--keep-openblas-env", action="store_true",
-                        help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE as set (benchmarks the pinned kernel)")
+    parser.add_argument("--small-rounds", type=int, default=None, help="rounds of 5 small epochs (8)")
+    parser.add_argument(
+        "--keep-openblas-env",
+        action="store_true",
+        help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE as set (benchmarks the pinned kernel)",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocess")
     parser.add_argument("--no-prototype", action="store_true", help="skip the lean NumPy prototype row")
     return parser.parse_args(argv)
@@ -143,8 +146,10 @@ def run(args: argparse.Namespace) -> None:
         if not args.no_prototype:
             contenders["lean prototype"] = LeanMLP(workload)
         contenders["GEMM floor"] = GemmFloor(workload)
-        _log(f"{workload.name}: {workload.n_samples} x {workload.layer_sizes}, batch {workload.batch_size}, "
-             f"{rounds} rounds x {per_turn} epochs after 1 warm-up round")
+        _log(
+            f"{workload.name}: {workload.n_samples} x {workload.layer_sizes}, batch {workload.batch_size}, "
+            f"{rounds} rounds x {per_turn} epochs after 1 warm-up round"
+        )
         times = time_interleaved(
             {name: c.run_epoch for name, c in contenders.items()},
             workload.n_samples,
@@ -154,8 +159,9 @@ def run(args: argparse.Namespace) -> None:
             log=_log if per_turn == 1 else None,
         )
         quality = {name: c.evaluate() for name, c in contenders.items() if name != "GEMM floor"}
-        case = _engine_section.CaseResult(workload.name, workload.n_samples, workload.layer_sizes,
-                                          workload.batch_size, times, quality)
+        case = _engine_section.CaseResult(
+            workload.name, workload.n_samples, workload.layer_sizes, workload.batch_size, times, quality
+        )
         cases.append(case)
         for line in _engine_section.case_lines(case):
             _log("  " + line)

@@ -69,6 +69,8 @@ class Workspace:
         self._act_forward = act.forward
         self._act_backward = act.backward
         self._buffers: dict[int, Buffers] = {}
+        # exp(-60) ~ 1e-26 (float32) and exp(-600) ~ 1e-261 (float64): normal numbers with ample headroom.
+        self._logit_floor = -60.0 if self.dtype == np.float32 else -600.0
 
     def _views(self, flat: Array, shapes: list[tuple[int, int]]) -> tuple[list[Array], list[Array]]:
         Ws, bs = [], []
@@ -135,6 +137,10 @@ class Workspace:
             tmp = bf.tmp[-1]
             np.multiply(Z, bf.Y, out=tmp)
             np.sum(tmp, axis=1, out=stat_b)
+            # Floor the shifted logits (after the loss statistics were taken): exp of anything lower only
+            # yields probabilities far below float resolution, and subnormal results would make every later
+            # product that touches them (the backward GEMMs) many times slower.
+            np.maximum(Z, self._logit_floor, out=Z)
             np.exp(Z, out=Z)
             np.sum(Z, axis=1, out=stat_a)
         else:

@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name,  # operationId = handler name
     )
     app.state.backprop = state
     install_error_handlers(app)

@@ -105,7 +105,7 @@ class Metrics:
 
 def store_snapshot(redis: Redis, store: Store, *, queue_name: str) -> StoreSnapshot:
     """Read the shared state /metrics reports (a few pipelined Redis round trips)."""
-    ids = [bytes(raw).decode() for raw in redis.zrange(keys.jobs(), 0, -1)]  # type: ignore[union-attr]
+    ids = [raw.decode() for raw in redis.zrange(keys.jobs(), 0, -1)]  # type: ignore[union-attr]
     with redis.pipeline(transaction=False) as pipe:
         for job_id in ids:
             pipe.hget(keys.job(job_id), "status")

@@ -226,7 +226,7 @@ def _locate_bad_cell(
 # --- NPZ ------------------------------------------------------------------------------------------
 
 
-def _read_member(archive: zipfile.ZipFile, name: str, max_items: int) -> np.ndarray:
+def _read_member(archive: zipfile.ZipFile, name: str, max_items: int, kinds: str) -> np.ndarray:
     """One .npy member: header checked (no object dtype, size capped) before the data is read."""
     member = f"{name}.npy"
     if member not in archive.namelist():
@@ -244,8 +244,11 @@ def _read_member(archive: zipfile.ZipFile, name: str, max_items: int) -> np.ndar
             raise DatasetError(f"{name}: not a valid .npy array ({exc})", field=name) from None
         if dtype.hasobject:
             raise DatasetError(f"{name}: object arrays are not accepted (they need pickle)", field=name)
-        if dtype.kind not in "biufUS":
-            raise DatasetError(f"{name}: dtype {dtype.str} is not numeric or text", field=name)
+        if dtype.kind not in kinds:
+            expected = "numeric" if kinds == "biuf" else "numeric or text"
+            raise DatasetError(f"{name}: dtype {dtype.str} is not {expected}", field=name)
+        if dtype.itemsize > 4 * _MAX_LABEL_CHARS:
+            raise DatasetError(f"{name}: text longer than {_MAX_LABEL_CHARS} characters", field=name)
         items = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
         if items > max_items:
             raise DatasetError(
@@ -270,8 +273,8 @@ def parse_npz(data: bytes, *, limits: Limits) -> Dataset:
     max_items = limits.max_rows * (limits.max_features + 1)
     try:
         with archive:
-            X = _read_member(archive, "X", max_items)
-            y = _read_member(archive, "y", limits.max_rows)
+            X = _read_member(archive, "X", max_items, "biuf")
+            y = _read_member(archive, "y", limits.max_rows, "biufUS")
     except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
         raise DatasetError(f"file: corrupt .npz archive ({exc})", field="file") from None
     if X.ndim != 2:

@@ -175,6 +175,7 @@ class ProgressPublic(EpochPublic):
     """The latest epoch of a running job and the estimated time left."""
 
     eta_seconds: MaybeFloat = Field(None, description="Estimated seconds until the last epoch ends.")
+    updated_at: datetime | None = None
 
 
 class JobPublic(BaseModel):

@@ -55,8 +55,10 @@ if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= '"running"' and status ~= '"stalled"' then return 0 end
 local old = redis.call('HGET', KEYS[3], 'path') or ''
-redis.call('HSET', KEYS[3], 'path', ARGV[2], 'sha256', ARGV[3], 'epoch', ARGV[4], 'token', ARGV[1])
-return {1, old}
+local older = redis.call('HGET', KEYS[3], 'previous') or ''
+redis.call('HSET', KEYS[3], 'path', ARGV[2], 'sha256', ARGV[3], 'epoch', ARGV[4], 'token', ARGV[1],
+           'previous', old)
+return {1, older}
 """
 
 # KEYS: job, fence, checkpoint, model, models, models_of, versions, counter.
@@ -198,7 +200,11 @@ class Attempts:
     def set_checkpoint(
         self, job_id: str, token: int, *, path: str, sha256: str, epoch: int
     ) -> tuple[bool, str]:
-        """Point the job's checkpoint at a new blob if `token` is current; (applied, previous blob path)."""
+        """Point the job's checkpoint at a new blob if `token` is current; (applied, blob path now unused).
+
+        The previous blob is kept one generation longer: if Redis loses its last writes (AOF fsync'd every
+        second), the pointer it rolls back to still names an existing blob.
+        """
         result = self._checkpoint(
             keys=[keys.job(job_id), keys.job_fence(job_id), keys.job_checkpoint(job_id)],
             args=[str(token), path, sha256, str(epoch)],

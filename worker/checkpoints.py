@@ -21,7 +21,7 @@ def checkpoint_blob(job_id: str, token: int, epoch: int) -> str:
 def save_checkpoint(
     attempts: Attempts, blobs: BlobStore, job_id: str, token: int, *, epoch: int, state: bytes
 ) -> None:
-    """Write the state blob, then point the job at it if `token` is current; drop the previous blob."""
+    """Write the state blob, then point the job at it if `token` is current; drop the one before last."""
     path = checkpoint_blob(job_id, token, epoch)
     sha256 = blobs.write(path, state)
     applied, previous = attempts.set_checkpoint(job_id, token, path=path, sha256=sha256, epoch=epoch)
@@ -47,7 +47,9 @@ def load_checkpoint(redis: Redis, blobs: BlobStore, job_id: str) -> tuple[int, b
         return None
 
 
-def drop_checkpoint(blobs: BlobStore, path: str) -> None:
-    """Delete a checkpoint blob that is no longer pointed to."""
-    if path:
-        blobs.delete(path)
+def drop_checkpoints(blobs: BlobStore, job_id: str) -> None:
+    """Delete every checkpoint blob of a job that ended (of any attempt)."""
+    directory = blobs.path("checkpoints")
+    if directory.is_dir():
+        for path in directory.glob(f"{job_id}-*.bin"):
+            blobs.delete(f"checkpoints/{path.name}")

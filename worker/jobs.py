@@ -17,7 +17,7 @@ import engine
 from worker import runtime
 from worker.attempts import Attempts, SupersededAttemptError
 from worker.blobs import BlobError
-from worker.checkpoints import drop_checkpoint, load_checkpoint, save_checkpoint
+from worker.checkpoints import drop_checkpoints, load_checkpoint, save_checkpoint
 from worker.joblog import JobLogger, job_logger
 from worker.progress import ProgressReporter
 from worker.records import JobRecord, utc_now
@@ -113,7 +113,7 @@ def run_training(job_id: str) -> dict[str, Any]:
             log.error("failed: %s", reason)
         else:
             log.exception("failed with an unexpected error: %s", reason)
-        applied, previous = attempts.write(
+        applied, _ = attempts.write(
             job_id,
             token,
             {"status": "failed", "error": reason, "finished_at": utc_now()},
@@ -122,7 +122,7 @@ def run_training(job_id: str) -> dict[str, Any]:
         if not applied:
             log.warning("attempt superseded; failure not recorded")
             return {"job_id": job_id, "status": "superseded"}
-        drop_checkpoint(store.blobs, previous)
+        drop_checkpoints(store.blobs, job_id)
         return {"job_id": job_id, "status": "failed", "error": reason}
 
 
@@ -147,15 +147,19 @@ def _train(store: Store, attempts: Attempts, record: JobRecord, token: int, log:
     while not training.finished:
         if attempts.stop_requested(record.id):
             reporter.flush()
-            applied, previous = attempts.write(
+            applied, _ = attempts.write(
                 record.id, token, {"status": "canceled", "finished_at": utc_now()}, drop_checkpoint=True
             )
             if not applied:
                 raise SupersededAttemptError(record.id, token)
-            drop_checkpoint(store.blobs, previous)
+            drop_checkpoints(store.blobs, record.id)
             log.info("canceled at epoch %d", training.epoch)
             return {"job_id": record.id, "status": "canceled", "epoch": training.epoch}
-        metrics = training.run_epoch()
+        try:
+            metrics = training.run_epoch()
+        except Exception:
+            reporter.flush()  # the epochs that did finish stay in the history
+            raise
         reporter.epoch(jsonable(metrics.to_dict()), final=training.finished)
         due = time.monotonic() - last_checkpoint >= config.checkpoint_seconds
         if not training.finished and due:
@@ -206,7 +210,7 @@ def _commit(
         }
     )
     reporter.flush()
-    version, previous = attempts.commit_model(
+    version, _ = attempts.commit_model(
         record.id,
         token,
         model_id=model_id,
@@ -219,7 +223,7 @@ def _commit(
     if version == 0:
         store.blobs.delete(blob)
         raise SupersededAttemptError(record.id, token)
-    drop_checkpoint(store.blobs, previous)
+    drop_checkpoints(store.blobs, record.id)
     log.info(
         "succeeded: model %s (%s v%d), stop reason %s", model_id, record.name, version, result.stop_reason
     )

@@ -62,6 +62,8 @@ class ProgressReporter:
             "train_accuracy": metrics.get("train_accuracy"),
             "validation_loss": metrics.get("validation_loss"),
             "validation_accuracy": metrics.get("validation_accuracy"),
+            "learning_rate": metrics.get("learning_rate"),
+            "seconds": metrics.get("seconds"),
             "samples_per_second": metrics.get("samples_per_second"),
             "eta_seconds": None if eta is None else round(eta, 3),
             "updated_at": utc_now(),

@@ -132,7 +132,26 @@ async def _from_json(request: Request, limits: Limits) -> tuple[Dataset, str | N
     "",
     status_code=201,
     summary="Upload a dataset",
-    responses=responses(400, 401, 413, 415, 422, 503),
+    responses={
+        **responses(400, 401, 413, 415, 422, 503),
+        201: {
+            "description": "The dataset's summary.",
+            "links": {
+                "ReadDataset": {
+                    "operationId": "read_dataset",
+                    "parameters": {"dataset_id": "$response.body#/id"},
+                },
+                "DeleteDataset": {
+                    "operationId": "delete_dataset",
+                    "parameters": {"dataset_id": "$response.body#/id"},
+                },
+                "TrainOnDataset": {
+                    "operationId": "create_job",
+                    "requestBody": {"dataset_id": "$response.body#/id"},
+                },
+            },
+        },
+    },
     openapi_extra=_UPLOAD_BODY,
 )
 async def create_dataset(request: Request, state: State, caller: Caller) -> DatasetPublic:

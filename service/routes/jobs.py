@@ -101,8 +101,15 @@ def _train_config(body: JobCreate) -> dict[str, Any]:
     status_code=202,
     summary="Submit a training job",
     responses={
-        **responses(401, 404, 413, 422, 429, 503),
-        202: {"description": "Accepted: queued.", "headers": {"Location": {"schema": {"type": "string"}}}},
+        **responses(400, 401, 404, 413, 422, 429, 503),
+        202: {
+            "description": "Accepted: queued.",
+            "headers": {"Location": {"schema": {"type": "string"}, "description": "URL of the job."}},
+            "links": {
+                "ReadJob": {"operationId": "read_job", "parameters": {"job_id": "$response.body#/id"}},
+                "CancelJob": {"operationId": "cancel", "parameters": {"job_id": "$response.body#/id"}},
+            },
+        },
     },
 )
 def create_job(body: JobCreate, response: Response, state: State, caller: Caller) -> JobPublic:

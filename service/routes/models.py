@@ -86,7 +86,7 @@ def _load(state: State, record: ModelRecord) -> engine.Model:
 
 
 @router.post(
-    "/{model_id}/predict", summary="Predict with a model", responses=responses(401, 404, 413, 422, 503)
+    "/{model_id}/predict", summary="Predict with a model", responses=responses(400, 401, 404, 413, 422, 503)
 )
 def predict(body: PredictCreate, record: Model, state: State) -> PredictionPublic:
     """Class labels and probabilities (columns in the order of `classes`) for raw feature rows."""

@@ -167,8 +167,8 @@ def parse_dockerfile(text: str) -> tuple[dict[str, str], list[Stage]]:
             args[name] = default
         elif keyword == "FROM":
             words = interpolate(rest, args).split()
-            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
-            stages.append(Stage(base=words[0], name=name))
+            stage_name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
+            stages.append(Stage(base=words[0], name=stage_name))
         else:
             assert stages, f"{keyword} before FROM"
             stages[-1].instructions.append(Instruction(keyword, rest))

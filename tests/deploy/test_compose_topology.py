@@ -1,14 +1,15 @@
-"""docker-compose.yml's topology without Docker: its own commands and environment, as loopback subprocesses.
+"""docker-compose.yml's topology without Docker: its own commands and environment, as loopback processes.
 
-Translated as Docker would wire it: the `redis` service is the same redis-server command on a free port; `redis`
-in URLs is 127.0.0.1; published ports are free ports; each named volume is a directory under tmp. The api and
-two workers (the compose replica count) then train a job; one worker dies by SIGKILL mid-training (with its
-work-horse, as when a container is killed), and the other one finishes the job.
+Translated as Docker would wire it: the `redis` service is the same redis-server command on a free port;
+`redis` in URLs is 127.0.0.1; published ports are free ports; each named volume is a directory under tmp.
+The api and two workers (the compose replica count) then train a job; one worker dies by SIGKILL
+mid-training (with its work-horse, as when a container is killed), and the other one finishes the job.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import secrets
@@ -47,7 +48,7 @@ FAST_RECOVERY = {
     "BACKPROP_REAPER_INTERVAL": "1",
     "BACKPROP_CHECKPOINT_SECONDS": "0",
 }
-EPOCHS = 60
+EPOCHS = 30
 
 
 class Topology:
@@ -104,7 +105,7 @@ class Topology:
             executable = str(Path(sys.executable).with_name(argv[0]))  # console scripts sit beside python
         assert Path(executable).exists(), argv[0]
         translated = [executable]
-        for previous, word in zip(argv, argv[1:], strict=False):
+        for previous, word in itertools.pairwise(argv):
             translated.append("127.0.0.1" if previous == "--host" else word)
         return translated
 
@@ -245,14 +246,16 @@ def test_compose_topology_survives_a_killed_worker(topology: Topology) -> None:
     def training() -> bool:
         job = client.get(f"/v1/jobs/{job_id}").json()
         assert job["status"] in ("queued", "running"), job
-        return job["status"] == "running" and (job.get("progress") or {}).get("epoch", 0) >= 3
+        return bool(job["status"] == "running" and (job.get("progress") or {}).get("epoch", 0) >= 3)
 
     wait_until(training, 60, "job running past epoch 3", interval=0.05)
     conn = topology.redis_client()
     (busy,) = [w for w in Worker.all(connection=conn) if w.get_current_job_id() == job_id]
     workers = {key: p for key, p in topology.processes.items() if key.startswith("worker-")}
-    (victim,) = [key for key, process in workers.items() if process.pid == busy.pid]
-    victim_tree = [busy.pid, *descendants(busy.pid)]
+    busy_pid = busy.pid
+    assert busy_pid is not None
+    (victim,) = [key for key, process in workers.items() if process.pid == busy_pid]
+    victim_tree = [busy_pid, *descendants(busy_pid)]
     assert len(victim_tree) >= 2, "the busy worker has no work-horse"
     for pid in victim_tree:
         os.kill(pid, signal.SIGKILL)

@@ -9,6 +9,7 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -50,13 +51,23 @@ def events(tmp_path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def wait_for(condition: object, timeout: float = 10.0) -> None:
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if callable(condition) and condition():
+        if condition():
             return
         time.sleep(0.02)
     raise AssertionError("condition not met in time")
+
+
+def polling(supervisor: Supervisor, condition: Callable[[], bool]) -> Callable[[], bool]:
+    """`condition`, checked after one round of the supervisor's loop."""
+
+    def check() -> bool:
+        supervisor.poll()
+        return condition()
+
+    return check
 
 
 def test_restart_policy_doubles_then_caps() -> None:
@@ -72,7 +83,7 @@ def test_supervisor_restarts_killed_child(tmp_path: Path) -> None:
         first = worker.pid
         assert first is not None
         os.kill(first, signal.SIGKILL)
-        wait_for(lambda: (supervisor.poll(), worker.pid not in (None, first))[1])
+        wait_for(polling(supervisor, lambda: worker.pid not in (None, first)))
         assert worker.restarts == 1
         status = json.loads((tmp_path / "status.json").read_text())
         assert status["children"]["worker"] == {"pid": worker.pid, "restarts": 1}
@@ -89,7 +100,7 @@ def test_supervisor_backs_off_a_crash_loop(tmp_path: Path, caplog: pytest.LogCap
     caplog.set_level(logging.WARNING, logger="service.supervisor")
     supervisor.start()
     try:
-        wait_for(lambda: (supervisor.poll(), crashing.restarts >= 5)[1])
+        wait_for(polling(supervisor, lambda: crashing.restarts >= 5))
     finally:
         supervisor.stop()
     delays = [

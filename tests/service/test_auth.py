@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from tests.service.conftest import blobs_csv, upload_csv
+from worker import Store
 
 KEYS = "alice-key-1234:user,bob-key-5678:user,root-key-9999:admin"
 ALICE = {"Authorization": "Bearer alice-key-1234"}
@@ -23,7 +27,12 @@ def secured(make_client: Callable[..., TestClient]) -> TestClient:
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic YTpi"}])
 def test_missing_or_unknown_key_is_401(secured: TestClient, headers: dict[str, str]) -> None:
-    for method, path in [("GET", "/v1/datasets"), ("GET", "/v1/jobs"), ("GET", "/v1/models/x"), ("GET", "/metrics")]:
+    for method, path in [
+        ("GET", "/v1/datasets"),
+        ("GET", "/v1/jobs"),
+        ("GET", "/v1/models/x"),
+        ("GET", "/metrics"),
+    ]:
         response = secured.request(method, path, headers=headers)
         assert response.status_code == 401, path
         assert response.headers["WWW-Authenticate"] == "Bearer"
@@ -76,14 +85,13 @@ def test_resources_belong_to_their_key(secured: TestClient, run_worker: Callable
     assert secured.get(f"/v1/models/{model_id}", headers=ALICE).status_code == 404
 
 
-def test_owner_is_not_the_key(secured: TestClient, redis_url: str) -> None:
-    import redis
-
-    upload_csv(secured, blobs_csv(n_per_class=4), headers=ALICE)
+def test_owner_is_a_hash_of_the_key(secured: TestClient, redis_url: str, data_dir: Path) -> None:
+    dataset_id = upload_csv(secured, blobs_csv(n_per_class=4), headers=ALICE).json()["id"]
     client = redis.Redis.from_url(redis_url)
-    dump = b"".join(
-        client.dump(key) or b"" for key in client.keys("*")  # type: ignore[union-attr]
-    ) + b"".join(key for key in client.keys("*"))  # type: ignore[union-attr]
+    record = Store(client, data_dir / "blobs").get_dataset(dataset_id)
+    assert record is not None and record.owner == hashlib.sha256(b"alice-key-1234").hexdigest()
+    keys = list(client.scan_iter("*"))
+    dump = b"".join(keys) + b"".join(client.dump(key) or b"" for key in keys)  # type: ignore[misc]
     client.close()
     assert b"alice-key-1234" not in dump
 

@@ -86,7 +86,9 @@ def test_upload_npz_object_array_is_422(client: TestClient) -> None:
         ({"labels": [0, 1]}, "features"),
     ],
 )
-def test_upload_json_rejections_name_the_field(client: TestClient, body: dict[str, object], field: str) -> None:
+def test_upload_json_rejections_name_the_field(
+    client: TestClient, body: dict[str, object], field: str
+) -> None:
     response = client.post("/v1/datasets", json=body)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["details"][0]["field"] == field
@@ -94,7 +96,9 @@ def test_upload_json_rejections_name_the_field(client: TestClient, body: dict[st
 
 def test_upload_json_nan_and_bad_json_are_422(client: TestClient) -> None:
     headers = {"content-type": "application/json"}
-    nan = client.post("/v1/datasets", content=b'{"features": [[NaN], [1]], "labels": [0, 1]}', headers=headers)
+    nan = client.post(
+        "/v1/datasets", content=b'{"features": [[NaN], [1]], "labels": [0, 1]}', headers=headers
+    )
     assert nan.status_code == 422
     assert nan.json()["error"]["details"][0]["field"] == "features[0][0]"
     broken = client.post("/v1/datasets", content=b'{"features": [[', headers=headers)
@@ -137,9 +141,9 @@ def test_datasets_list_read_delete_and_404(client: TestClient) -> None:
     listing = client.get("/v1/datasets").json()
     assert [d["id"] for d in listing["items"]] == [second["id"], first["id"]]
     assert listing["total"] == 2
-    assert [d["id"] for d in client.get("/v1/datasets", params={"limit": 1, "offset": 1}).json()["items"]] == [
-        first["id"]
-    ]
+    assert [
+        d["id"] for d in client.get("/v1/datasets", params={"limit": 1, "offset": 1}).json()["items"]
+    ] == [first["id"]]
     assert client.delete(f"/v1/datasets/{first['id']}").status_code == 204
     missing = client.get(f"/v1/datasets/{first['id']}")
     assert missing.status_code == 404

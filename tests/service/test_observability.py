@@ -28,7 +28,9 @@ def test_metrics_report_jobs_queue_predictions_cache_and_statuses(
     client.post("/v1/jobs", json={"dataset_id": dataset_id, "hidden_layers": [4], "epochs": 3})
     model_id = client.get(f"/v1/jobs/{done['id']}").json()["model_id"]
     for _ in range(3):
-        assert client.post(f"/v1/models/{model_id}/predict", json={"instances": [[0.0] * 3]}).status_code == 200
+        assert (
+            client.post(f"/v1/models/{model_id}/predict", json={"instances": [[0.0] * 3]}).status_code == 200
+        )
     client.get("/v1/datasets/missing")
 
     response = client.get("/metrics")
@@ -58,20 +60,21 @@ def test_healthz_and_readyz_without_worker(client: TestClient) -> None:
 
 
 def test_readyz_with_a_live_worker(client: TestClient, redis_url: str, data_dir: Path) -> None:
+    import redis
     from rq import Queue, Worker
     from rq.serializers import JSONSerializer
 
-    import redis
-
     connection = redis.Redis.from_url(redis_url)
-    worker = Worker([Queue("training", connection=connection, serializer=JSONSerializer)], connection=connection)
-    worker.register_birth()
+    worker = Worker(
+        [Queue("training", connection=connection, serializer=JSONSerializer)], connection=connection
+    )
+    worker.register_birth()  # type: ignore[no-untyped-call]
     try:
         ready = client.get("/readyz")
         assert ready.status_code == 200
         assert ready.json() == {"status": "ready", "redis": True, "workers": 1}
     finally:
-        worker.register_death()
+        worker.register_death()  # type: ignore[no-untyped-call]
         connection.close()
 
 

@@ -155,8 +155,7 @@ def test_from_lists_rejects_ragged_rows_and_label_count() -> None:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.binary(max_size=400)
-    | st.text(alphabet="0123456789,.-e\"\r\n abn\ufeff", max_size=200).map(str.encode)
+    st.binary(max_size=400) | st.text(alphabet='0123456789,.-e"\r\n abn\ufeff', max_size=200).map(str.encode)
 )
 def test_parse_csv_any_bytes_give_a_dataset_or_a_dataset_error(data: bytes) -> None:
     try:
@@ -172,14 +171,17 @@ _VALID_NPZ = npz_bytes(X=np.arange(6.0).reshape(3, 2), y=np.array([0, 1, 0]))
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=600) | st.builds(
-    lambda cut, flip, value: bytes(
-        b if i != flip % max(cut, 1) else value for i, b in enumerate(_VALID_NPZ[:cut] or _VALID_NPZ)
-    ),
-    st.integers(1, len(_VALID_NPZ)),
-    st.integers(0, len(_VALID_NPZ)),
-    st.integers(0, 255),
-))
+@given(
+    st.binary(max_size=600)
+    | st.builds(
+        lambda cut, flip, value: bytes(
+            b if i != flip % max(cut, 1) else value for i, b in enumerate(_VALID_NPZ[:cut] or _VALID_NPZ)
+        ),
+        st.integers(1, len(_VALID_NPZ)),
+        st.integers(0, len(_VALID_NPZ)),
+        st.integers(0, 255),
+    )
+)
 def test_parse_npz_any_bytes_give_a_dataset_or_a_dataset_error(data: bytes) -> None:
     try:
         dataset = parse_npz(data, limits=LIMITS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,8 +26,10 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-def test_redis_down_gives_503_and_recovers(own_redis: RedisServer, data_dir: Path) -> None:
-    settings = Settings(redis_url=own_redis.url, data_dir=data_dir, redis_timeout=0.5)
+def test_redis_down_gives_503_and_recovers(
+    own_redis: RedisServer, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(redis_url=own_redis.url, data_dir=data_dir, redis_timeout=0.5, reaper_interval=0.05)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         dataset_id = upload_csv(client, blobs_csv(n_per_class=3)).json()["id"]
         own_redis.kill()
@@ -50,6 +53,12 @@ def test_redis_down_gives_503_and_recovers(own_redis: RedisServer, data_dir: Pat
         assert ready.status_code == 503 and ready.json()["redis"] is False
         metrics = client.get("/metrics")
         assert metrics.status_code == 200 and "backprop_redis_up 0.0" in metrics.text
+
+        # the reaper (in the app's lifespan) logs its failures and keeps going
+        deadline = time.monotonic() + 10
+        while "reaper failed" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "reaper failed" in caplog.text
 
         own_redis.start()  # same port and AOF directory
         assert client.get(f"/v1/datasets/{dataset_id}").status_code == 200

@@ -38,6 +38,8 @@ def test_job_trains_and_model_predicts(client: TestClient, run_worker: Callable[
     assert job["queue_position"] is None
     assert [entry["epoch"] for entry in job["history"]] == [1, 2, 3, 4, 5]
     assert job["progress"]["epoch"] == 5 and job["progress"]["epochs"] == 5
+    assert job["progress"]["eta_seconds"] == 0
+    assert job["progress"]["samples_per_second"] > 0
     assert job["started_at"] is not None and job["finished_at"] is not None
     assert job["error"] is None
 
@@ -96,7 +98,9 @@ def test_predict_rejects_bad_instances(client: TestClient, run_worker: Callable[
         response = client.post(url, json=bad)
         assert response.status_code == 422, bad
         assert response.json()["error"]["details"][0]["field"] == field
-    nan = client.post(url, content=b'{"instances": [[1.0, NaN, 3.0]]}', headers={"content-type": "application/json"})
+    nan = client.post(
+        url, content=b'{"instances": [[1.0, NaN, 3.0]]}', headers={"content-type": "application/json"}
+    )
     assert nan.status_code == 422 and nan.json()["error"]["details"][0]["field"] == "instances[0][1]"
     huge = client.post(url, json={"instances": [[1e308, -1e308, 1e308]]})
     assert huge.status_code in (200, 422)

@@ -14,7 +14,7 @@ import redis
 
 import engine
 from tests.worker.conftest import QUEUE, blobs_dataset, children, wait_for
-from worker import Store, cancel_job, enqueue_training, reap
+from worker import Store, cancel_job, enqueue_training, keys, reap, workers_alive
 from worker.records import JobRecord
 from worker.runner import build_worker
 from worker.runtime import WorkerConfig
@@ -114,6 +114,18 @@ def test_run_training_missing_dataset_and_bad_spec_fail_with_a_reason(
     assert record.attempts == 1  # a deterministic failure is not retried
 
 
+def test_run_training_over_its_time_limit_fails_with_the_limit(
+    redis_conn: redis.Redis, store: Store, runtime_config: WorkerConfig
+) -> None:
+    dataset = store.create_dataset(*blobs_dataset(n=600), owner=None)
+    job = store.create_job(_slow_spec(100_000), owner=None, dataset_id=dataset.id, name="slow")
+    enqueue_training(redis_conn, job, queue_name=QUEUE, timeout=1, retries=2)
+    _burst(redis_conn)
+    record = _job(store, job.id)
+    assert record.status == "failed" and record.error == "training exceeded its time limit of 1 s"
+    assert record.attempts == 1 and len(record.history) >= 1
+
+
 def test_cancel_queued_job_never_runs(
     redis_conn: redis.Redis, store: Store, runtime_config: WorkerConfig
 ) -> None:
@@ -139,6 +151,10 @@ def test_cancel_running_job_stops_at_an_epoch_boundary(
     job_id = _submit(redis_conn, store, _slow_spec(5000), dataset_id=dataset.id)
     worker_process("cancel-worker")
     wait_for(lambda: len(_job(store, job_id).history) >= 2, timeout=30, what="two epochs")
+    assert workers_alive(redis_conn, queue_name=QUEUE) == 1
+    assert reap(redis_conn, store, queue_name=QUEUE) == 0
+    assert _job(store, job_id).status == "running"  # a live worker's job is not stalled
+    assert redis_conn.hget(keys.job(job_id), "worker") == b'"cancel-worker"'
     assert cancel_job(redis_conn, store, job_id, queue_name=QUEUE).status == "running"
     wait_for(lambda: _job(store, job_id).status == "canceled", timeout=30, what="the job to end canceled")
     record = _job(store, job_id)
@@ -188,6 +204,20 @@ def test_killed_work_horse_is_retried_and_resumes_bit_identical(
     log = _stderr(worker)
     assert f"job {job_id}: resuming from the checkpoint of epoch" in log
     assert "resuming from the checkpoint of epoch 0" not in log
+
+
+def test_killed_work_horse_without_retries_fails_with_a_reason(
+    redis_conn: redis.Redis, store: Store, worker_process: Callable[[str], subprocess.Popen[bytes]]
+) -> None:
+    dataset = store.create_dataset(*blobs_dataset(n=600), owner=None)
+    job_id = _submit(redis_conn, store, _slow_spec(5000), dataset_id=dataset.id, retries=0)
+    worker = worker_process("no-retry-worker")
+    wait_for(lambda: len(_job(store, job_id).history) >= 2, timeout=30, what="two epochs")
+    (horse,) = children(worker.pid)
+    os.kill(horse, signal.SIGKILL)
+    wait_for(lambda: _job(store, job_id).status == "failed", timeout=30, what="the job to fail")
+    assert _job(store, job_id).error == "the worker process died (signal 9) and no retries are left"
+    assert worker.poll() is None  # the worker itself survives its work-horse
 
 
 def test_killed_worker_is_reaped_and_resumes_bit_identical(
