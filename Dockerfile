@@ -34,6 +34,7 @@ RUN groupadd --system --gid 10001 backprop \
     && useradd --system --uid 10001 --gid backprop --create-home --home-dir /home/backprop backprop \
     && mkdir -p /data \
     && chown backprop:backprop /data
+# (/data: a new named volume mounted there starts with this owner, so the non-root user can write it.)
 
 # Install from the builder's wheels only (no index, no compilers); the wheels do not stay in a layer.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
@@ -41,8 +42,6 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
 
 USER backprop
 WORKDIR /home/backprop
-# A new named volume mounted here starts with this directory's owner, so the non-root user can write it.
-VOLUME ["/data"]
 EXPOSE 8000
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \

@@ -36,8 +36,8 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-write", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--threads", type=int, default=None, help="BLAS and torch threads (default: NumPy's)")
-    parser.add_argument("--big-rounds", type=int, default=None, help="measured epochs per big workload (7)")
-    parser.add_argument("--small-rounds", type=int, default=None, help="rounds of 5 small epochs (8)")
+    parser.add_argument("--big-rounds", type=int, default=None, help="measured epochs per big workload (9)")
+    parser.add_argument("--small-rounds", type=int, default=None, help="rounds of 5 small epochs (10)")
     parser.add_argument(
         "--keep-openblas-env",
         action="store_true",
@@ -98,8 +98,8 @@ def run(args: argparse.Namespace) -> None:
     blas = _blas_info.numpy_blas()
     with_engine = engine_available()
     big_samples = _mlp_workloads.QUICK_BIG_SAMPLES if args.quick else _mlp_workloads.BIG_SAMPLES
-    big_rounds = args.big_rounds or (2 if args.quick else 7)
-    small_rounds = args.small_rounds or (2 if args.quick else 8)
+    big_rounds = args.big_rounds or (2 if args.quick else 9)
+    small_rounds = args.small_rounds or (2 if args.quick else 10)
     small_per_turn = 5
 
     env = _engine_section.Environment(

@@ -102,10 +102,11 @@ def _relu_forward(Z: Array, tmp: Array) -> None:
     np.maximum(Z, 0, out=Z)
 
 
-def _relu_backward(dA: Array, A: Array, tmp: Array, mask: NDArray[np.bool_]) -> None:
-    # relu'(Z) = [Z > 0] = [A > 0] because relu keeps the sign of positive inputs and zeroes the rest.
-    np.greater(A, 0, out=mask)
-    np.multiply(dA, mask, out=dA)
+def _relu_backward(dA: Array, A: Array, tmp: Array) -> None:
+    # relu'(Z) = [Z > 0] = [A > 0]: relu keeps the sign of positive inputs and zeroes the rest. The mask is
+    # written as 0.0/1.0 in A's dtype, so the multiply is a plain same-dtype loop (a bool operand is slower).
+    np.greater(A, 0, out=tmp, casting="unsafe")
+    dA *= tmp
 
 
 def _leaky_forward(Z: Array, tmp: Array) -> None:
@@ -114,10 +115,10 @@ def _leaky_forward(Z: Array, tmp: Array) -> None:
     np.maximum(Z, tmp, out=Z)
 
 
-def _leaky_backward(dA: Array, A: Array, tmp: Array, mask: NDArray[np.bool_]) -> None:
+def _leaky_backward(dA: Array, A: Array, tmp: Array) -> None:
     # A has the sign of Z, so [A > 0] is [Z > 0]; the factor is a + (1 - a) [A > 0].
-    np.greater(A, 0, out=mask)
-    np.multiply(mask, 1.0 - LEAKY_SLOPE, out=tmp)
+    np.greater(A, 0, out=tmp, casting="unsafe")
+    tmp *= 1.0 - LEAKY_SLOPE
     tmp += LEAKY_SLOPE
     dA *= tmp
 
@@ -126,7 +127,7 @@ def _tanh_forward(Z: Array, tmp: Array) -> None:
     np.tanh(Z, out=Z)
 
 
-def _tanh_backward(dA: Array, A: Array, tmp: Array, mask: NDArray[np.bool_]) -> None:
+def _tanh_backward(dA: Array, A: Array, tmp: Array) -> None:
     np.multiply(A, A, out=tmp)
     np.subtract(1, tmp, out=tmp)
     dA *= tmp
@@ -140,7 +141,7 @@ def _sigmoid_forward(Z: Array, tmp: Array) -> None:
     Z += 0.5
 
 
-def _sigmoid_backward(dA: Array, A: Array, tmp: Array, mask: NDArray[np.bool_]) -> None:
+def _sigmoid_backward(dA: Array, A: Array, tmp: Array) -> None:
     np.subtract(1, A, out=tmp)
     tmp *= A
     dA *= tmp
@@ -150,15 +151,18 @@ def _identity_forward(Z: Array, tmp: Array) -> None:
     return None
 
 
-def _identity_backward(dA: Array, A: Array, tmp: Array, mask: NDArray[np.bool_]) -> None:
+def _identity_backward(dA: Array, A: Array, tmp: Array) -> None:
     return None
 
 
 class InPlaceActivation(NamedTuple):
-    """``forward(Z, tmp)`` overwrites Z with f(Z); ``backward(dA, A, tmp, mask)`` does ``dA *= f'(Z)``."""
+    """``forward(Z, tmp)`` overwrites Z with f(Z); ``backward(dA, A, tmp)`` does ``dA *= f'(Z)``.
+
+    ``tmp`` is scratch of Z's shape and dtype.
+    """
 
     forward: Callable[[Array, Array], None]
-    backward: Callable[[Array, Array, Array, NDArray[np.bool_]], None]
+    backward: Callable[[Array, Array, Array], None]
 
 
 INPLACE: dict[str, InPlaceActivation] = {

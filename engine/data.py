@@ -101,7 +101,8 @@ def encode_labels(y: Array, name: str = "y") -> tuple[list[Label], NDArray[np.in
     classes, indices = np.unique(y, return_inverse=True)
     if len(classes) < 2:
         raise ValueError(f"{name} needs at least 2 classes, got {len(classes)}: {classes.tolist()}")
-    return [c.item() if isinstance(c, np.generic) else c for c in classes], indices.astype(np.intp)
+    labels = [c.item() if isinstance(c, np.generic) else c for c in classes]
+    return labels, indices.astype(np.intp, copy=False)
 
 
 def label_kind(classes: list[Label]) -> str:

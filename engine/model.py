@@ -96,7 +96,7 @@ class Model:
         arr = check_features(X, "X", self.n_features)
         out = np.empty((arr.shape[0], len(self.classes)))
         step = row_chunks(arr.shape[0], max(self.layer_sizes)).step
-        with np.errstate(over="ignore", under="ignore"):
+        with np.errstate(all="ignore"):  # overflow is detected below and reported as bad input
             for start in range(0, arr.shape[0], step):
                 A = forward(
                     self.params, self._standardised(arr[start : start + step]), self.activation, self.output
@@ -107,6 +107,13 @@ class Model:
                     out[start : start + step, 1] = p
                 else:
                     out[start : start + step] = A
+        bad = ~np.isfinite(out).all(axis=1)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"X row {row} is too large for this {self.dtype.name} model (after standardisation the "
+                "values overflow); rescale the features"
+            )
         return out
 
     def predict(self, X: object) -> Array:

@@ -5,7 +5,9 @@ all ``W`` and ``b`` as views into one contiguous buffer), so one update is a han
 whole network however deep it is. ``state`` is a dict of arrays shaped like ``theta``; it is what a training
 checkpoint stores. ``t`` is the 1-based step count (Adam's bias correction needs it).
 
-``update`` changes ``theta`` and ``state`` in place; it may overwrite ``grad`` and ``scratch``.
+``update`` changes ``theta`` and ``state`` in place; it may overwrite ``grad`` and ``scratch``. sgd,
+momentum and nesterov only ever use ``learning_rate * grad``; with ``learning_rate == 1.0`` they skip that
+product, so a caller that already has ``lr * g`` (the trainer folds lr into its backward pass) passes 1.0.
 """
 
 from __future__ import annotations
@@ -43,11 +45,15 @@ UpdateFn = Callable[[Array, Array, State, int, float, Hyperparameters, Array], N
 
 @dataclass(frozen=True)
 class Optimizer:
-    """An ``init(theta) -> state`` / ``update(theta, grad, state, t, learning_rate, hp, scratch)`` pair."""
+    """An ``init(theta) -> state`` / ``update(theta, grad, state, t, learning_rate, hp, scratch)`` pair.
+
+    ``linear_in_lr``: the update depends on ``learning_rate`` and ``grad`` only through their product.
+    """
 
     name: str
     slots: tuple[str, ...]
     update: UpdateFn
+    linear_in_lr: bool
 
     def init(self, theta: Array) -> State:
         """Zero state for ``theta`` (one array per slot, same shape and dtype)."""
@@ -58,7 +64,8 @@ def _sgd(
     theta: Array, grad: Array, state: State, t: int, lr: float, hp: Hyperparameters, scratch: Array
 ) -> None:
     # theta <- theta - lr g
-    grad *= lr
+    if lr != 1.0:
+        grad *= lr
     theta -= grad
 
 
@@ -68,7 +75,8 @@ def _momentum(
     # v <- mu v - lr g;  theta <- theta + v
     v = state["velocity"]
     v *= hp.momentum
-    grad *= lr
+    if lr != 1.0:
+        grad *= lr
     v -= grad
     theta += v
 
@@ -79,7 +87,8 @@ def _nesterov(
     # v <- mu v - lr g;  theta <- theta + mu v - lr g  (Sutskever et al.'s form, as in scikit-learn)
     v = state["velocity"]
     v *= hp.momentum
-    grad *= lr
+    if lr != 1.0:
+        grad *= lr
     v -= grad
     theta -= grad
     np.multiply(v, hp.momentum, out=scratch)
@@ -115,10 +124,10 @@ def _adam(
 
 
 OPTIMIZERS: dict[str, Optimizer] = {
-    "sgd": Optimizer("sgd", (), _sgd),
-    "momentum": Optimizer("momentum", ("velocity",), _momentum),
-    "nesterov": Optimizer("nesterov", ("velocity",), _nesterov),
-    "adam": Optimizer("adam", ("m", "v"), _adam),
+    "sgd": Optimizer("sgd", (), _sgd, linear_in_lr=True),
+    "momentum": Optimizer("momentum", ("velocity",), _momentum, linear_in_lr=True),
+    "nesterov": Optimizer("nesterov", ("velocity",), _nesterov, linear_in_lr=True),
+    "adam": Optimizer("adam", ("m", "v"), _adam, linear_in_lr=False),
 }
 """Optimizer name -> :class:`Optimizer`."""
 

@@ -31,10 +31,25 @@ class ModelFormatError(ValueError):
     """Bytes that are not a valid model or training state: corrupt, truncated, unknown version, bad shapes."""
 
 
+def _jsonable(value: Any) -> Any:
+    """``value`` with NaN / infinity (which JSON cannot hold) replaced by None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    return value
+
+
 def pack(arrays: dict[str, Array], meta: dict[str, Any]) -> bytes:
-    """``arrays`` plus ``meta`` (JSON, stored as a uint8 array under ``"meta"``) as ``.npz`` bytes."""
+    """``arrays`` plus ``meta`` (JSON, stored as a uint8 array under ``"meta"``) as ``.npz`` bytes.
+
+    Non-finite floats in ``meta`` are stored as null.
+    """
     payload = dict(arrays)
-    payload[_META_KEY] = np.frombuffer(json.dumps(meta, allow_nan=False).encode("utf-8"), dtype=np.uint8)
+    text = json.dumps(_jsonable(meta), allow_nan=False)
+    payload[_META_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     buffer = io.BytesIO()
     np.savez(buffer, allow_pickle=False, **payload)
     return buffer.getvalue()

@@ -161,13 +161,23 @@ class Training:
     ) -> None:
         self._config = config
         self._dtype = np.dtype(config.dtype)
-        self._X = np.ascontiguousarray(X, dtype=self._dtype)
+        with np.errstate(over="ignore"):  # reported below
+            self._X = np.ascontiguousarray(X, dtype=self._dtype)
+        if self._X is not X and self._dtype == np.float32 and X.dtype.itemsize > 4:
+            try:
+                check_features(self._X, "X")
+            except ValueError:
+                raise ValueError(
+                    "X has values beyond float32's range (about 3.4e38); rescale them or use dtype='float64'"
+                ) from None
         self._y_idx = y_idx
         self._classes = classes
         self._output = output
         n_out = 1 if output == "sigmoid" else len(classes)
         self._layer_sizes = [X.shape[1], *config.hidden_layers, n_out]
-        self._Y = np.ascontiguousarray(targets(y_idx, len(classes), output, self._dtype))
+        # Target row of each class (one-hot, or the 0/1 of a sigmoid); a batch's Y is gathered from it, so no
+        # (n_samples, k) target matrix is ever held.
+        self._Y_rows = targets(np.arange(len(classes)), len(classes), output, self._dtype)
         self._train_idx = train_idx
         self._val_idx = val_idx
         self._mean = mean
@@ -281,7 +291,7 @@ class Training:
             validation_accuracy=val_accuracy,
             learning_rate=lr,
             seconds=seconds,
-            samples_per_second=n_train / seconds if seconds > 0 else float("inf"),
+            samples_per_second=n_train / max(seconds, 1e-9),
         )
         self._epoch = epoch
         self._history.append(metrics)
@@ -294,24 +304,34 @@ class Training:
 
     def _run_batches(self, perm: NDArray[np.intp], lr: float) -> None:
         ws = self._ws
-        X, Y = self._X, self._Y
+        X = self._X
+        y_perm = self._y_idx.take(perm)
         mean, inv_scale = self._mean_d, self._inv_scale_d
         standardize = self._config.standardize
         stat_a, stat_b = self._stat_a, self._stat_b
         clip = self._config.clip_norm
         update = self._optimizer.update
+        if self._optimizer.linear_in_lr:
+            # Fold the learning rate into the backward pass (see Workspace.grad_scale).
+            ws.grad_scale, lr = lr, 1.0
+            if clip is not None:
+                clip *= ws.grad_scale
+        else:
+            ws.grad_scale = 1.0
         theta, grad, scratch, opt_state, hp = ws.theta, ws.grad, ws.scratch, self._opt_state, self._hp
         step = ws.step
-        take = np.take
+        take_X, take_Y = X.take, self._Y_rows.take  # methods: np.take adds two Python wrappers per call
         n = len(perm)
         batch_size = self._config.batch_size
         t = self._step
+        bf = ws.buffers(min(batch_size, n))
         for start in range(0, n, batch_size):
             stop = start + batch_size
             idx = perm[start:stop]
-            bf = ws.buffers(len(idx))
-            take(X, idx, axis=0, out=bf.X, mode="clip")
-            take(Y, idx, axis=0, out=bf.Y, mode="clip")
+            if stop > n:
+                bf = ws.buffers(n - start)
+            take_X(idx, axis=0, out=bf.X, mode="clip")
+            take_Y(y_perm[start:stop], axis=0, out=bf.Y, mode="clip")
             if standardize:
                 bf.X -= mean
                 bf.X *= inv_scale
@@ -334,7 +354,7 @@ class Training:
             idx = rows[start : start + _EVAL_ROWS]
             bf = ws.buffers(len(idx))
             np.take(self._X, idx, axis=0, out=bf.X, mode="clip")
-            np.take(self._Y, idx, axis=0, out=bf.Y, mode="clip")
+            np.take(self._Y_rows, self._y_idx[idx], axis=0, out=bf.Y, mode="clip")
             if self._config.standardize:
                 bf.X -= self._mean_d
                 bf.X *= self._inv_scale_d

@@ -9,7 +9,8 @@ place (the derivatives are taken from ``A``, see ``engine.activations``). Two sh
 reference implementation, both exact in real arithmetic:
 
 * ``dZ[L] = (A[L] - Y) / m`` is scaled once, so ``dW = A.T @ dZ`` and ``db = dZ.sum(0)`` need no
-  division by ``m`` (backprop is linear in ``dZ``);
+  division by ``m`` (backprop is linear in ``dZ``); the same scaling can carry the learning rate
+  (:attr:`Workspace.grad_scale`);
 * the loss is not reduced per batch: each sample's ``log sum exp`` and shifted true-class logit are written
   into per-epoch arrays and summed once at the end of the epoch.
 """
@@ -40,8 +41,11 @@ class Buffers:
         self.AT = [self.X.T] + [Z.T for Z in self.Z[:-1]]
         self.dA = [np.empty((m, n), dtype=dtype) for n in sizes[1:-1]]
         self.tmp = [np.empty((m, n), dtype=dtype) for n in sizes[1:]]
-        self.mask = [np.empty((m, n), dtype=np.bool_) for n in sizes[1:-1]]
         self.col = np.empty((m, 1), dtype=dtype)
+        # Column sums as ones @ dZ and row sums as Z @ ones: BLAS matrix-vector products, which cost less
+        # per call than NumPy's reductions on these small arrays.
+        self.ones_m = np.ones(m, dtype=dtype)
+        self.ones_k = np.ones(sizes[-1], dtype=dtype)
 
 
 class Workspace:
@@ -52,6 +56,10 @@ class Workspace:
         self.dtype = np.dtype(dtype)
         self.output = output
         self.l2 = float(l2)
+        self.grad_scale = 1.0
+        """:meth:`step` leaves ``grad_scale * gradient`` in :attr:`grad`. The trainer sets it to the learning
+        rate for sgd / momentum / nesterov, which then skip their own multiplication by it: one pass over
+        the parameters less per step."""
         self.n_layers = len(self.sizes) - 1
         shapes = list(zip(self.sizes[:-1], self.sizes[1:], strict=True))
         self.n_weights = sum(i * o for i, o in shapes)
@@ -112,18 +120,20 @@ class Workspace:
     def forward_logits(self, bf: Buffers) -> Array:
         """Hidden layers and output logits for ``bf.X``; returns ``bf.Z[-1]`` (the logits)."""
         A = bf.X
+        W, b, Zs, tmp = self.W, self.b, bf.Z, bf.tmp
+        forward = self._act_forward
         last = self.n_layers - 1
         for i in range(self.n_layers):
-            Z = bf.Z[i]
-            np.matmul(A, self.W[i], out=Z)
-            Z += self.b[i]
+            Z = Zs[i]
+            np.matmul(A, W[i], out=Z)
+            Z += b[i]
             if i < last:
-                self._act_forward(Z, bf.tmp[i])
+                forward(Z, tmp[i])
             A = Z
         return A
 
     def output_stats(self, bf: Buffers, stat_a: Array, stat_b: Array) -> None:
-        """Per-sample numbers the loss and accuracy are made of; leaves ``bf.Z[-1]`` ready for ``finish``.
+        """Per-sample numbers the loss and accuracy are made of; leaves ``bf.Z[-1]`` ready for the step.
 
         softmax: ``stat_a = sum_j exp(z_j - max z)``, ``stat_b = z_y - max z`` (0 exactly when the true
         class has the largest logit), and ``bf.Z[-1]`` becomes ``exp(z - max z)``;
@@ -132,17 +142,17 @@ class Workspace:
         Z = bf.Z[-1]
         if self.output == "softmax":
             # Shift by the row maximum (log-sum-exp): exp never overflows and the largest term is exp(0) = 1.
-            np.max(Z, axis=1, keepdims=True, out=bf.col)
+            np.maximum.reduce(Z, axis=1, keepdims=True, out=bf.col)
             Z -= bf.col
             tmp = bf.tmp[-1]
             np.multiply(Z, bf.Y, out=tmp)
-            np.sum(tmp, axis=1, out=stat_b)
+            np.matmul(tmp, bf.ones_k, out=stat_b)
             # Floor the shifted logits (after the loss statistics were taken): exp of anything lower only
             # yields probabilities far below float resolution, and subnormal results would make every later
             # product that touches them (the backward GEMMs) many times slower.
             np.maximum(Z, self._logit_floor, out=Z)
             np.exp(Z, out=Z)
-            np.sum(Z, axis=1, out=stat_a)
+            np.matmul(Z, bf.ones_k, out=stat_a)
         else:
             z = stat_b[:, None]
             z[...] = Z
@@ -153,10 +163,24 @@ class Workspace:
             loss -= bf.col
 
     def step(self, bf: Buffers, stat_a: Array, stat_b: Array) -> None:
-        """Forward, loss statistics and backward for the batch in ``bf.X`` / ``bf.Y``; fills ``self.grad``."""
-        self.forward_logits(bf)
+        """Forward, loss statistics and backward for the batch in ``bf.X`` / ``bf.Y``; fills ``self.grad``.
+
+        ``stat_a`` / ``stat_b`` (shape (m,)) receive the per-sample statistics of :meth:`output_stats`.
+        """
+        # forward_logits, inlined: this runs once per minibatch, and small networks are call-bound.
+        A = bf.X
+        W, b, Zs, tmp = self.W, self.b, bf.Z, bf.tmp
+        forward = self._act_forward
+        last = self.n_layers - 1
+        for i in range(self.n_layers):
+            Z = Zs[i]
+            np.matmul(A, W[i], out=Z)
+            Z += b[i]
+            if i < last:
+                forward(Z, tmp[i])
+            A = Z
         self.output_stats(bf, stat_a, stat_b)
-        dZ = bf.Z[-1]
+        dZ = A
         if self.output == "softmax":
             dZ /= stat_a[:, None]  # exp(z - max) / sum = softmax(z)
         else:
@@ -166,19 +190,21 @@ class Workspace:
             dZ *= 0.5
             dZ += 0.5
         # dZ[L] = (A[L] - Y) / m: the output nonlinearity's Jacobian cancels against d(CE)/dA.
+        # (times grad_scale: backprop is linear in dZ, so every gradient below comes out scaled by it.)
         dZ -= bf.Y
-        dZ *= bf.inv_m
-        W_T, dW, db, AT = self.WT, self.dW, self.db, bf.AT
+        dZ *= self.grad_scale * bf.inv_m
+        W_T, dW, db, AT, dAs, ones = self.WT, self.dW, self.db, bf.AT, bf.dA, bf.ones_m
+        backward = self._act_backward
         for i in range(self.n_layers - 1, -1, -1):
             np.matmul(AT[i], dZ, out=dW[i])
-            np.sum(dZ, axis=0, out=db[i])
+            np.matmul(ones, dZ, out=db[i])
             if i:
-                dA = bf.dA[i - 1]
+                dA = dAs[i - 1]
                 np.matmul(dZ, W_T[i], out=dA)
-                self._act_backward(dA, bf.Z[i - 1], bf.tmp[i - 1], bf.mask[i - 1])
+                backward(dA, Zs[i - 1], tmp[i - 1])
                 dZ = dA
         if self.l2:
-            np.multiply(self.theta_W, self.l2, out=self.scratch_W)
+            np.multiply(self.theta_W, self.l2 * self.grad_scale, out=self.scratch_W)
             self.grad_W += self.scratch_W
 
     def epoch_loss_and_accuracy(

@@ -179,12 +179,13 @@ def run_worker_command(args: argparse.Namespace) -> int:
 # --- backprop serve --------------------------------------------------------------------------------------
 def _lock_data_dir(data_dir: Path) -> IO[str]:
     """Hold an exclusive lock on the data directory for the life of this process."""
-    handle = (data_dir / LOCK_FILE).open("w")
+    handle = (data_dir / LOCK_FILE).open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
         _fail(1, f"another `backprop serve` is using {data_dir}")
+    handle.truncate(0)
     handle.write(f"{os.getpid()}\n")
     handle.flush()
     return handle

@@ -16,7 +16,7 @@ import engine
 from service.auth import KeyRing, Principal, authenticate
 from service.errors import not_found
 from service.metrics import Metrics
-from service.model_cache import ModelCache
+from service.model_cache import ModelCache, ModelRecords
 from service.settings import Settings
 from worker import DatasetRecord, JobRecord, ModelRecord, Store
 
@@ -42,11 +42,12 @@ class AppState:
     probe: Redis  # readiness checks: 1 s timeout, no retries
     store: Store
     cache: ModelCache[engine.Model]
+    records: ModelRecords
     metrics: Metrics
     keyring: KeyRing
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.backprop
     return state
 
@@ -56,7 +57,7 @@ State = Annotated[AppState, Depends(app_state)]
 _bearer = HTTPBearer(auto_error=False, description="An API key from BACKPROP_API_KEYS.")
 
 
-def current_principal(
+async def current_principal(
     request: Request,
     state: State,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
@@ -84,9 +85,14 @@ def job_or_404(job_id: str, state: State, caller: Caller) -> JobRecord:
     return record
 
 
-def model_or_404(model_id: str, state: State, caller: Caller) -> ModelRecord:
+def find_model(state: AppState, caller: Principal, model_id: str) -> ModelRecord:
     """The caller's model by id, or by name (its latest version), else 404."""
-    record = state.store.resolve_model(model_id, owner=caller.scope)
+    record = state.records.resolve(model_id, owner=caller.scope)
     if record is None or not caller.may_see(record.owner):
         raise not_found("model", model_id)
     return record
+
+
+def model_or_404(model_id: str, state: State, caller: Caller) -> ModelRecord:
+    """Dependency form of `find_model`."""
+    return find_model(state, caller, model_id)

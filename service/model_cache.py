@@ -7,6 +7,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from worker import ModelRecord, Store, keys
+
 CacheKey = tuple[str, str]
 Model = TypeVar("Model")
 
@@ -48,3 +50,54 @@ class ModelCache(Generic[Model]):
         with self._lock:
             for key in [key for key in self._models if key[0] == model_id]:
                 del self._models[key]
+
+
+class ModelRecords:
+    """Parsed model metadata, kept in memory: a model's record never changes once written (only deleted),
+    so a lookup costs one small Redis call (does it still exist? / which ids does this name have?) instead
+    of fetching and parsing the whole record with its training history."""
+
+    def __init__(self, store: Store, maxsize: int = 4096) -> None:
+        self.store = store
+        self.maxsize = maxsize
+        self._records: OrderedDict[str, ModelRecord] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _cached(self, model_id: str) -> ModelRecord | None:
+        with self._lock:
+            record = self._records.get(model_id)
+            if record is not None:
+                self._records.move_to_end(model_id)
+            return record
+
+    def _load(self, model_id: str) -> ModelRecord | None:
+        record = self.store.get_model(model_id)
+        if record is not None:
+            with self._lock:
+                self._records[model_id] = record
+                while len(self._records) > self.maxsize:
+                    self._records.popitem(last=False)
+        return record
+
+    def resolve(self, id_or_name: str, *, owner: str | None) -> ModelRecord | None:
+        """A model by id, or by name (its latest version visible to `owner`; None means everyone's)."""
+        redis = self.store.redis
+        record = self._cached(id_or_name)
+        if record is not None:
+            if redis.exists(keys.model(id_or_name)):
+                return record
+            self.invalidate(id_or_name)
+            return None
+        record = self._load(id_or_name)
+        if record is not None:
+            return record
+        for raw in redis.zrevrange(keys.model_versions(id_or_name), 0, -1):  # newest version first
+            model_id = raw.decode()  # type: ignore[union-attr]
+            candidate = self._cached(model_id) or self._load(model_id)
+            if candidate is not None and (owner is None or candidate.owner == owner):
+                return candidate
+        return None
+
+    def invalidate(self, model_id: str) -> None:
+        with self._lock:
+            self._records.pop(model_id, None)

@@ -320,6 +320,7 @@ class Supervisor:
                     lived,
                     delay,
                 )
+                changed = True  # the status file shows no pid while it is down
             if now >= child.next_start:
                 child.restarts += 1
                 self._start(child)

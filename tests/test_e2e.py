@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import redis
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
@@ -31,9 +32,10 @@ BACKPROP = Path(sys.executable).with_name("backprop")  # the console script `mak
 class Stack:
     """`backprop serve --port <free> --data-dir <dir> [args]` as a subprocess, its output in a log file."""
 
-    def __init__(self, data_dir: Path, *args: str) -> None:
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.args = list(args)
+        self.env = user_environment(**(env or {}))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / "serve.log"
@@ -44,7 +46,11 @@ class Stack:
         argv = [str(BACKPROP), "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*argv, *self.args], env=user_environment(), stdout=log, stderr=subprocess.STDOUT
+                [*argv, *self.args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         process = self.process
 
@@ -72,9 +78,9 @@ class Stack:
         return [self.process.pid, *descendants(self.process.pid)]
 
     def stop(self, signum: int = signal.SIGINT, timeout: float = 60.0) -> int:
-        """Ctrl-C the supervisor and wait for it; its exit status."""
+        """Signal serve's process group, as Ctrl-C in its terminal does, and wait; its exit status."""
         assert self.process is not None
-        self.process.send_signal(signum)
+        os.killpg(self.process.pid, signum)
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired as exc:
@@ -98,8 +104,8 @@ def stacks() -> Iterator[list[Stack]]:
         stack.kill()
 
 
-def start_stack(stacks: list[Stack], data_dir: Path, *args: str) -> Stack:
-    stack = Stack(data_dir, *args)
+def start_stack(stacks: list[Stack], data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Stack:
+    stack = Stack(data_dir, *args, env=env)
     stacks.append(stack)
     stack.start()
     return stack
@@ -168,6 +174,11 @@ def test_e2e_digits_train_predict_survives_restart(tmp_path: Path, stacks: list[
     assert len(tree) >= 4  # supervisor, redis, worker, api
     assert stack.stop(signal.SIGINT) == 0
     assert [pid for pid in tree if pid_alive(pid)] == []  # serve returns only once its children are gone
+    # Ctrl-C reached serve alone (children run in their own sessions), which stopped them in order.
+    stopping = [
+        line.split("stopping ", 1)[1] for line in stack.log().splitlines() if "supervisor: stopping" in line
+    ]
+    assert stopping == ["api", "worker-1", "redis"]
     assert not (data_dir / "serve.json").exists()
 
     again = start_stack(stacks, data_dir)
@@ -182,18 +193,58 @@ def test_e2e_digits_train_predict_survives_restart(tmp_path: Path, stacks: list[
 
 def test_e2e_serve_restarts_killed_worker_and_stays_on_loopback(tmp_path: Path, stacks: list[Stack]) -> None:
     # No API keys configured: asking for every interface must still bind loopback only, and say so.
-    stack = start_stack(stacks, tmp_path / "var", "--host", "0.0.0.0")
+    stack = start_stack(stacks, tmp_path / "var", "--host", "0.0.0.0", "--workers", "2")
     assert "binding to 127.0.0.1" in stack.log()
     assert listening_addresses(stack.port) == {"127.0.0.1"}
 
-    before = stack.status()["children"]["worker-1"]
-    os.kill(before["pid"], signal.SIGKILL)
+    before = stack.status()["children"]
+    os.kill(before["worker-1"]["pid"], signal.SIGKILL)
 
     def restarted() -> bool:
         worker = stack.status()["children"]["worker-1"]
-        return worker["pid"] not in (None, before["pid"]) and pid_alive(worker["pid"])
+        return worker["pid"] not in (None, before["worker-1"]["pid"]) and pid_alive(worker["pid"])
 
     wait_until(restarted, 5.0, "serve restarted the SIGKILLed worker")  # issue 5: within 5 s
-    assert stack.status()["children"]["worker-1"]["restarts"] == before["restarts"] + 1
+    after = stack.status()["children"]
+    assert after["worker-1"]["restarts"] == before["worker-1"]["restarts"] + 1
+    assert after["worker-2"] == before["worker-2"]  # the other worker was left alone
+    assert after["api"] == before["api"]
     wait_until(lambda: httpx.get(f"{stack.url}/readyz").status_code == 200, 30, "ready again")
+    assert stack.stop() == 0
+
+
+def test_e2e_serve_restarts_killed_redis_without_losing_data(tmp_path: Path, stacks: list[Stack]) -> None:
+    stack = start_stack(stacks, tmp_path / "var")
+    dataset = {"features": [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [0.2, 0.9]], "labels": ["a", "b", "a", "b"]}
+    response = httpx.post(f"{stack.url}/v1/datasets", json=dataset, timeout=30)
+    assert response.status_code == 201, response.text
+    dataset_id = response.json()["id"]
+
+    before = stack.status()["children"]["redis"]
+    os.kill(before["pid"], signal.SIGKILL)
+
+    def restarted() -> bool:
+        redis = stack.status()["children"]["redis"]
+        return redis["pid"] not in (None, before["pid"]) and pid_alive(redis["pid"])
+
+    wait_until(restarted, 5.0, "serve restarted the SIGKILLed redis-server")  # issue 5: within 5 s
+    wait_until(lambda: httpx.get(f"{stack.url}/readyz").status_code == 200, 30, "ready again")
+    # The AOF under the data directory brought the dataset back.
+    assert httpx.get(f"{stack.url}/v1/datasets/{dataset_id}").json()["id"] == dataset_id
+    assert stack.stop() == 0
+
+
+def test_e2e_serve_uses_external_redis_when_redis_url_is_set(
+    tmp_path: Path, stacks: list[Stack], redis_url: str
+) -> None:
+    stack = start_stack(stacks, tmp_path / "var", env={"REDIS_URL": redis_url})
+    status = stack.status()
+    assert status["redis"] == "external"
+    assert set(status["children"]) == {"worker-1", "api"}
+    assert not (tmp_path / "var" / "redis").exists()
+    response = httpx.post(f"{stack.url}/v1/datasets", json={"features": [[0.0], [1.0]], "labels": [0, 1]})
+    assert response.status_code == 201, response.text
+    dataset_id = response.json()["id"]
+    with redis.Redis.from_url(redis_url) as client:  # the stack keeps its records in the Redis it was given
+        assert list(client.scan_iter(match=f"*{dataset_id}*"))
     assert stack.stop() == 0

@@ -80,6 +80,8 @@ def _check_compute(body: JobCreate, n_features: int, n_classes: int, state: Stat
         raise limit_exceeded(422, "epochs", "max_epochs", body.epochs, settings.max_epochs)
     if body.batch_size > settings.max_batch_size:
         raise limit_exceeded(422, "batch_size", "max_batch_size", body.batch_size, settings.max_batch_size)
+    if body.output == "sigmoid" and n_classes != 2:
+        raise invalid("output", f"'sigmoid' needs exactly 2 classes; the dataset has {n_classes}")
     binary = n_classes == 2 and body.output in ("auto", "sigmoid")
     layer_sizes = [n_features, *body.hidden_layers, 1 if binary else n_classes]
     parameters = n_parameters(layer_sizes)

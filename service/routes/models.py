@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Response
 
 import engine
-from service.deps import Caller, State, model_or_404
+from service.deps import Caller, State, find_model, model_or_404
 from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
 from service.schemas import EpochPublic, ModelList, ModelPublic, Name, PredictCreate, PredictionPublic
 from worker import ModelRecord, NotFoundError
@@ -73,6 +73,7 @@ def read_model(record: Model) -> ModelPublic:
 def delete_model(record: Model, state: State) -> Response:
     """Delete one model version (a name means its latest version)."""
     state.store.delete_model(record.id)
+    state.records.invalidate(record.id)
     state.cache.invalidate(record.id)
     return Response(status_code=204)
 
@@ -88,9 +89,10 @@ def _load(state: State, record: ModelRecord) -> engine.Model:
 @router.post(
     "/{model_id}/predict", summary="Predict with a model", responses=responses(400, 401, 404, 413, 422, 503)
 )
-def predict(body: PredictCreate, record: Model, state: State) -> PredictionPublic:
+def predict(model_id: str, body: PredictCreate, state: State, caller: Caller) -> PredictionPublic:
     """Class labels and probabilities (columns in the order of `classes`) for raw feature rows."""
     started = time.perf_counter()
+    record = find_model(state, caller, model_id)  # here rather than a dependency: one thread hop
     rows = len(body.instances)
     maximum = state.settings.max_predict_rows
     if rows > maximum:
@@ -106,7 +108,8 @@ def predict(body: PredictCreate, record: Model, state: State) -> PredictionPubli
     (state.metrics.model_cache_hits if hit else state.metrics.model_cache_misses).inc()
     X = np.asarray(body.instances, dtype=np.float64)
     try:
-        probabilities = np.asarray(model.predict_proba(X), dtype=np.float64)
+        with np.errstate(all="ignore"):  # overflow from extreme inputs is caught just below
+            probabilities = np.asarray(model.predict_proba(X), dtype=np.float64)
     except (ValueError, TypeError, FloatingPointError) as exc:
         raise invalid("instances", str(exc)) from None
     if not np.all(np.isfinite(probabilities)):

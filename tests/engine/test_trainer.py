@@ -319,3 +319,66 @@ def test_training_run_epoch_after_finish_raises() -> None:
     assert run.finished and run.epoch == 1
     with pytest.raises(RuntimeError, match="finished"):
         run.run_epoch()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam"])
+def test_training_steps_equal_reference_backprop_and_optimizer(optimizer: str) -> None:
+    """Full-batch epochs of the fused trainer equal backprop() plus the optimizer's closed form."""
+    from engine import OPTIMIZERS, backprop, init_params
+    from engine.losses import targets
+    from engine.optimizers import Hyperparameters, apply
+
+    X, y = _blobs(n=40, k=3)
+    lr, l2 = 0.05, 0.01
+    config = TrainConfig(
+        hidden_layers=(7, 5),
+        activation="tanh",
+        epochs=3,
+        batch_size=40,
+        optimizer=optimizer,
+        learning_rate=lr,
+        l2=l2,
+        validation_fraction=0.0,
+        standardize=False,
+        dtype="float64",
+        seed=11,
+    )
+    trained = train(X, y, config).model.params
+
+    params = init_params([5, 7, 5, 3], "tanh", np.random.default_rng(11), np.float64)
+    flat = np.concatenate([W.ravel() for W, _ in params] + [b for _, b in params])
+    state = OPTIMIZERS[optimizer].init(flat)
+    n_weights = sum(W.size for W, _ in params)
+    for t in (1, 2, 3):
+        _, grads = backprop(params, X, targets(y, 3, "softmax"), "tanh", "softmax", l2)
+        g = np.concatenate([dW.ravel() for dW, _ in grads] + [db for _, db in grads])
+        apply(OPTIMIZERS[optimizer], flat, g, state, t, lr, Hyperparameters(n_decay=n_weights))
+        offset, rebuilt = 0, []
+        for W, _ in params:
+            rebuilt.append(flat[offset : offset + W.size].reshape(W.shape))
+            offset += W.size
+        biases = []
+        for _, b in params:
+            biases.append(flat[offset : offset + b.size])
+            offset += b.size
+        params = [(W.copy(), b.copy()) for W, b in zip(rebuilt, biases, strict=True)]
+    for (W, b), (rW, rb) in zip(trained, params, strict=True):
+        np.testing.assert_allclose(W, rW, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(b, rb, rtol=1e-9, atol=1e-12)
+
+
+def test_train_rejects_values_beyond_float32() -> None:
+    X, y = _blobs()
+    X[3, 1] = 1e300
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        Training(X, y, TrainConfig(epochs=1))
+    Training(X, y, TrainConfig(epochs=1, dtype="float64"))  # fine in float64
+
+
+def test_predict_rejects_rows_that_overflow() -> None:
+    X, y = _blobs()
+    model = train(X, y, TrainConfig(hidden_layers=(4,), epochs=1)).model
+    rows = np.zeros((3, 5))
+    rows[2, 0] = 1e300
+    with pytest.raises(ValueError, match="X row 2 is too large"):
+        model.predict(rows)

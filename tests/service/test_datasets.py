@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.service.conftest import blobs_csv, npz_bytes, upload_csv
 
@@ -150,3 +152,15 @@ def test_datasets_list_read_delete_and_404(client: TestClient) -> None:
     assert missing.json()["error"]["code"] == "not_found"
     assert client.delete(f"/v1/datasets/{first['id']}").status_code == 404
     assert client.get("/v1/datasets", params={"limit": 0}).status_code == 422
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=st.binary(max_size=300) | st.text(alphabet='01,.-"\r\nab', max_size=120).map(str.encode),
+    filename=st.sampled_from(["d.csv", "d.npz", "d"]),
+)
+def test_upload_any_bytes_is_201_or_4xx(client: TestClient, data: bytes, filename: str) -> None:
+    response = client.post("/v1/datasets", files={"file": (filename, data)})
+    assert response.status_code == 201 or response.status_code in (400, 413, 415, 422), response.text
+    if response.status_code != 201:
+        assert response.json()["error"]["message"]

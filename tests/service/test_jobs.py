@@ -48,6 +48,13 @@ def test_create_job_rejects_invalid_field(
     assert field in error["message"]
 
 
+def test_create_job_sigmoid_output_needs_two_classes(client: TestClient, dataset_id: str) -> None:
+    response = client.post("/v1/jobs", json={"dataset_id": dataset_id, "output": "sigmoid"})
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == "output"
+    assert "3" in response.json()["error"]["message"]
+
+
 def test_create_job_missing_dataset_id_and_unknown_dataset(client: TestClient) -> None:
     missing = client.post("/v1/jobs", json={"epochs": 3})
     assert missing.status_code == 422

@@ -91,3 +91,29 @@ def test_access_log_json_line_per_request(
     assert entry["method"] == "GET" and entry["path"] == "/v1/datasets/nope" and entry["status"] == 404
     assert entry["duration_ms"] >= 0
     assert entry["level"] == "INFO" and "time" in entry
+
+
+def test_openapi_documents_errors_and_examples(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    operations = {
+        (method.upper(), path): operation
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+    }
+    assert ("POST", "/v1/models/{model_id}/predict") in operations
+    for (method, path), operation in operations.items():
+        if path.startswith("/v1/"):
+            assert {"401", "503"} <= set(operation["responses"]), (method, path)
+        if "{" in path:
+            assert "404" in operation["responses"], (method, path)
+    create_job = operations[("POST", "/v1/jobs")]
+    assert {"422", "429", "503"} <= set(create_job["responses"])
+    assert "Location" in create_job["responses"]["202"]["headers"]
+    upload = operations[("POST", "/v1/datasets")]["requestBody"]["content"]
+    assert {"multipart/form-data", "application/json"} <= set(upload)
+    schemas = spec["components"]["schemas"]
+    assert schemas["JobCreate"]["examples"] and schemas["PredictCreate"]["examples"]
+    assert schemas["JobCreate"]["additionalProperties"] is False
+    assert "sha256" not in schemas["ModelPublic"]["properties"]
+    assert "owner" not in schemas["DatasetPublic"]["properties"]

@@ -143,3 +143,16 @@ def test_cancel_queued_job_never_runs(client: TestClient, run_worker: Callable[[
     again = client.post(f"/v1/jobs/{job['id']}/cancel")
     assert again.status_code == 409
     assert client.post("/v1/jobs/nope/cancel").status_code == 404
+
+
+def test_delete_in_one_api_process_is_seen_by_another(
+    make_client: Callable[..., TestClient], run_worker: Callable[[], None]
+) -> None:
+    first, second = make_client(), make_client()
+    model_id = _train(first, run_worker)["model_id"]
+    row = {"instances": [[0.0, 0.0, 0.0]]}
+    for client in (first, second):  # both load and cache the model
+        assert client.post(f"/v1/models/{model_id}/predict", json=row).status_code == 200
+    assert second.delete(f"/v1/models/{model_id}").status_code == 204
+    assert first.post(f"/v1/models/{model_id}/predict", json=row).status_code == 404
+    assert first.get(f"/v1/models/{model_id}").status_code == 404
