@@ -98,14 +98,29 @@ RELU_FAMILY = frozenset({"relu", "leaky_relu"})
 # --- in-place versions used by the trainer's fused step ------------------------------------------------
 
 
+# Below this many elements a NumPy call costs about the same whatever it does, so the fewest calls win;
+# above it, the cheapest passes over memory win (measured on float32 batches of 32 x 32 and 128 x 256).
+_LARGE = 4096
+
+
 def _relu_forward(Z: Array, tmp: Array) -> None:
-    np.maximum(Z, 0, out=Z)
+    if Z.size < _LARGE:
+        np.maximum(Z, 0, out=Z)
+    else:
+        # relu(z) = (z + |z|) / 2, exactly: three vectorised passes beat np.maximum's one here.
+        np.abs(Z, out=tmp)
+        Z += tmp
+        Z *= 0.5
 
 
 def _relu_backward(dA: Array, A: Array, tmp: Array) -> None:
     # relu'(Z) = [Z > 0] = [A > 0]: relu keeps the sign of positive inputs and zeroes the rest. The mask is
-    # written as 0.0/1.0 in A's dtype, so the multiply is a plain same-dtype loop (a bool operand is slower).
-    np.greater(A, 0, out=tmp, casting="unsafe")
+    # made as 0.0/1.0 in A's dtype, so the multiply is a plain same-dtype loop (a bool operand is slower);
+    # sign(A) is that mask because A >= 0.
+    if A.size < _LARGE:
+        np.sign(A, out=tmp)
+    else:
+        np.greater(A, 0, out=tmp, casting="unsafe")
     dA *= tmp
 
 

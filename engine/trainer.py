@@ -175,9 +175,11 @@ class Training:
         self._output = output
         n_out = 1 if output == "sigmoid" else len(classes)
         self._layer_sizes = [X.shape[1], *config.hidden_layers, n_out]
-        # Target row of each class (one-hot, or the 0/1 of a sigmoid); a batch's Y is gathered from it, so no
-        # (n_samples, k) target matrix is ever held.
-        self._Y_rows = targets(np.arange(len(classes)), len(classes), output, self._dtype)
+        # Column c is class c's target (one-hot, or the 0/1 of a sigmoid), shape (k, n_classes); a batch's
+        # targets are gathered from it, transposed as the workspace keeps them, so no (n_samples, k) target
+        # matrix is ever held.
+        rows = targets(np.arange(len(classes)), len(classes), output, self._dtype)
+        self._Y_cols = np.ascontiguousarray(rows.T)
         self._train_idx = train_idx
         self._val_idx = val_idx
         self._mean = mean
@@ -320,7 +322,7 @@ class Training:
             ws.grad_scale = 1.0
         theta, grad, scratch, opt_state, hp = ws.theta, ws.grad, ws.scratch, self._opt_state, self._hp
         step = ws.step
-        take_X, take_Y = X.take, self._Y_rows.take  # methods: np.take adds two Python wrappers per call
+        take_X, take_Y = X.take, self._Y_cols.take  # methods: np.take adds two Python wrappers per call
         n = len(perm)
         batch_size = self._config.batch_size
         t = self._step
@@ -331,7 +333,7 @@ class Training:
             if stop > n:
                 bf = ws.buffers(n - start)
             take_X(idx, axis=0, out=bf.X, mode="clip")
-            take_Y(y_perm[start:stop], axis=0, out=bf.Y, mode="clip")
+            take_Y(y_perm[start:stop], axis=1, out=bf.YT, mode="clip")
             if standardize:
                 bf.X -= mean
                 bf.X *= inv_scale
@@ -354,7 +356,7 @@ class Training:
             idx = rows[start : start + _EVAL_ROWS]
             bf = ws.buffers(len(idx))
             np.take(self._X, idx, axis=0, out=bf.X, mode="clip")
-            np.take(self._Y_rows, self._y_idx[idx], axis=0, out=bf.Y, mode="clip")
+            np.take(self._Y_cols, self._y_idx[idx], axis=1, out=bf.YT, mode="clip")
             if self._config.standardize:
                 bf.X -= self._mean_d
                 bf.X *= self._inv_scale_d

@@ -5,8 +5,9 @@ and ``W[l]``, ``b[l]`` are views into it; the gradient has the same layout. So a
 NumPy calls for the whole network, and the matrix products write straight into the gradient's views.
 
 Per batch size the workspace keeps one set of buffers; activations overwrite their pre-activations in
-place (the derivatives are taken from ``A``, see ``engine.activations``). Two shortcuts against the
-reference implementation, both exact in real arithmetic:
+place (the derivatives are taken from ``A``, see ``engine.activations``), and the output layer is held
+transposed, (k, m), so that the softmax reduces across rows (see :class:`Buffers`). Shortcuts against the
+reference implementation, all exact in real arithmetic:
 
 * ``dZ[L] = (A[L] - Y) / m`` is scaled once, so ``dW = A.T @ dZ`` and ``db = dZ.sum(0)`` need no
   division by ``m`` (backprop is linear in ``dZ``); the same scaling can carry the learning rate
@@ -29,23 +30,32 @@ Array = NDArray[Any]
 
 
 class Buffers:
-    """Preallocated arrays for batches of ``m`` rows."""
+    """Preallocated arrays for batches of ``m`` rows.
+
+    The output layer is kept transposed, as (k, m): its logits are ``W.T @ A.T`` straight out of the GEMM,
+    and the softmax then reduces over axis 0, i.e. across k contiguous rows of length m, which NumPy does
+    several times faster than over the k-element rows of an (m, k) array.
+    """
 
     def __init__(self, m: int, sizes: list[int], dtype: np.dtype[Any]) -> None:
+        k = sizes[-1]
         self.m = m
         self.inv_m = 1.0 / m
         self.X = np.empty((m, sizes[0]), dtype=dtype)
-        self.Y = np.empty((m, sizes[-1]), dtype=dtype)
+        self.YT = np.empty((k, m), dtype=dtype)
+        self.Y = self.YT.T  # (m, k) view
         # Z[l] holds layer l+1's pre-activation, then (hidden layers) its activation A, overwritten in place.
-        self.Z = [np.empty((m, n), dtype=dtype) for n in sizes[1:]]
-        self.AT = [self.X.T] + [Z.T for Z in self.Z[:-1]]
+        self.Z = [np.empty((m, n), dtype=dtype) for n in sizes[1:-1]]
+        self.ZT = np.empty((k, m), dtype=dtype)  # output logits, transposed
+        self.AT = [self.X.T] + [Z.T for Z in self.Z]
         self.dA = [np.empty((m, n), dtype=dtype) for n in sizes[1:-1]]
-        self.tmp = [np.empty((m, n), dtype=dtype) for n in sizes[1:]]
-        self.col = np.empty((m, 1), dtype=dtype)
+        self.tmp = [np.empty((m, n), dtype=dtype) for n in sizes[1:-1]]
+        self.tmpT = np.empty((k, m), dtype=dtype)
+        self.row = np.empty((1, m), dtype=dtype)
         # Column sums as ones @ dZ and row sums as Z @ ones: BLAS matrix-vector products, which cost less
         # per call than NumPy's reductions on these small arrays.
         self.ones_m = np.ones(m, dtype=dtype)
-        self.ones_k = np.ones(sizes[-1], dtype=dtype)
+        self.ones_k = np.ones(k, dtype=dtype)
 
 
 class Workspace:
@@ -70,6 +80,7 @@ class Workspace:
         self.W, self.b = self._views(self.theta, shapes)
         self.dW, self.db = self._views(self.grad, shapes)
         self.WT = [W.T for W in self.W]
+        self.b_out = self.b[-1][:, None]  # output bias as a column, for the (k, m) logits
         self.theta_W = self.theta[: self.n_weights]
         self.grad_W = self.grad[: self.n_weights]
         self.scratch_W = self.scratch[: self.n_weights]
@@ -118,49 +129,47 @@ class Workspace:
     # --- the step --------------------------------------------------------------------------------------
 
     def forward_logits(self, bf: Buffers) -> Array:
-        """Hidden layers and output logits for ``bf.X``; returns ``bf.Z[-1]`` (the logits)."""
+        """Hidden layers and output logits for ``bf.X``; returns ``bf.ZT``, the logits as (k, m)."""
         A = bf.X
         W, b, Zs, tmp = self.W, self.b, bf.Z, bf.tmp
         forward = self._act_forward
-        last = self.n_layers - 1
-        for i in range(self.n_layers):
+        for i in range(self.n_layers - 1):
             Z = Zs[i]
             np.matmul(A, W[i], out=Z)
             Z += b[i]
-            if i < last:
-                forward(Z, tmp[i])
+            forward(Z, tmp[i])
             A = Z
-        return A
+        np.matmul(self.WT[-1], A.T, out=bf.ZT)
+        bf.ZT += self.b_out
+        return bf.ZT
 
     def output_stats(self, bf: Buffers, stat_a: Array, stat_b: Array) -> None:
-        """Per-sample numbers the loss and accuracy are made of; leaves ``bf.Z[-1]`` ready for the step.
+        """Per-sample numbers the loss and accuracy are made of; leaves ``bf.ZT`` ready for the step.
 
         softmax: ``stat_a = sum_j exp(z_j - max z)``, ``stat_b = z_y - max z`` (0 exactly when the true
-        class has the largest logit), and ``bf.Z[-1]`` becomes ``exp(z - max z)``;
+        class has the largest logit), and ``bf.ZT`` becomes ``exp(z - max z)``;
         sigmoid: ``stat_a = logaddexp(0, z) - y z`` (the sample's loss), ``stat_b = z``.
         """
-        Z = bf.Z[-1]
+        ZT = bf.ZT
         if self.output == "softmax":
-            # Shift by the row maximum (log-sum-exp): exp never overflows and the largest term is exp(0) = 1.
-            np.maximum.reduce(Z, axis=1, keepdims=True, out=bf.col)
-            Z -= bf.col
-            tmp = bf.tmp[-1]
-            np.multiply(Z, bf.Y, out=tmp)
-            np.matmul(tmp, bf.ones_k, out=stat_b)
+            # Shift by each sample's maximum logit (log-sum-exp): exp cannot overflow, the largest term is 1.
+            np.maximum.reduce(ZT, axis=0, keepdims=True, out=bf.row)
+            ZT -= bf.row
+            np.multiply(ZT, bf.YT, out=bf.tmpT)
+            np.matmul(bf.ones_k, bf.tmpT, out=stat_b)
             # Floor the shifted logits (after the loss statistics were taken): exp of anything lower only
             # yields probabilities far below float resolution, and subnormal results would make every later
             # product that touches them (the backward GEMMs) many times slower.
-            np.maximum(Z, self._logit_floor, out=Z)
-            np.exp(Z, out=Z)
-            np.matmul(Z, bf.ones_k, out=stat_a)
+            np.maximum(ZT, self._logit_floor, out=ZT)
+            np.exp(ZT, out=ZT)
+            np.matmul(bf.ones_k, ZT, out=stat_a)
         else:
-            z = stat_b[:, None]
-            z[...] = Z
-            loss = stat_a[:, None]
+            stat_b[...] = ZT[0]
+            loss = stat_a[None, :]
             # -y log s(z) - (1 - y) log(1 - s(z)) = log(1 + e^z) - y z, without overflow.
-            np.logaddexp(0, Z, out=loss)
-            np.multiply(Z, bf.Y, out=bf.col)
-            loss -= bf.col
+            np.logaddexp(0, ZT, out=loss)
+            np.multiply(ZT, bf.YT, out=bf.row)
+            loss -= bf.row
 
     def step(self, bf: Buffers, stat_a: Array, stat_b: Array) -> None:
         """Forward, loss statistics and backward for the batch in ``bf.X`` / ``bf.Y``; fills ``self.grad``.
@@ -171,38 +180,41 @@ class Workspace:
         A = bf.X
         W, b, Zs, tmp = self.W, self.b, bf.Z, bf.tmp
         forward = self._act_forward
-        last = self.n_layers - 1
-        for i in range(self.n_layers):
+        for i in range(self.n_layers - 1):
             Z = Zs[i]
             np.matmul(A, W[i], out=Z)
             Z += b[i]
-            if i < last:
-                forward(Z, tmp[i])
+            forward(Z, tmp[i])
             A = Z
+        dZT = bf.ZT
+        np.matmul(self.WT[-1], A.T, out=dZT)
+        dZT += self.b_out
         self.output_stats(bf, stat_a, stat_b)
-        dZ = A
         if self.output == "softmax":
-            dZ /= stat_a[:, None]  # exp(z - max) / sum = softmax(z)
+            dZT /= stat_a  # exp(z - max) / sum = softmax(z), column by column
         else:
             # sigmoid(z) = (1 + tanh(z / 2)) / 2, which cannot overflow.
-            dZ *= 0.5
-            np.tanh(dZ, out=dZ)
-            dZ *= 0.5
-            dZ += 0.5
+            dZT *= 0.5
+            np.tanh(dZT, out=dZT)
+            dZT *= 0.5
+            dZT += 0.5
         # dZ[L] = (A[L] - Y) / m: the output nonlinearity's Jacobian cancels against d(CE)/dA.
         # (times grad_scale: backprop is linear in dZ, so every gradient below comes out scaled by it.)
-        dZ -= bf.Y
-        dZ *= self.grad_scale * bf.inv_m
+        dZT -= bf.YT
+        dZT *= self.grad_scale * bf.inv_m
         W_T, dW, db, AT, dAs, ones = self.WT, self.dW, self.db, bf.AT, bf.dA, bf.ones_m
         backward = self._act_backward
-        for i in range(self.n_layers - 1, -1, -1):
-            np.matmul(AT[i], dZ, out=dW[i])
-            np.matmul(ones, dZ, out=db[i])
-            if i:
-                dA = dAs[i - 1]
-                np.matmul(dZ, W_T[i], out=dA)
-                backward(dA, Zs[i - 1], tmp[i - 1])
-                dZ = dA
+        last = self.n_layers - 1
+        np.matmul(AT[last], dZT.T, out=dW[last])
+        np.matmul(dZT, ones, out=db[last])
+        dZ = dZT.T
+        for i in range(last, 0, -1):
+            dA = dAs[i - 1]
+            np.matmul(dZ, W_T[i], out=dA)
+            backward(dA, Zs[i - 1], tmp[i - 1])
+            dZ = dA
+            np.matmul(AT[i - 1], dZ, out=dW[i - 1])
+            np.matmul(ones, dZ, out=db[i - 1])
         if self.l2:
             np.multiply(self.theta_W, self.l2 * self.grad_scale, out=self.scratch_W)
             self.grad_W += self.scratch_W

@@ -201,7 +201,7 @@ def _api_ready(url: str) -> bool:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Embedded (or external) Redis, N workers and the API, each a supervised child process."""
-    from service.embedded_redis import RedisServer, RedisServerNotFound, find_redis_server, free_port
+    from service.embedded_redis import RedisServer, RedisServerNotFoundError, find_redis_server, free_port
     from service.supervisor import Child, ProcessChild, RedisChild, Supervisor
 
     settings = load_settings()
@@ -236,7 +236,7 @@ def run_serve(args: argparse.Namespace) -> int:
     else:
         try:
             find_redis_server()
-        except RedisServerNotFound as exc:
+        except RedisServerNotFoundError as exc:
             _fail(1, str(exc))
         server = RedisServer(data_dir / "redis", free_port(), persistent=True)
         env["REDIS_URL"] = server.url

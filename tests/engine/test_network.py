@@ -212,3 +212,25 @@ def test_init_params_rejects_bad_layer_sizes() -> None:
         init_params([4], "relu")
     with pytest.raises(ValueError, match="activation 'gelu'"):
         init_params([4, 2], "gelu")
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_workspace_step_equals_backprop_on_large_layers(activation: str) -> None:
+    """Layers of more than 4,096 elements per batch take other in-place kernels; same gradients."""
+    rng = np.random.default_rng(8)
+    sizes, m = [6, 80, 70, 4], 64
+    X = rng.standard_normal((m, 6))
+    Y = targets(rng.integers(0, 4, m), 4, "softmax")
+    params = _random_net(rng, sizes, activation)
+    loss, grads = backprop(params, X, Y, activation, "softmax", 0.0)
+    ws = Workspace(sizes, activation, "softmax", np.float64, 0.0)
+    ws.set_params(params)
+    bf = ws.buffers(m)
+    bf.X[...] = X
+    bf.Y[...] = Y
+    a, b = np.empty(m), np.empty(m)
+    ws.step(bf, a, b)
+    assert ws.epoch_loss_and_accuracy(a, b, None)[0] == pytest.approx(loss, rel=1e-12)
+    for (dW, db), (fW, fb) in zip(grads, ws.grads(), strict=True):
+        np.testing.assert_allclose(fW, dW, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(fb, db, rtol=1e-10, atol=1e-14)

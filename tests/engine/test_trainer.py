@@ -382,3 +382,19 @@ def test_predict_rejects_rows_that_overflow() -> None:
     rows[2, 0] = 1e300
     with pytest.raises(ValueError, match="X row 2 is too large"):
         model.predict(rows)
+
+
+def test_train_clip_norm_bounds_every_step() -> None:
+    X, y = _blobs(n=64)
+    base = {"hidden_layers": [8], "epochs": 1, "batch_size": 16, "optimizer": "sgd", "learning_rate": 0.1}
+    base |= {"validation_fraction": 0.0, "l2": 0.0, "dtype": "float64"}
+
+    def displacement(**overrides: Any) -> float:
+        run = Training(X, y, TrainConfig.from_dict({**base, **overrides}))
+        start = run._ws.theta.copy()
+        run.run_epoch()
+        return float(np.linalg.norm(run._ws.theta - start))
+
+    bound = 4 * 0.1 * 1e-3  # four sgd steps of at most learning_rate * clip_norm each
+    assert displacement(clip_norm=1e-3) <= bound * (1 + 1e-9)
+    assert displacement() > 10 * bound

@@ -1,0 +1,448 @@
+"""Service benchmark against a running stack (`backprop serve`, temp data dir, free loopback port):
+
+(a) 1-row predictions at concurrency 1 and 32 (requests/s, p50, p99), next to no-op routes of the same app
+    (bench/noop_app.py, served by uvicorn as `backprop api` serves the real app) as the ceiling;
+(b) enqueue -> start latency of tiny jobs on an idle worker (the job record's created_at -> started_at);
+(c) the same training job through the service and through `engine.train` in this process.
+
+    python bench/service.py          # full run (~3 min): rewrites the "service" section of docs/benchmarks.md
+    python bench/service.py --quick    # smoke run, prints only
+
+Targets: prediction throughput >= 70% of the no-op ceiling; enqueue -> start p50 <= 25 ms; service
+overhead on training <= 5%.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Run as `python bench/service.py`, sys.path[0] is bench/, where `import service` / `import engine` would
+# find the benchmark scripts: look in the repository root instead.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != str(REPO_ROOT / "bench")]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+
+import engine  # noqa: E402
+from bench._blas_info import load_average  # noqa: E402
+from bench._doc_sections import replace_section  # noqa: E402
+from bench.http_load import LoadResult, closed_loop, pooled  # noqa: E402
+from bench.report import Target, run_description, target_table  # noqa: E402
+from bench.stack import (  # noqa: E402
+    Stack,
+    parse_time,
+    process_cpu_seconds,
+    submit_job,
+    train_model,
+    upload_dataset,
+    wait_for_job,
+    wait_until,
+)
+from service.embedded_redis import free_port  # noqa: E402
+
+SECTION = "service"
+PREDICT_RATIO = 0.70
+ENQUEUE_P50_MS = 25.0
+TRAIN_OVERHEAD = 0.05
+
+
+@dataclass(frozen=True)
+class Plan:
+    rounds: int  # interleaved rounds per endpoint and concurrency
+    round_seconds: float
+    max_requests: int
+    enqueue_jobs: int
+    train_samples: int
+    train_epochs: int
+    train_pairs: int
+
+
+FULL = Plan(
+    rounds=3, round_seconds=5.0, max_requests=20_000, enqueue_jobs=40, train_samples=20_000, train_epochs=5,
+    train_pairs=3,
+)  # fmt: skip
+QUICK = Plan(
+    rounds=1, round_seconds=1.5, max_requests=3_000, enqueue_jobs=8, train_samples=4_000, train_epochs=2,
+    train_pairs=1,
+)  # fmt: skip
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def blobs(n_samples: int, n_features: int, n_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian class clusters: a learnable, digits-shaped (64 features, 10 classes) synthetic dataset."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0.0, 1.0, size=(n_classes, n_features))
+    y = rng.integers(0, n_classes, size=n_samples)
+    X = centers[y] + rng.normal(0.0, 1.5, size=(n_samples, n_features))
+    return X, y
+
+
+# --- (a) predictions vs no-op ------------------------------------------------------------------------------
+@dataclass
+class Endpoint:
+    label: str
+    base_url: str
+    method: str
+    path: str
+    body: Any
+    server_pid: int
+
+
+@dataclass
+class EndpointResult:
+    label: str
+    concurrency: int
+    rates: list[float]
+    latencies: LoadResult
+    server_cpu_ms: float  # the serving process' CPU per request
+    redis_cpu_us: float  # redis-server's CPU per request
+
+
+def start_noop_server(stack: Stack, log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    with (log_dir / "noop-app.log").open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.noop_app", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env=stack.api_environment(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"the no-op app exited with {process.returncode}; see {log_dir}/noop-app.log")
+        try:
+            return httpx.get(f"{url}/bench/noop", timeout=2.0).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(up, 60, "no-op app up", interval=0.1)
+    return process, url
+
+
+def measure_endpoints(
+    endpoints: list[Endpoint], concurrency: int, plan: Plan, redis_pid: int
+) -> list[EndpointResult]:
+    """Interleaved rounds (each endpoint once per round, order rotating), after a short warm-up each."""
+    for endpoint in endpoints:
+        closed_loop(endpoint.base_url, endpoint.method, endpoint.path, endpoint.body,
+                    concurrency=concurrency, seconds=0.5, max_requests=2_000)  # fmt: skip
+    runs: dict[str, list[LoadResult]] = {e.label: [] for e in endpoints}
+    cpu: dict[str, float] = {e.label: 0.0 for e in endpoints}
+    redis_cpu: dict[str, float] = {e.label: 0.0 for e in endpoints}
+    for index in range(plan.rounds):
+        order = endpoints[index % len(endpoints) :] + endpoints[: index % len(endpoints)]
+        for endpoint in order:
+            server_before = process_cpu_seconds(endpoint.server_pid)
+            redis_before = process_cpu_seconds(redis_pid)
+            result = closed_loop(
+                endpoint.base_url, endpoint.method, endpoint.path, endpoint.body,
+                concurrency=concurrency, seconds=plan.round_seconds, max_requests=plan.max_requests,
+            )  # fmt: skip
+            cpu[endpoint.label] += process_cpu_seconds(endpoint.server_pid) - server_before
+            redis_cpu[endpoint.label] += process_cpu_seconds(redis_pid) - redis_before
+            runs[endpoint.label].append(result)
+            log(
+                f"  c={concurrency:<3} {endpoint.label:<22} {result.rate:8.0f} req/s  "
+                f"p50 {result.percentile_ms(50):6.2f} ms  p99 {result.percentile_ms(99):6.2f} ms  "
+                f"errors {result.errors}"
+            )
+    out = []
+    for endpoint in endpoints:
+        merged = pooled(runs[endpoint.label])
+        n = max(merged.requests, 1)
+        out.append(
+            EndpointResult(
+                endpoint.label,
+                concurrency,
+                [r.rate for r in runs[endpoint.label]],
+                merged,
+                cpu[endpoint.label] / n * 1e3,
+                redis_cpu[endpoint.label] / n * 1e6,
+            )
+        )
+    return out
+
+
+def bench_predictions(
+    stack: Stack, client: httpx.Client, plan: Plan, log_dir: Path
+) -> tuple[list[EndpointResult], dict[str, Any]]:
+    X, y = blobs(2_000, 64, 10, seed=1)
+    model_id = train_model(client, X, y, {"hidden_layers": [64], "epochs": 5, "seed": 0})
+    row = {"instances": [X[0].round(4).tolist()]}
+    noop, noop_url = start_noop_server(stack, log_dir)
+    try:
+        api_pid = stack.child_pid("api")
+        endpoints = [
+            Endpoint("GET /bench/noop", noop_url, "GET", "/bench/noop", None, noop.pid),
+            Endpoint("GET /bench/noop-sync", noop_url, "GET", "/bench/noop-sync", None, noop.pid),
+            Endpoint(
+                "POST predict (1 row)", stack.url, "POST", f"/v1/models/{model_id}/predict", row, api_pid
+            ),
+        ]
+        results: list[EndpointResult] = []
+        for concurrency in (1, 32):
+            results += measure_endpoints(endpoints, concurrency, plan, stack.child_pid("redis"))
+    finally:
+        noop.terminate()
+        noop.wait(30)
+    info = {"model": "64-64-10 relu (trained on 2,000 synthetic rows)", "model_id": model_id}
+    return results, info
+
+
+# --- (b) enqueue -> start ---------------------------------------------------------------------------------
+def bench_enqueue(client: httpx.Client, plan: Plan) -> dict[str, Any]:
+    X, y = blobs(200, 8, 2, seed=2)
+    dataset_id = upload_dataset(client, X, y, "bench-tiny")
+    spec = {"dataset_id": dataset_id, "hidden_layers": [8], "epochs": 1, "seed": 0}
+    waits: list[float] = []
+    posts: list[float] = []
+    for _ in range(plan.enqueue_jobs + 2):
+        time.sleep(0.3)  # the worker is back at its dequeue, idle
+        began = time.perf_counter()
+        job = submit_job(client, spec)
+        posts.append(time.perf_counter() - began)
+        done, _ = wait_for_job(client, job["id"], timeout=60, interval=0.02)
+        if done["status"] != "succeeded":
+            raise RuntimeError(f"tiny job did not succeed: {done}")
+        waits.append(parse_time(done["started_at"]) - parse_time(done["created_at"]))
+    waits, posts = waits[2:], posts[2:]  # the first jobs warm up the worker
+    ms = np.asarray(waits) * 1e3
+    return {
+        "n": len(waits),
+        "p50": float(np.percentile(ms, 50)),
+        "p90": float(np.percentile(ms, 90)),
+        "max": float(ms.max()),
+        "post_p50": float(np.percentile(np.asarray(posts) * 1e3, 50)),
+    }
+
+
+# --- (c) training through the service vs the engine alone ---------------------------------------------------
+def bench_training(client: httpx.Client, plan: Plan) -> dict[str, Any]:
+    X, y = blobs(plan.train_samples, 64, 10, seed=3)
+    dataset_id = upload_dataset(client, X, y, "bench-train")
+    spec: dict[str, Any] = {
+        "hidden_layers": [256],
+        "epochs": plan.train_epochs,
+        "batch_size": 64,
+        "optimizer": "adam",
+        "seed": 0,
+    }
+    config = engine.TrainConfig.from_dict(spec)
+    engine_seconds: list[float] = []
+    in_service: list[float] = []  # created_at -> finished_at (queue + worker)
+    in_worker: list[float] = []  # started_at -> finished_at
+    client_wall: list[float] = []  # POST -> poll sees succeeded
+    for pair in range(plan.train_pairs):
+        began = time.perf_counter()
+        result = engine.train(X, y, config)
+        engine_seconds.append(time.perf_counter() - began)
+        began_mono = time.monotonic()
+        job = submit_job(client, {"dataset_id": dataset_id, **spec})
+        done, seen = wait_for_job(client, job["id"], timeout=600, interval=0.02)
+        if done["status"] != "succeeded":
+            raise RuntimeError(f"training job did not succeed: {done}")
+        client_wall.append(seen - began_mono)
+        finished = parse_time(done["finished_at"])
+        in_service.append(finished - parse_time(done["created_at"]))
+        in_worker.append(finished - parse_time(done["started_at"]))
+        log(
+            f"  pair {pair + 1}: engine {engine_seconds[-1]:.2f} s; service created->finished "
+            f"{in_service[-1]:.2f} s, started->finished {in_worker[-1]:.2f} s, "
+            f"client {client_wall[-1]:.2f} s "
+            f"(accuracy {result.model.score(X, y):.3f})"
+        )
+    median = statistics.median
+    return {
+        "samples": plan.train_samples,
+        "spec": spec,
+        "engine": median(engine_seconds),
+        "service": median(in_service),
+        "worker": median(in_worker),
+        "client": median(client_wall),
+        "runs": plan.train_pairs,
+        "overhead": median(in_service) / median(engine_seconds) - 1.0,
+        "client_overhead": median(client_wall) / median(engine_seconds) - 1.0,
+    }
+
+
+# --- report ------------------------------------------------------------------------------------------
+def evaluate(
+    predictions: list[EndpointResult], enqueue: dict[str, Any], training: dict[str, Any]
+) -> list[Target]:
+    targets = []
+    for concurrency in (1, 32):
+        by_label = {r.label: r for r in predictions if r.concurrency == concurrency}
+        noop = statistics.median(by_label["GET /bench/noop"].rates)
+        predict = statistics.median(by_label["POST predict (1 row)"].rates)
+        ratio = predict / noop if noop else 0.0
+        targets.append(
+            Target(
+                f"prediction throughput vs no-op, concurrency {concurrency}",
+                f"{ratio:.0%} ({predict:.0f} vs {noop:.0f} req/s)",
+                f">= {PREDICT_RATIO:.0%}",
+                ratio >= PREDICT_RATIO,
+            )
+        )
+    targets.append(
+        Target(
+            "enqueue -> start p50 (idle worker)",
+            f"{enqueue['p50']:.1f} ms (p90 {enqueue['p90']:.1f} ms, n={enqueue['n']})",
+            f"<= {ENQUEUE_P50_MS:.0f} ms",
+            enqueue["p50"] <= ENQUEUE_P50_MS,
+        )
+    )
+    targets.append(
+        Target(
+            "service overhead on training",
+            f"{training['overhead']:+.1%} ({training['service']:.2f} s vs {training['engine']:.2f} s)",
+            f"<= {TRAIN_OVERHEAD:.0%}",
+            training["overhead"] <= TRAIN_OVERHEAD,
+        )
+    )
+    return targets
+
+
+def render(
+    predictions: list[EndpointResult],
+    prediction_info: dict[str, Any],
+    enqueue: dict[str, Any],
+    training: dict[str, Any],
+    targets: list[Target],
+    started: dt.datetime,
+    load_before: str,
+    plan: Plan,
+) -> str:
+    lines = ["## Service: predictions, enqueue -> start, training overhead (`bench/service.py`)", ""]
+    lines += run_description(started, load_before)
+    lines += [
+        "- Stack: `backprop serve --host 127.0.0.1 --workers 1` on a temporary data directory (embedded "
+        "Redis, one RQ worker, the API as one uvicorn process), default settings; the load generator "
+        "(httpx.AsyncClient, one connection per client, loopback) runs on the same 2 CPUs.",
+        "",
+        "### Targets",
+        "",
+        *target_table(targets),
+        "",
+        "### (a) 1-row predictions vs no-op routes of the same app",
+        "",
+        f"Model: {prediction_info['model']}. The no-op routes are added to `service.main.create_app()` by "
+        "`bench/noop_app.py` (same middleware, error handlers and settings) and served by a second uvicorn "
+        "process started like `backprop api`: `/bench/noop` is an `async def` route, `/bench/noop-sync` a "
+        "plain `def` route, which Starlette runs in its thread pool as it runs the predict route. "
+        f"{plan.rounds} interleaved round(s) of {plan.round_seconds:g} s per row (at most "
+        f"{plan.max_requests} requests); requests/s is the median of the rounds, percentiles pool all "
+        "requests. CPU per request is the serving process' (and redis-server's) user+system CPU time "
+        "divided by the requests: unlike requests/s it does not depend on what else runs on the machine.",
+        "",
+        "| concurrency | endpoint | requests/s | p50 ms | p99 ms | errors | server CPU ms/req "
+        "| Redis CPU us/req |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in predictions:
+        lines.append(
+            f"| {r.concurrency} | {r.label} | {statistics.median(r.rates):.0f} | "
+            f"{r.latencies.percentile_ms(50):.2f} | {r.latencies.percentile_ms(99):.2f} | "
+            f"{r.latencies.errors} | {r.server_cpu_ms:.2f} | {r.redis_cpu_us:.0f} |"
+        )
+    by_label = {r.label: r for r in predictions if r.concurrency == 32}
+    noop_cpu = by_label["GET /bench/noop"].server_cpu_ms
+    predict_cpu = by_label["POST predict (1 row)"].server_cpu_ms
+    lines += [
+        "",
+        f"At concurrency 32 the API spends {predict_cpu:.2f} ms of CPU per prediction against "
+        f"{noop_cpu:.2f} ms per no-op request: measured in server CPU time, prediction throughput is "
+        f"{noop_cpu / predict_cpu:.0%} of the no-op ceiling. Requests/s on this machine can look better "
+        "than that because the load generator needs a CPU of its own and caps the no-op rate.",
+    ]
+    lines += [
+        "",
+        "### (b) enqueue -> start on an idle worker",
+        "",
+        f"{enqueue['n']} one-epoch jobs on a 200 x 8 dataset, one at a time (each submitted 0.3 s after the "
+        "previous one ended, so the worker waits at its dequeue); latency = the job record's `started_at` "
+        "(set by the work-horse when the attempt begins) minus `created_at` (set by the API before it "
+        "enqueues), both with millisecond resolution.",
+        "",
+        f"- p50 **{enqueue['p50']:.1f} ms**, p90 {enqueue['p90']:.1f} ms, max {enqueue['max']:.1f} ms; "
+        f"`POST /v1/jobs` round trip p50 {enqueue['post_p50']:.1f} ms.",
+        "",
+        "### (c) the same training job through the service and through the engine alone",
+        "",
+        f"{training['samples']:,} x 64 synthetic rows, 10 classes; `{training['spec']}`. Alternating "
+        f"`engine.train` in the benchmark process and the job through the API, {training['runs']} of each; "
+        "medians.",
+        "",
+        "| path | seconds |",
+        "|---|---:|",
+        f"| `engine.train` in-process | {training['engine']:.2f} |",
+        f"| service, job `created_at` -> `finished_at` | {training['service']:.2f} "
+        f"({training['overhead']:+.1%}) |",
+        f"| service, job `started_at` -> `finished_at` (worker) | {training['worker']:.2f} |",
+        f"| client, POST -> poll (20 ms) sees `succeeded` | {training['client']:.2f} "
+        f"({training['client_overhead']:+.1%}) |",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Service benchmark -> service section of docs/benchmarks.md")
+    parser.add_argument("--quick", action="store_true", help="short smoke run; prints only")
+    parser.add_argument("--no-write", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--output", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    plan = QUICK if args.quick else FULL
+    started = dt.datetime.now(dt.UTC)
+    load_before = load_average()
+    with tempfile.TemporaryDirectory(prefix="backprop-bench-service-") as tmp:
+        log_dir = Path(tmp)
+        with (
+            Stack(log_dir / "var", workers=1) as stack,
+            httpx.Client(base_url=stack.url, timeout=60) as client,
+        ):
+            log(f"stack up at {stack.url} (log {stack.log_path})")
+            log("(a) predictions vs no-op")
+            predictions, prediction_info = bench_predictions(stack, client, plan, log_dir)
+            log("(b) enqueue -> start")
+            enqueue = bench_enqueue(client, plan)
+            log(f"  p50 {enqueue['p50']:.1f} ms, p90 {enqueue['p90']:.1f} ms, max {enqueue['max']:.1f} ms")
+            log("(c) training: service vs engine")
+            training = bench_training(client, plan)
+    targets = evaluate(predictions, enqueue, training)
+    for target in targets:
+        log(target.line())
+    text = render(predictions, prediction_info, enqueue, training, targets, started, load_before, plan)
+    if args.quick or args.no_write:
+        log("\n" + text)
+    else:
+        replace_section(args.output, SECTION, text)
+        log(f"wrote the {SECTION} section of {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
