@@ -99,10 +99,9 @@ class Topology:
     def argv(self, name: str) -> list[str]:
         """The service's command: the image's `redis-server` or the project's console script."""
         argv = command_argv(self.services[name]["command"])
-        if argv[0] == "redis-server":
-            executable = find_redis_server()
-        else:
-            executable = str(Path(sys.executable).with_name(argv[0]))  # console scripts sit beside python
+        # console scripts sit beside python; redis-server is the image's, here the bundled binary
+        console_script = str(Path(sys.executable).with_name(argv[0]))
+        executable = find_redis_server() if argv[0] == "redis-server" else console_script
         assert Path(executable).exists(), argv[0]
         translated = [executable]
         for previous, word in itertools.pairwise(argv):
