@@ -88,9 +88,11 @@ def check_labels(y: object, n_samples: int, name: str = "y") -> Array:
         return arr.astype(np.int64)
     if arr.dtype.kind == "U":
         return arr
+    if arr.dtype.kind == "T":  # NumPy 2's variable-width StringDType
+        return np.array(arr.tolist(), dtype=str)
     if arr.dtype == object:
         if all(isinstance(v, str) for v in arr):
-            return arr.astype(str)
+            return np.array(arr.tolist(), dtype=str)
         if all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in arr):
             return arr.astype(np.int64)
     raise TypeError(f"{name} must hold class labels that are all ints or all strings, got dtype {arr.dtype}")

@@ -98,9 +98,7 @@ class Model:
         step = row_chunks(arr.shape[0], max(self.layer_sizes)).step
         with np.errstate(all="ignore"):  # overflow is detected below and reported as bad input
             for start in range(0, arr.shape[0], step):
-                A = forward(
-                    self.params, self._standardised(arr[start : start + step]), self.activation, self.output
-                )
+                A = forward(self.params, self._standardised(arr[start : start + step]), self.activation, self.output)
                 if self.output == "sigmoid":
                     p = A[:, 0].astype(np.float64)
                     out[start : start + step, 0] = 1.0 - p

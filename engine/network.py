@@ -71,9 +71,7 @@ def check_params(params: object) -> Params:
         if not isinstance(W, np.ndarray) or not isinstance(b, np.ndarray):
             raise TypeError(f"params[{i}] must hold NumPy arrays")
         if W.ndim != 2 or b.shape != (W.shape[1],):
-            raise ValueError(
-                f"params[{i}]: W must be (n_in, n_out) and b (n_out,), got {W.shape} and {b.shape}"
-            )
+            raise ValueError(f"params[{i}]: W must be (n_in, n_out) and b (n_out,), got {W.shape} and {b.shape}")
         if i > 0 and W.shape[0] != checked[-1][0].shape[1]:
             n_prev = checked[-1][0].shape[1]
             raise ValueError(f"params[{i}]: W has {W.shape[0]} inputs, params[{i - 1}] has {n_prev} outputs")

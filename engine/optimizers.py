@@ -60,18 +60,14 @@ class Optimizer:
         return {slot: np.zeros_like(theta) for slot in self.slots}
 
 
-def _sgd(
-    theta: Array, grad: Array, state: State, t: int, lr: float, hp: Hyperparameters, scratch: Array
-) -> None:
+def _sgd(theta: Array, grad: Array, state: State, t: int, lr: float, hp: Hyperparameters, scratch: Array) -> None:
     # theta <- theta - lr g
     if lr != 1.0:
         grad *= lr
     theta -= grad
 
 
-def _momentum(
-    theta: Array, grad: Array, state: State, t: int, lr: float, hp: Hyperparameters, scratch: Array
-) -> None:
+def _momentum(theta: Array, grad: Array, state: State, t: int, lr: float, hp: Hyperparameters, scratch: Array) -> None:
     # v <- mu v - lr g;  theta <- theta + v
     v = state["velocity"]
     v *= hp.momentum
@@ -81,9 +77,7 @@ def _momentum(
     theta += v
 
 
-def _nesterov(
-    theta: Array, grad: Array, state: State, t: int, lr: float, hp: Hyperparameters, scratch: Array
-) -> None:
+def _nesterov(theta: Array, grad: Array, state: State, t: int, lr: float, hp: Hyperparameters, scratch: Array) -> None:
     # v <- mu v - lr g;  theta <- theta + mu v - lr g  (Sutskever et al.'s form, as in scikit-learn)
     v = state["velocity"]
     v *= hp.momentum
@@ -95,9 +89,7 @@ def _nesterov(
     theta += scratch
 
 
-def _adam(
-    theta: Array, grad: Array, state: State, t: int, lr: float, hp: Hyperparameters, scratch: Array
-) -> None:
+def _adam(theta: Array, grad: Array, state: State, t: int, lr: float, hp: Hyperparameters, scratch: Array) -> None:
     # m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
     # theta <- theta - lr m_hat / (sqrt(v_hat) + eps), m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t)
     # Computed as lr sqrt(c2) / c1 * m / (sqrt(v) + eps sqrt(c2)) with c = 1 - b^t: the same number, but
@@ -150,6 +142,4 @@ def apply(
     hp: Hyperparameters | None = None,
 ) -> None:
     """Convenience wrapper: one update with a fresh scratch buffer (``grad`` is not modified)."""
-    optimizer.update(
-        theta, grad.copy(), state, t, float(learning_rate), hp or Hyperparameters(), np.empty_like(theta)
-    )
+    optimizer.update(theta, grad.copy(), state, t, float(learning_rate), hp or Hyperparameters(), np.empty_like(theta))

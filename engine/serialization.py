@@ -77,9 +77,7 @@ def unpack(data: object, what: str = "model") -> tuple[dict[str, Array], dict[st
     if meta_raw is None:
         raise ModelFormatError(f"{what} data has no {_META_KEY!r} entry")
     if meta_raw.dtype != np.uint8 or meta_raw.ndim != 1:
-        raise ModelFormatError(
-            f"{what} metadata must be a 1-D uint8 array, got {meta_raw.dtype} {meta_raw.shape}"
-        )
+        raise ModelFormatError(f"{what} metadata must be a 1-D uint8 array, got {meta_raw.dtype} {meta_raw.shape}")
     try:
         meta = json.loads(meta_raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -151,8 +149,7 @@ def loads(data: bytes) -> Model:
         raise ModelFormatError(f"model has unknown output {output!r}")
     classes = _require(meta, "classes", list)
     if len(classes) < 2 or not (
-        all(isinstance(c, str) for c in classes)
-        or all(isinstance(c, int) and not isinstance(c, bool) for c in classes)
+        all(isinstance(c, str) for c in classes) or all(isinstance(c, int) and not isinstance(c, bool) for c in classes)
     ):
         raise ModelFormatError("model classes must be >= 2 labels, all ints or all strings")
     if len(set(classes)) != len(classes):
@@ -161,9 +158,7 @@ def loads(data: bytes) -> Model:
     if output == "sigmoid" and len(classes) != 2:
         raise ModelFormatError(f"a sigmoid model needs exactly 2 classes, got {len(classes)}")
     if sizes[-1] != expected_out:
-        raise ModelFormatError(
-            f"model output width {sizes[-1]} does not fit {len(classes)} classes with {output}"
-        )
+        raise ModelFormatError(f"model output width {sizes[-1]} does not fit {len(classes)} classes with {output}")
     dtype_name = _require(meta, "dtype", str)
     if dtype_name not in ("float32", "float64"):
         raise ModelFormatError(f"model dtype must be float32 or float64, got {dtype_name!r}")
@@ -172,22 +167,16 @@ def loads(data: bytes) -> Model:
     metrics = _require(meta, "metrics", dict)
 
     n_layers = len(sizes) - 1
-    expected_keys = (
-        {"mean", "scale"} | {f"W{i}" for i in range(n_layers)} | {f"b{i}" for i in range(n_layers)}
-    )
+    expected_keys = {"mean", "scale"} | {f"W{i}" for i in range(n_layers)} | {f"b{i}" for i in range(n_layers)}
     if set(arrays) != expected_keys:
         missing = sorted(expected_keys - set(arrays))
         extra = sorted(set(arrays) - expected_keys)
-        raise ModelFormatError(
-            f"model arrays do not match its layer_sizes: missing {missing}, unexpected {extra}"
-        )
+        raise ModelFormatError(f"model arrays do not match its layer_sizes: missing {missing}, unexpected {extra}")
     params = []
     for i in range(n_layers):
         W, b = arrays[f"W{i}"], arrays[f"b{i}"]
         if W.shape != (sizes[i], sizes[i + 1]) or b.shape != (sizes[i + 1],):
-            raise ModelFormatError(
-                f"layer {i}: W{i} {W.shape} / b{i} {b.shape} do not chain with layer_sizes {sizes}"
-            )
+            raise ModelFormatError(f"layer {i}: W{i} {W.shape} / b{i} {b.shape} do not chain with layer_sizes {sizes}")
         if W.dtype.name != dtype_name or b.dtype.name != dtype_name:
             raise ModelFormatError(f"layer {i}: expected {dtype_name}, got {W.dtype} and {b.dtype}")
         if not (np.isfinite(W).all() and np.isfinite(b).all()):
@@ -196,9 +185,7 @@ def loads(data: bytes) -> Model:
     mean, scale = arrays["mean"], arrays["scale"]
     for key, arr in (("mean", mean), ("scale", scale)):
         if arr.shape != (sizes[0],) or arr.dtype != np.float64:
-            raise ModelFormatError(
-                f"model {key} must be float64 of shape ({sizes[0]},), got {arr.dtype} {arr.shape}"
-            )
+            raise ModelFormatError(f"model {key} must be float64 of shape ({sizes[0]},), got {arr.dtype} {arr.shape}")
         if not np.isfinite(arr).all():
             raise ModelFormatError(f"model {key} contains NaN or infinity")
     if not (scale > 0).all():

@@ -530,9 +530,7 @@ class Training:
         for slot in run._opt_state:
             value = arrays.get(f"opt_{slot}")
             if value is None or value.shape != ws.theta.shape or value.dtype != ws.theta.dtype:
-                raise ModelFormatError(
-                    f"training state optimizer slot {slot!r} is missing or has the wrong shape"
-                )
+                raise ModelFormatError(f"training state optimizer slot {slot!r} is missing or has the wrong shape")
             run._opt_state[slot][...] = value
         best = arrays.get("best_theta")
         if best is not None:

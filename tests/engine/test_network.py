@@ -14,9 +14,7 @@ from engine.network import Params
 from engine.workspace import Workspace
 
 
-def _random_net(
-    rng: np.random.Generator, sizes: list[int], activation: str, dtype: Any = np.float64
-) -> Params:
+def _random_net(rng: np.random.Generator, sizes: list[int], activation: str, dtype: Any = np.float64) -> Params:
     params = init_params(sizes, activation, rng, dtype)
     # Non-zero biases so that every term of the gradient is exercised.
     return [(W, (0.1 * rng.standard_normal(b.shape)).astype(dtype)) for W, b in params]

@@ -92,9 +92,7 @@ def test_clip_by_global_norm() -> None:
 def test_learning_rate_schedules() -> None:
     base = {"learning_rate": 0.1, "lr_gamma": 0.5, "lr_step_size": 2, "epochs": 4}
     step = TrainConfig.from_dict({**base, "lr_schedule": "step"})
-    assert [learning_rate_at(step, e) for e in (1, 2, 3, 4, 5)] == pytest.approx(
-        [0.1, 0.1, 0.05, 0.05, 0.025]
-    )
+    assert [learning_rate_at(step, e) for e in (1, 2, 3, 4, 5)] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
     expo = TrainConfig.from_dict({**base, "lr_schedule": "exponential"})
     assert [learning_rate_at(expo, e) for e in (1, 2, 3)] == pytest.approx([0.1, 0.05, 0.025])
     cosine = TrainConfig.from_dict({**base, "lr_schedule": "cosine"})

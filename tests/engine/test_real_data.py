@@ -12,9 +12,7 @@ from engine import TrainConfig, train
 
 
 def _split_accuracy(X: np.ndarray, y: np.ndarray, split_seed: int, **config: Any) -> float:
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=0.25, stratify=y, random_state=split_seed
-    )
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, stratify=y, random_state=split_seed)
     result = train(X_train, y_train, TrainConfig(validation_fraction=0.0, **config))
     return result.model.score(X_test, y_test)
 
@@ -36,7 +34,5 @@ def test_train_breast_cancer_reaches_96_percent() -> None:
 def test_train_wine_reaches_95_percent() -> None:
     """Mean over five stratified 75/25 splits (45 test samples each: steps of 2.2%)."""
     X, y = load_wine(return_X_y=True)
-    scores = [
-        _split_accuracy(X, y, split, hidden_layers=(64,), activation="tanh", epochs=40) for split in range(5)
-    ]
+    scores = [_split_accuracy(X, y, split, hidden_layers=(64,), activation="tanh", epochs=40) for split in range(5)]
     assert float(np.mean(scores)) >= 0.95, scores

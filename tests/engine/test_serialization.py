@@ -41,9 +41,7 @@ def test_dumps_loads_round_trip_gives_identical_predictions(model: Model, blob: 
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     assert loaded.classes == model.classes == ["a", "b", "c"]
     assert loaded.layer_sizes == [4, 6, 5, 3]
-    assert (
-        loaded.config == model.config and loaded.history == model.history and loaded.metrics == model.metrics
-    )
+    assert loaded.config == model.config and loaded.history == model.history and loaded.metrics == model.metrics
     assert loaded.dtype == np.float32
     with zipfile.ZipFile(io.BytesIO(blob)) as archive:
         names = set(archive.namelist())
@@ -179,9 +177,7 @@ def test_loads_rejects_bad_metadata_encoding(blob: bytes) -> None:
     with pytest.raises(ModelFormatError, match="not valid JSON"):
         loads(buffer.getvalue())
     buffer = io.BytesIO()
-    np.savez(
-        buffer, allow_pickle=False, meta=np.frombuffer(json.dumps([1, 2]).encode(), dtype=np.uint8), **arrays
-    )
+    np.savez(buffer, allow_pickle=False, meta=np.frombuffer(json.dumps([1, 2]).encode(), dtype=np.uint8), **arrays)
     with pytest.raises(ModelFormatError, match="JSON object"):
         loads(buffer.getvalue())
     buffer = io.BytesIO()

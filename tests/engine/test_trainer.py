@@ -213,9 +213,7 @@ def test_train_diverging_learning_rate_names_the_epoch() -> None:
 def test_train_string_labels_round_trip(output: str) -> None:
     X, y_int = _blobs(k=2)
     labels = np.array(["spam", "ham"])[y_int]
-    model = train(
-        X, labels, TrainConfig(hidden_layers=(8,), epochs=30, learning_rate=0.01, output=output)
-    ).model
+    model = train(X, labels, TrainConfig(hidden_layers=(8,), epochs=30, learning_rate=0.01, output=output)).model
     assert model.classes == ["ham", "spam"]
     assert model.output == ("sigmoid" if output == "auto" else "softmax")
     assert model.layer_sizes == [5, 8, 1 if output == "auto" else 2]
@@ -398,3 +396,15 @@ def test_train_clip_norm_bounds_every_step() -> None:
     bound = 4 * 0.1 * 1e-3  # four sgd steps of at most learning_rate * clip_norm each
     assert displacement(clip_norm=1e-3) <= bound * (1 + 1e-9)
     assert displacement() > 10 * bound
+
+
+def test_train_accepts_object_and_stringdtype_labels() -> None:
+    X, y_int = _blobs(n=40, k=2)
+    words = ["no", "yes"]
+    for labels in (
+        np.array([words[i] for i in y_int], dtype=object),
+        np.array([words[i] for i in y_int], dtype=np.dtypes.StringDType()),
+    ):
+        model = train(X, labels, TrainConfig(hidden_layers=(4,), epochs=1)).model
+        assert model.classes == ["no", "yes"]
+        assert 0.0 <= model.score(X, labels) <= 1.0
