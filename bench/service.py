@@ -36,6 +36,7 @@ from typing import Any  # noqa: E402
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 import engine  # noqa: E402
 from bench._blas_info import load_average  # noqa: E402
@@ -58,6 +59,7 @@ SECTION = "service"
 PREDICT_RATIO = 0.70
 ENQUEUE_P50_MS = 25.0
 TRAIN_OVERHEAD = 0.05
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class Plan:
 
 
 FULL = Plan(
-    rounds=3, round_seconds=5.0, max_requests=20_000, enqueue_jobs=40, train_samples=20_000, train_epochs=5,
+    rounds=3, round_seconds=5.0, max_requests=20_000, enqueue_jobs=40, train_samples=20_000, train_epochs=10,
     train_pairs=5,
 )  # fmt: skip
 QUICK = Plan(
@@ -234,11 +236,11 @@ def bench_enqueue(client: httpx.Client, plan: Plan) -> dict[str, Any]:
 
 
 # --- (c) training through the service vs the engine alone ---------------------------------------------------
-def bench_training(client: httpx.Client, plan: Plan) -> dict[str, Any]:
+def bench_training(client: httpx.Client, plan: Plan, blas_threads: int) -> dict[str, Any]:
     X, y = blobs(plan.train_samples, 64, 10, seed=3)
     dataset_id = upload_dataset(client, X, y, "bench-train")
     spec: dict[str, Any] = {
-        "hidden_layers": [256],
+        "hidden_layers": [512, 256],
         "epochs": plan.train_epochs,
         "batch_size": 64,
         "optimizer": "adam",
@@ -255,7 +257,8 @@ def bench_training(client: httpx.Client, plan: Plan) -> dict[str, Any]:
 
     def through_engine() -> None:
         began = time.perf_counter()
-        result = engine.train(X, y, config)
+        with threadpool_limits(limits=blas_threads, user_api="blas"):  # as the stack's OPENBLAS_NUM_THREADS
+            result = engine.train(X, y, config)
         engine_seconds.append(time.perf_counter() - began)
         engine_epochs.append(sum(entry.seconds for entry in result.history))
 
@@ -284,6 +287,7 @@ def bench_training(client: httpx.Client, plan: Plan) -> dict[str, Any]:
     median = statistics.median
     return {
         "samples": plan.train_samples,
+        "blas_threads": blas_threads,
         "spec": spec,
         "engine": median(engine_seconds),
         "engine_epochs": median(engine_epochs),
@@ -350,7 +354,8 @@ def render(
     lines += run_description(started, load_before)
     lines += [
         "- Stack: `backprop serve --host 127.0.0.1 --workers 1` on a temporary data directory (embedded "
-        "Redis, one RQ worker, the API as one uvicorn process), default settings; the load generator "
+        "Redis, one RQ worker, the API as one uvicorn process), default settings, BLAS threads "
+        f"{training['blas_threads']} (see (c)); the load generator "
         "(httpx.AsyncClient, one connection per client, loopback) runs on the same 2 CPUs.",
         "",
         "### Targets",
@@ -379,13 +384,19 @@ def render(
         )
     by_label = {r.label: r for r in predictions if r.concurrency == 32}
     noop_cpu = by_label["GET /bench/noop"].server_cpu_ms
+    sync_cpu = by_label["GET /bench/noop-sync"].server_cpu_ms
     predict_cpu = by_label["POST predict (1 row)"].server_cpu_ms
     lines += [
         "",
         f"At concurrency 32 the API spends {predict_cpu:.2f} ms of CPU per prediction against "
-        f"{noop_cpu:.2f} ms per no-op request: measured in server CPU time, prediction throughput is "
-        f"{noop_cpu / predict_cpu:.0%} of the no-op ceiling. Requests/s on this machine can look better "
-        "than that because the load generator needs a CPU of its own and caps the no-op rate.",
+        f"{noop_cpu:.2f} ms per async no-op request: counted in server CPU time, the prediction route "
+        f"reaches {noop_cpu / predict_cpu:.0%} of the no-op ceiling. Of the difference, "
+        f"{sync_cpu - noop_cpu:.2f} ms is the thread-pool hop of a plain `def` route (sync no-op minus async "
+        f"no-op) and {predict_cpu - sync_cpu:.2f} ms the route's own work: parsing and validating the body, "
+        "one Redis `EXISTS` (the model record and the loaded model come from the in-memory caches; Redis "
+        "CPU per prediction above is one small command), the NumPy forward pass, metrics and the response "
+        "model. Requests/s make the ratio look better than CPU time does because the load generator needs "
+        "about one CPU of its own on this 2-CPU machine and caps the no-op rate.",
     ]
     lines += [
         "",
@@ -402,7 +413,9 @@ def render(
         "### (c) the same training job through the service and through the engine alone",
         "",
         f"{training['samples']:,} x 64 synthetic rows, 10 classes; `{training['spec']}`. {training['runs']} "
-        "pairs of runs, `engine.train` in the benchmark process and the job through the API, alternating "
+        f"pairs of runs with {training['blas_threads']} BLAS thread(s) on both sides (`OPENBLAS_NUM_THREADS` "
+        "for the stack, threadpoolctl in the benchmark process), `engine.train` in the benchmark process "
+        "and the job through the API, alternating "
         "which goes first; the overhead is the median over pairs of (service / engine) - 1, since the two "
         "runs of a pair see about the same load from the rest of the machine. Other columns are medians.",
         "",
@@ -429,6 +442,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="short smoke run; prints only")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md")
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        default=1,
+        help="BLAS threads of the stack's processes and of the in-process engine run (default 1: on a shared "
+        "machine multi-threaded OpenBLAS slows down 10x and more whenever another process wants the CPUs)",
+    )
     return parser.parse_args(argv)
 
 
@@ -437,10 +457,11 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     started = dt.datetime.now(dt.UTC)
     load_before = load_average()
+    blas_env = {name: str(args.blas_threads) for name in BLAS_THREAD_VARIABLES}
     with tempfile.TemporaryDirectory(prefix="backprop-bench-service-") as tmp:
         log_dir = Path(tmp)
         with (
-            Stack(log_dir / "var", workers=1) as stack,
+            Stack(log_dir / "var", workers=1, env=blas_env) as stack,
             httpx.Client(base_url=stack.url, timeout=60) as client,
         ):
             log(f"stack up at {stack.url} (log {stack.log_path})")
@@ -450,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             enqueue = bench_enqueue(client, plan)
             log(f"  p50 {enqueue['p50']:.1f} ms, p90 {enqueue['p90']:.1f} ms, max {enqueue['max']:.1f} ms")
             log("(c) training: service vs engine")
-            training = bench_training(client, plan)
+            training = bench_training(client, plan, args.blas_threads)
     targets = evaluate(predictions, enqueue, training)
     for target in targets:
         log(target.line())

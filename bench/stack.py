@@ -164,12 +164,9 @@ class Stack:
 
     def api_environment(self) -> dict[str, str]:
         """The environment `backprop serve` gives its API child (for a second server on the same data)."""
-        return clean_environment(
-            **{key: value for key, value in self.env.items() if key.startswith("BACKPROP_")},
-            REDIS_URL=self.redis_url(),
-            BACKPROP_DATA_DIR=str(self.data_dir.resolve()),
-            PYTHONUNBUFFERED="1",
-        )
+        env = dict(self.env)
+        env.update(REDIS_URL=self.redis_url(), BACKPROP_DATA_DIR=str(self.data_dir.resolve()), PYTHONUNBUFFERED="1")
+        return env
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGINT to serve (Ctrl-C), which stops its children in order; wait."""

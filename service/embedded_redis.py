@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -73,12 +74,30 @@ class RedisServer:
             args += ["--appendonly", "no"]
         return args
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Start the server and wait until it answers PING."""
+    def start(
+        self,
+        timeout: float = 10.0,
+        *,
+        own_session: bool = False,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
+        """Start the server and wait until it answers PING.
+
+        `own_session` puts it in a session of its own, out of reach of a terminal's Ctrl-C (a supervisor
+        stops it last, itself).
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
-        log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - the child owns it
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        with (self.directory / "redis.log").open("ab") as log:
+            try:
+                self.process = subprocess.Popen(
+                    self.command(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=own_session,
+                    preexec_fn=preexec_fn,
+                )
+            except OSError as exc:
+                raise RuntimeError(f"cannot start redis-server: {exc}") from exc
         deadline = time.monotonic() + timeout
         client = redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
         try:
@@ -95,7 +114,7 @@ class RedisServer:
                     time.sleep(0.05)
         finally:
             client.close()
-        self.stop()
+        self.kill()
         raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout:.0f}s")
 
     def alive(self) -> bool:

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import redis
-
 from service.embedded_redis import RedisServer
 
 logger = logging.getLogger(__name__)
@@ -195,42 +193,9 @@ class RedisChild(Child):
         return process.pid if process is not None and process.poll() is None else None
 
     def start(self) -> None:
-        # RedisServer.start() would leave redis-server in our process group, where a terminal's Ctrl-C
-        # would stop it before the API and workers: start the same command in its own session instead.
-        server = self.server
-        server.directory.mkdir(parents=True, exist_ok=True)
+        # In its own session: a terminal's Ctrl-C would otherwise stop Redis before the API and workers.
         preexec = _die_with_parent(os.getpid()) if sys.platform == "linux" else None
-        with (server.directory / "redis.log").open("ab") as log:
-            try:
-                server.process = subprocess.Popen(
-                    server.command(),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=preexec,
-                )
-            except OSError as exc:
-                raise RuntimeError(f"cannot start redis-server: {exc}") from exc
-        client = redis.Redis.from_url(server.url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + self.start_timeout
-        try:
-            while time.monotonic() < deadline:
-                if server.process.poll() is not None:
-                    log_path = server.directory / "redis.log"
-                    raise RuntimeError(
-                        f"redis-server exited with {server.process.returncode}; see {log_path}"
-                    )
-                try:
-                    if client.ping():
-                        return
-                except redis.RedisError:
-                    time.sleep(0.05)
-        finally:
-            client.close()
-        self.kill()
-        raise RuntimeError(
-            f"redis-server did not answer on port {server.port} within {self.start_timeout:.0f}s"
-        )
+        self.server.start(self.start_timeout, own_session=True, preexec_fn=preexec)
 
     def running(self) -> bool:
         return self.server.alive()
