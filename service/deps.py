@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis import Redis
 from redis.backoff import ExponentialBackoff
@@ -67,6 +67,9 @@ async def current_principal(
 
 
 Caller = Annotated[Principal, Depends(current_principal)]
+
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="How many items to skip.")]
+Limit = Annotated[int, Query(ge=1, le=500, description="Most items to return.")]
 
 
 def dataset_or_404(dataset_id: str, state: State, caller: Caller) -> DatasetRecord:

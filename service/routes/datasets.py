@@ -6,13 +6,13 @@ import re
 from pathlib import PurePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from service.deps import Caller, State, dataset_or_404
+from service.deps import Caller, Limit, Offset, State, dataset_or_404
 from service.errors import ApiError, invalid, responses
 from service.parsing import NPZ_MAGIC, Dataset, DatasetError, Limits, from_lists, parse_csv, parse_npz
 from service.schemas import DatasetCreate, DatasetList, DatasetPublic
@@ -183,8 +183,8 @@ async def create_dataset(request: Request, state: State, caller: Caller) -> Data
 def list_datasets(
     state: State,
     caller: Caller,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Offset = 0,
+    limit: Limit = 50,
 ) -> DatasetList:
     """The caller's datasets (every dataset for admins), newest first."""
     records, total = state.store.list_datasets(owner=caller.scope, offset=offset, limit=limit)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Response
 
 from engine import TrainConfig
-from service.deps import Caller, State, job_or_404
+from service.deps import Caller, Limit, Offset, State, job_or_404
 from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
 from service.schemas import EpochPublic, JobCreate, JobList, JobPublic, JobStatus, ProgressPublic
 from worker import (
@@ -159,8 +159,8 @@ def list_jobs(
     state: State,
     caller: Caller,
     status: JobStatus | None = None,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Offset = 0,
+    limit: Limit = 50,
 ) -> JobList:
     """The caller's jobs (every job for admins), newest first; `status` filters."""
     records, total = state.store.list_jobs(owner=caller.scope, status=status, offset=offset, limit=limit)

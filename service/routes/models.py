@@ -7,10 +7,10 @@ import time
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Response
 
 import engine
-from service.deps import Caller, State, find_model, model_or_404
+from service.deps import Caller, Limit, Offset, State, find_model, model_or_404
 from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
 from service.schemas import EpochPublic, ModelList, ModelPublic, Name, PredictCreate, PredictionPublic
 from worker import ModelRecord, NotFoundError
@@ -55,8 +55,8 @@ def list_models(
     state: State,
     caller: Caller,
     name: Name | None = None,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Offset = 0,
+    limit: Limit = 50,
 ) -> ModelList:
     """The caller's models (every model for admins), newest first; with `name`, that name's versions."""
     records, total = state.store.list_models(owner=caller.scope, name=name, offset=offset, limit=limit)
