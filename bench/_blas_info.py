@@ -37,9 +37,7 @@ def cpu_model() -> str:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return platform.processor() or "unknown CPU"
-    fields = dict(
-        (key.strip(), value.strip()) for key, _, value in (line.partition(":") for line in out.splitlines())
-    )
+    fields = dict((key.strip(), value.strip()) for key, _, value in (line.partition(":") for line in out.splitlines()))
     model = fields.get("Model name", "unknown CPU")
     cores = fields.get("CPU(s)", "?")
     family = fields.get("CPU family", "?")

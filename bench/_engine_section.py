@@ -107,6 +107,19 @@ def memory_line(record: dict[str, Any]) -> str:
     )
 
 
+NOISY_SPREAD = 0.5
+"""(max - min) / median of a contender's epochs above which a case is flagged as noisy."""
+
+
+def noisy_cases(cases: list[CaseResult]) -> list[str]:
+    """Names of the cases where the engine's or a baseline's epoch times varied a lot."""
+    return [
+        case.name
+        for case in cases
+        if any(t.spread > NOISY_SPREAD for name, t in case.times.items() if name in (ENGINE, "pytorch", "GEMM floor"))
+    ]
+
+
 def _check(name: str, value: float | None, bound: float, at_least: bool, unit: str = "x") -> Target:
     if value is None:
         return Target(name, "engine not measured", "n/a")
@@ -193,8 +206,7 @@ def _case_table(case: CaseResult) -> list[str]:
         quality = "—" if math.isnan(loss) else f"{loss:.3f} / {accuracy:.3f}"
         label = f"**{name}**" if name == ENGINE else name
         rows.append(
-            f"| {label} | {t.median * 1e3:.2f} | {t.samples_per_second:,.0f} | {speedup} | {t.spread:.0%} | "
-            f"{quality} |"
+            f"| {label} | {t.median * 1e3:.2f} | {t.samples_per_second:,.0f} | {speedup} | {t.spread:.0%} | {quality} |"
         )
     return rows
 
@@ -233,6 +245,13 @@ def render(
         "|---|---:|---|",
     ]
     lines += [f"| {t.name} | {t.measured} | {t.verdict} |" for t in targets]
+    noisy = noisy_cases(cases)
+    if noisy:
+        lines += [
+            "",
+            f"**Noisy run**: the epoch times of {', '.join(noisy)} spread by more than {NOISY_SPREAD:.0%} "
+            "(other work on the machine); treat these ratios with care and re-run on a quiet machine.",
+        ]
     if not env.engine_available:
         lines += ["", "The engine's trainer (`engine.Training`) did not exist yet: baselines only."]
     lines += ["", "### Epoch times", ""]

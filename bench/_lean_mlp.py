@@ -53,9 +53,7 @@ class LeanMLP:
             W = self.theta[offset : offset + n_in * n_out].reshape(n_in, n_out)
             self.dW.append(self.grad[offset : offset + n_in * n_out].reshape(n_in, n_out))
             offset += n_in * n_out
-            W[...] = rng.standard_normal((n_in, n_out)) * math.sqrt(
-                2 / n_in if layer < len(sizes) - 2 else 1 / n_in
-            )
+            W[...] = rng.standard_normal((n_in, n_out)) * math.sqrt(2 / n_in if layer < len(sizes) - 2 else 1 / n_in)
             self.W.append(W)
         for n_out in sizes[1:]:
             b = self.theta[offset : offset + n_out]

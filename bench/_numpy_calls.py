@@ -50,9 +50,7 @@ def comparisons(m: int, hidden: int, k: int, n_params: int) -> list[tuple[str, s
     velocity = np.zeros(n_params, f32)
     rows: list[tuple[str, str, float, str, float]] = []
 
-    def row(
-        what: str, slow: str, slow_fn: Callable[[], object], fast: str, fast_fn: Callable[[], object]
-    ) -> None:
+    def row(what: str, slow: str, slow_fn: Callable[[], object], fast: str, fast_fn: Callable[[], object]) -> None:
         rows.append((what, slow, per_call_us(slow_fn), fast, per_call_us(fast_fn)))
 
     row(

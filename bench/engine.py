@@ -44,6 +44,13 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE as set (benchmarks the pinned kernel)",
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocess")
+    parser.add_argument(
+        "--wait-for-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for the 1-minute load average to drop below 0.5",
+    )
     parser.add_argument("--no-prototype", action="store_true", help="skip the lean NumPy prototype row")
     return parser.parse_args(argv)
 
@@ -89,6 +96,7 @@ def run(args: argparse.Namespace) -> None:
     from bench._sklearn_mlp import SklearnMLP, sklearn_version
     from bench._torch_mlp import TorchMLP, set_torch_threads, torch_blas, torch_version
 
+    _wait_for_quiet(args.wait_for_quiet)
     started = now_utc()
     load_before = _blas_info.load_average()
     blas = _blas_info.numpy_blas()
@@ -178,6 +186,9 @@ def run(args: argparse.Namespace) -> None:
     if limits is not None:
         limits.restore_original_limits()
     targets = _engine_section.evaluate_targets(cases, memory)
+    noisy = _engine_section.noisy_cases(cases)
+    if noisy:
+        _log(f"NOISY: epoch times of {', '.join(noisy)} spread by more than 50%: other load on the machine?")
     _log("targets:")
     for target in targets:
         _log(f"  {target.verdict:4s} {target.name}: {target.measured}")
@@ -192,6 +203,15 @@ def run(args: argparse.Namespace) -> None:
 
         replace_section(args.output, SECTION, body)
         _log(f"wrote the {SECTION} section of {args.output}")
+
+
+def _wait_for_quiet(seconds: float, threshold: float = 0.5) -> None:
+    """Other processes on a 2-core machine distort BLAS timings badly: optionally wait them out."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while os.getloadavg()[0] >= threshold and time.monotonic() < deadline:
+        time.sleep(5)
 
 
 def command_line(args: argparse.Namespace) -> str:

@@ -361,7 +361,13 @@ def render(
         f"{plan.run_before_kill:g} s (so a checkpoint is due, default `checkpoint_seconds` 10), then the "
         "work-horse running it is SIGKILLed, or the whole worker child of `backprop serve` with its "
         "work-horse (as when a container dies; serve restarts the worker). The job is polled every 20 ms; "
-        "times are from the kill.",
+        "times are from the kill. *Running again* is the first poll that shows the job `running` with one "
+        "more attempt; *first epoch after* is the first epoch the new attempt reported, i.e. its "
+        "checkpoint's epoch + 1 (1 would mean it started over). After a work-horse kill RQ's "
+        "work-horse-killed handler re-queues the job at once; after a whole-worker kill nothing notices "
+        "until the API's reaper (every `reaper_interval`, 15 s) sees the worker's heartbeat gone (`stalled`) "
+        "and, once the job's heartbeat TTL in RQ's started-job registry (about a minute) has run out, the "
+        "registry cleanup it runs re-queues the job.",
         "",
         "| killed | status changes seen (s after the kill) | running again | epoch at kill | first epoch after |",
         "|---|---|---:|---:|---:|",

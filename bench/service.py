@@ -5,7 +5,7 @@
 (b) enqueue -> start latency of tiny jobs on an idle worker (the job record's created_at -> started_at);
 (c) the same training job through the service and through `engine.train` in this process.
 
-    python bench/service.py          # full run (~3 min): rewrites the "service" section of docs/benchmarks.md
+    python bench/service.py          # full run (~5 min): rewrites the "service" section of docs/benchmarks.md
     python bench/service.py --quick    # smoke run, prints only
 
 Targets: prediction throughput >= 70% of the no-op ceiling; enqueue -> start p50 <= 25 ms; service
@@ -74,7 +74,7 @@ class Plan:
 
 
 FULL = Plan(
-    rounds=3, round_seconds=5.0, max_requests=20_000, enqueue_jobs=40, train_samples=20_000, train_epochs=10,
+    rounds=5, round_seconds=4.0, max_requests=20_000, enqueue_jobs=40, train_samples=20_000, train_epochs=20,
     train_pairs=5,
 )  # fmt: skip
 QUICK = Plan(
@@ -265,7 +265,9 @@ def bench_training(client: httpx.Client, plan: Plan, blas_threads: int) -> dict[
     def through_service() -> None:
         began = time.monotonic()
         job = submit_job(client, {"dataset_id": dataset_id, **spec})
-        done, seen = wait_for_job(client, job["id"], timeout=600, interval=0.02)
+        # Poll gently: each poll costs the API and this process CPU that the training would miss on a
+        # 2-CPU machine; the timings below come from the job record, not from the polls.
+        done, seen = wait_for_job(client, job["id"], timeout=600, interval=0.25)
         if done["status"] != "succeeded":
             raise RuntimeError(f"training job did not succeed: {done}")
         client_wall.append(seen - began)
@@ -429,7 +431,7 @@ def render(
         f"| ... of which epochs (sum of the job history's `seconds`) | {training['worker_epochs']:.2f} |",
         f"| ... worker time outside epochs (load data, progress, checkpoints, save model) "
         f"| {training['worker_fixed']:.2f} |",
-        f"| client, POST -> poll (20 ms) sees `succeeded` | {training['client']:.2f} |",
+        f"| client, POST -> poll (every 0.25 s) sees `succeeded` | {training['client']:.2f} |",
         "",
         f"Per-pair ratios service / engine: {', '.join(f'{r:.3f}' for r in training['ratios'])}; "
         f"overhead {training['overhead']:+.1%} (client-observed: {training['client_overhead']:+.1%}).",

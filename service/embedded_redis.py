@@ -107,11 +107,15 @@ class RedisServer:
                         f"redis-server exited with {self.process.returncode}; see {self.directory / 'redis.log'}"
                     )
                 try:
-                    if client.ping():
-                        logger.info("redis-server listening on 127.0.0.1:%d", self.port)
-                        return
+                    answered = client.ping()
                 except redis.RedisError:
                     time.sleep(0.05)
+                    continue
+                # Another redis-server may hold the port (ours then exits): only our own PID counts.
+                if answered and client.info("server").get("process_id") == self.process.pid:
+                    logger.info("redis-server listening on 127.0.0.1:%d", self.port)
+                    return
+                time.sleep(0.05)
         finally:
             client.close()
         self.kill()

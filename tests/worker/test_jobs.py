@@ -165,21 +165,29 @@ def test_cancel_running_job_stops_at_an_epoch_boundary(
 
 
 def _assert_same_weights(
-    store: Store, record: JobRecord, X: np.ndarray, y: np.ndarray, spec: dict[str, Any]
+    store: Store, record: JobRecord, X: np.ndarray, y: np.ndarray, spec: dict[str, Any], *, context: str = ""
 ) -> None:
     assert record.model_id is not None
     model = engine.loads(store.load_model_bytes(record.model_id))
     reference = engine.train(X, y, engine.TrainConfig.from_dict(spec))
-    for (W, b), (W_ref, b_ref) in zip(model.params, reference.model.params, strict=True):
-        np.testing.assert_array_equal(W, W_ref)
-        np.testing.assert_array_equal(b, b_ref)
     losses = [entry["train_loss"] for entry in record.history]
-    assert losses == [entry.train_loss for entry in reference.history]
+    reference_losses = [entry.train_loss for entry in reference.history]
+    first_difference = next(
+        (i + 1 for i, (a, b) in enumerate(zip(losses, reference_losses, strict=False)) if a != b), None
+    )
+    # On a mismatch, say where the run left the reference's trajectory (and how it resumed).
+    message = f"first epoch whose train_loss differs: {first_difference}; {context}"
+    for (W, b), (W_ref, b_ref) in zip(model.params, reference.model.params, strict=True):
+        np.testing.assert_array_equal(W, W_ref, err_msg=message)
+        np.testing.assert_array_equal(b, b_ref, err_msg=message)
+    assert losses == reference_losses
 
 
-def _stderr(process: subprocess.Popen[bytes]) -> str:
-    assert process.stderr is not None
-    return process.stderr.read().decode(errors="replace")
+def _stop(process: subprocess.Popen[bytes]) -> str:
+    """SIGTERM a subprocess worker and return its log (read while waiting: a full pipe cannot block it)."""
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    return stderr.decode(errors="replace")
 
 
 def test_killed_work_horse_is_retried_and_resumes_bit_identical(
@@ -198,10 +206,9 @@ def test_killed_work_horse_is_retried_and_resumes_bit_identical(
     assert record.status == "succeeded", record.error
     assert record.attempts == 2
     assert [entry["epoch"] for entry in record.history] == list(range(1, 61))
-    _assert_same_weights(store, record, X, y, spec)
-    worker.send_signal(signal.SIGTERM)
-    worker.wait(timeout=30)
-    log = _stderr(worker)
+    log = _stop(worker)
+    resumed = [line for line in log.splitlines() if "resuming" in line or "unusable" in line]
+    _assert_same_weights(store, record, X, y, spec, context=" / ".join(resumed))
     assert f"job {job_id}: resuming from the checkpoint of epoch" in log
     assert "resuming from the checkpoint of epoch 0" not in log
 
