@@ -43,6 +43,7 @@ bench: install-test
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[embedded,test,bench]'
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/service.py
+	$(BIN)/python bench/load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
