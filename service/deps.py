@@ -14,11 +14,11 @@ from redis.retry import Retry
 
 import engine
 from service.auth import KeyRing, Principal, authenticate
-from service.errors import not_found
+from service.errors import ApiError, not_found
 from service.metrics import Metrics
 from service.model_cache import ModelCache, ModelRecords
 from service.settings import Settings
-from worker import DatasetRecord, JobRecord, ModelRecord, Store
+from worker import AmbiguousModelNameError, DatasetRecord, JobRecord, ModelRecord, Store
 
 
 def make_redis(settings: Settings, *, timeout: float | None = None, retries: int = 1) -> Redis:
@@ -89,8 +89,20 @@ def job_or_404(job_id: str, state: State, caller: Caller) -> JobRecord:
 
 
 def find_model(state: AppState, caller: Principal, model_id: str) -> ModelRecord:
-    """The caller's model by id, or by name (its latest version), else 404."""
-    record = state.records.resolve(model_id, owner=caller.scope)
+    """The caller's model by id, or by name, else 404.
+
+    A name means the latest version of a lineage (owner, name). A user key resolves its own lineage only.
+    An admin (or any caller without authentication) resolves across owners: the latest version when a single
+    owner uses the name, else 409 asking for the model id (never a silent pick among owners' models).
+    """
+    try:
+        record = state.records.resolve(model_id, owner=caller.scope)
+    except AmbiguousModelNameError as exc:
+        raise ApiError(
+            409,
+            "ambiguous_model_name",
+            f"model_id: the name {exc.name!r} is used by {exc.owners} owners; give a model id instead",
+        ) from None
     if record is None or not caller.may_see(record.owner):
         raise not_found("model", model_id)
     return record

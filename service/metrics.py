@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from redis import Redis
 
-from worker import JOB_STATUSES, Store, keys, queue_depth, workers_alive
+from worker import Store, queue_depth, workers_alive
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +76,9 @@ class Metrics:
     """The metrics of one app, in their own registry (several apps can live in one process)."""
 
     def __init__(self, snapshot: Callable[[], StoreSnapshot]) -> None:
+        # no `<name>_created` series next to every counter and histogram: they doubled the output and
+        # Prometheus does not need them (process-wide switch in prometheus_client; it has no per-registry one)
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=False)
         self.http_responses = Counter(
             "backprop_http_responses", "HTTP responses by status code.", ["status"], registry=self.registry
@@ -104,35 +112,21 @@ class Metrics:
 
 
 def store_snapshot(redis: Redis, store: Store, *, queue_name: str) -> StoreSnapshot:
-    """Read the shared state /metrics reports (a few pipelined Redis round trips)."""
-    ids = [raw.decode() for raw in redis.zrange(keys.jobs(), 0, -1)]  # type: ignore[union-attr]
-    with redis.pipeline(transaction=False) as pipe:
-        for job_id in ids:
-            pipe.hget(keys.job(job_id), "status")
-            pipe.llen(keys.job_history(job_id))
-        values = pipe.execute()
-    by_status = dict.fromkeys(JOB_STATUSES, 0)
-    epochs = 0
-    running: list[str] = []
-    for job_id, raw_status, length in zip(ids, values[0::2], values[1::2], strict=True):
-        if raw_status is None:
-            continue
-        status = str(json.loads(raw_status))
-        by_status[status] = by_status.get(status, 0) + 1
-        epochs += int(length)
-        if status == "running":
-            running.append(job_id)
+    """Read the shared state /metrics reports through `redis` (the probe connection: short timeouts).
+
+    Only Store methods and the queue's functions: job counts and epochs come from counters the worker keeps,
+    so a scrape costs a few round trips however many jobs there are.
+    """
+    reader = store if store.redis is redis else Store(redis, store.blobs.root)
     samples_per_second = 0.0
-    for job_id in running:
-        record = store.get_job(job_id)
-        if record is not None and record.progress:
-            value = record.progress.get("samples_per_second")
-            if isinstance(value, int | float) and math.isfinite(value):
-                samples_per_second += float(value)
+    for progress in reader.running_progress().values():
+        value = progress.get("samples_per_second")
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            samples_per_second += float(value)
     return StoreSnapshot(
-        jobs_by_status=by_status,
+        jobs_by_status=reader.job_counts(),
         queue_depth=queue_depth(redis, queue_name=queue_name),
         workers_alive=workers_alive(redis, queue_name=queue_name),
-        epochs_trained=epochs,
+        epochs_trained=reader.epochs_trained(),
         training_samples_per_second=samples_per_second,
     )

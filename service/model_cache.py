@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from worker import ModelRecord, Store, keys
+from worker import ModelRecord, Store
 
 CacheKey = tuple[str, str]
 Model = TypeVar("Model")
@@ -54,7 +54,7 @@ class ModelCache(Generic[Model]):
 
 class ModelRecords:
     """Parsed model metadata, kept in memory: a model's record never changes once written (only deleted),
-    so a lookup costs one small Redis call (does it still exist? / which ids does this name have?) instead
+    so a lookup costs one small Redis call (does it still exist? / which is this name's latest id?) instead
     of fetching and parsing the whole record with its training history."""
 
     def __init__(self, store: Store, maxsize: int = 4096) -> None:
@@ -80,23 +80,13 @@ class ModelRecords:
         return record
 
     def resolve(self, id_or_name: str, *, owner: str | None) -> ModelRecord | None:
-        """A model by id, or by name (its latest version visible to `owner`; None means everyone's)."""
-        redis = self.store.redis
-        record = self._cached(id_or_name)
-        if record is not None:
-            if redis.exists(keys.model(id_or_name)):
-                return record
-            self.invalidate(id_or_name)
+        """A model by id, or by name: `owner`'s latest version (None: everyone's, see
+        `Store.resolve_model_id`; may raise AmbiguousModelNameError)."""
+        model_id = self.store.resolve_model_id(id_or_name, owner=owner)
+        if model_id is None:
+            self.invalidate(id_or_name)  # in case it was an id, deleted meanwhile
             return None
-        record = self._load(id_or_name)
-        if record is not None:
-            return record
-        for raw in redis.zrevrange(keys.model_versions(id_or_name), 0, -1):  # newest version first
-            model_id = raw.decode()  # type: ignore[union-attr]
-            candidate = self._cached(model_id) or self._load(model_id)
-            if candidate is not None and (owner is None or candidate.owner == owner):
-                return candidate
-        return None
+        return self._cached(model_id) or self._load(model_id)
 
     def invalidate(self, model_id: str) -> None:
         with self._lock:

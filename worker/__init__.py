@@ -16,11 +16,12 @@ from worker.queue import (
 from worker.records import JOB_STATUSES, TERMINAL_STATUSES, DatasetRecord, JobRecord, ModelRecord
 from worker.runner import run_worker
 from worker.runtime import WorkerConfig, configure
-from worker.store import NotFoundError, Store
+from worker.store import AmbiguousModelNameError, NotFoundError, Store
 
 __all__ = [
     "JOB_STATUSES",
     "TERMINAL_STATUSES",
+    "AmbiguousModelNameError",
     "BlobError",
     "DatasetRecord",
     "JobRecord",

@@ -17,11 +17,27 @@ from redis import Redis
 from worker import keys
 
 # Statuses are stored JSON-encoded, so the Lua scripts compare against '"running"' etc.
-_BEGIN = """
+# Every status change also moves the job between the per-status counters (keys.job_counts) and in or out
+# of the running set (keys.jobs_running), in the same script, so /metrics never scans the jobs.
+# The job id is always the last ARGV.
+_MOVE = """
+local function move(counts, running, job_id, old, new)
+  if old == new then return end
+  if old then redis.call('HINCRBY', counts, old, -1) end
+  redis.call('HINCRBY', counts, new, 1)
+  if new == '"running"' then redis.call('SADD', running, job_id)
+  elseif old == '"running"' then redis.call('SREM', running, job_id) end
+end
+local job_id = ARGV[#ARGV]
+"""
+
+# KEYS: job, fence, counts, running. ARGV: started_at, worker, heartbeat_interval, job_id.
+_BEGIN = _MOVE + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {-1, ''} end
 if status == '"succeeded"' or status == '"failed"' or status == '"canceled"' then return {0, status} end
 local token = redis.call('INCR', KEYS[2])
+move(KEYS[3], KEYS[4], job_id, status, '"running"')
 local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') + 1
 redis.call('HSET', KEYS[1], 'status', '"running"', 'attempts', tostring(attempts), 'error', 'null',
            'worker', ARGV[2], 'heartbeat_interval', ARGV[3])
@@ -30,17 +46,27 @@ if not started or started == 'null' then redis.call('HSET', KEYS[1], 'started_at
 return {token, status}
 """
 
-# KEYS: job, fence, history, checkpoint. ARGV: token, trim, drop_checkpoint, n_fields, fields..., entries...
-_WRITE = """
+# KEYS: job, fence, history, checkpoint, counts, running.
+# ARGV: token, trim, drop_checkpoint, n_fields, fields..., entries..., job_id.
+_WRITE = _MOVE + """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= '"running"' and status ~= '"stalled"' then return 0 end
+local before = redis.call('LLEN', KEYS[3])
 local trim = tonumber(ARGV[2])
 if trim == 0 then redis.call('DEL', KEYS[3])
 elseif trim > 0 then redis.call('LTRIM', KEYS[3], 0, trim - 1) end
 local n = tonumber(ARGV[4])
-for i = 5, 4 + 2 * n, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-for i = 5 + 2 * n, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+for i = 5, 4 + 2 * n, 2 do
+  if ARGV[i] == 'status' then
+    move(KEYS[5], KEYS[6], job_id, status, ARGV[i + 1])
+    status = ARGV[i + 1]
+  end
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+for i = 5 + 2 * n, #ARGV - 1 do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+local added = redis.call('LLEN', KEYS[3]) - before
+if added ~= 0 then redis.call('HINCRBY', KEYS[5], 'epochs', added) end
 local old = ''
 if ARGV[3] == '1' then
   old = redis.call('HGET', KEYS[4], 'path') or ''
@@ -61,26 +87,35 @@ redis.call('HSET', KEYS[3], 'path', ARGV[2], 'sha256', ARGV[3], 'epoch', ARGV[4]
 return {1, older}
 """
 
-# KEYS: job, fence, checkpoint, model, models, models_of, versions, counter.
-# ARGV: token, model_id, meta, score, has_owner, n_fields, fields...
-_COMMIT_MODEL = """
+# KEYS: job, fence, checkpoint, model, models, models_of, versions (of owner and name), counter (of owner
+# and name), models_named (all owners), counts, running.
+# ARGV: token, model_id, meta, score, has_owner, n_fields, fields..., owner (JSON), job_id.
+_COMMIT_MODEL = _MOVE + """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= '"running"' and status ~= '"stalled"' then return 0 end
 local version = redis.call('INCR', KEYS[8])
-redis.call('HSET', KEYS[4], 'meta', ARGV[3], 'version', version)
+redis.call('HSET', KEYS[4], 'meta', ARGV[3], 'version', version, 'owner', ARGV[#ARGV - 1])
 redis.call('ZADD', KEYS[5], ARGV[4], ARGV[2])
 if ARGV[5] == '1' then redis.call('ZADD', KEYS[6], ARGV[4], ARGV[2]) end
 redis.call('ZADD', KEYS[7], version, ARGV[2])
+redis.call('ZADD', KEYS[9], ARGV[4], ARGV[2])
 local n = tonumber(ARGV[6])
-for i = 7, 6 + 2 * n, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 7, 6 + 2 * n, 2 do
+  if ARGV[i] == 'status' then
+    move(KEYS[10], KEYS[11], job_id, status, ARGV[i + 1])
+    status = ARGV[i + 1]
+  end
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
 local old = redis.call('HGET', KEYS[3], 'path') or ''
 redis.call('DEL', KEYS[3])
 return {version, old}
 """
 
-# KEYS: job, fence. ARGV: allowed statuses (comma separated JSON texts), bump_fence, n_fields, fields...
-_TRANSITION = """
+# KEYS: job, fence, counts, running.
+# ARGV: allowed statuses (comma separated JSON texts), bump_fence, n_fields, fields..., job_id.
+_TRANSITION = _MOVE + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
 local allowed = false
@@ -88,17 +123,25 @@ for s in string.gmatch(ARGV[1], '[^,]+') do if s == status then allowed = true e
 if not allowed then return 0 end
 if ARGV[2] == '1' then redis.call('INCR', KEYS[2]) end
 local n = tonumber(ARGV[3])
-for i = 4, 3 + 2 * n, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 4, 3 + 2 * n, 2 do
+  if ARGV[i] == 'status' then
+    move(KEYS[3], KEYS[4], job_id, status, ARGV[i + 1])
+    status = ARGV[i + 1]
+  end
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
 return 1
 """
 
-# KEYS: job, stop, fence. ARGV: finished_at. Queued/stalled -> canceled now; running -> stop flag.
-_CANCEL = """
+# KEYS: job, stop, fence, counts, running. ARGV: finished_at, job_id.
+# Queued/stalled -> canceled now; running -> stop flag.
+_CANCEL = _MOVE + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return '' end
 if status == '"queued"' or status == '"stalled"' then
   redis.call('INCR', KEYS[3])
   redis.call('SET', KEYS[2], '1')
+  move(KEYS[4], KEYS[5], job_id, status, '"canceled"')
   redis.call('HSET', KEYS[1], 'status', '"canceled"', 'finished_at', ARGV[1])
   return 'canceled'
 end
@@ -154,8 +197,8 @@ class Attempts:
     def begin(self, job_id: str, *, started_at: str, worker: str | None, heartbeat_interval: int) -> Begin:
         """Take a fencing token and mark the job running; token 0 if the job already ended, -1 if gone."""
         token, previous = self._begin(
-            keys=[keys.job(job_id), keys.job_fence(job_id)],
-            args=[json.dumps(started_at), json.dumps(worker), json.dumps(heartbeat_interval)],
+            keys=[keys.job(job_id), keys.job_fence(job_id), keys.job_counts(), keys.jobs_running()],
+            args=[json.dumps(started_at), json.dumps(worker), json.dumps(heartbeat_interval), job_id],
         )
         return Begin(int(token), json.loads(previous) if previous else None)
 
@@ -183,6 +226,8 @@ class Attempts:
                 keys.job_fence(job_id),
                 keys.job_history(job_id),
                 keys.job_checkpoint(job_id),
+                keys.job_counts(),
+                keys.jobs_running(),
             ],
             args=[
                 str(token),
@@ -191,6 +236,7 @@ class Attempts:
                 str(len(fields)),
                 *flat,
                 *entries,
+                job_id,
             ],
         )
         if not result:
@@ -225,7 +271,8 @@ class Attempts:
         score: float,
         job_fields: dict[str, Any],
     ) -> tuple[int, str]:
-        """Save the model record (next version of `name`) and finish the job, if `token` is current.
+        """Save the model record (next version of the lineage (owner, name)) and finish the job, if `token`
+        is current.
 
         Returns (version, previous checkpoint path); version 0 when the attempt was superseded.
         """
@@ -237,8 +284,11 @@ class Attempts:
                 keys.model(model_id),
                 keys.models(),
                 keys.models_of(owner if owner is not None else ""),
-                keys.model_versions(name),
-                keys.model_version_counter(name),
+                keys.model_versions(owner, name),
+                keys.model_version_counter(owner, name),
+                keys.models_named(name),
+                keys.job_counts(),
+                keys.jobs_running(),
             ],
             args=[
                 str(token),
@@ -248,6 +298,8 @@ class Attempts:
                 "1" if owner is not None else "0",
                 str(len(job_fields)),
                 *_pairs(job_fields),
+                json.dumps(owner),
+                job_id,
             ],
         )
         if not result:
@@ -260,12 +312,13 @@ class Attempts:
     ) -> bool:
         """Set fields if the job's status is one of `allowed`; bump the fence to disown running attempts."""
         result = self._transition(
-            keys=[keys.job(job_id), keys.job_fence(job_id)],
+            keys=[keys.job(job_id), keys.job_fence(job_id), keys.job_counts(), keys.jobs_running()],
             args=[
                 ",".join(json.dumps(status) for status in allowed),
                 "1" if bump_fence else "0",
                 str(len(fields)),
                 *_pairs(fields),
+                job_id,
             ],
         )
         return bool(result)
@@ -273,8 +326,14 @@ class Attempts:
     def cancel(self, job_id: str, *, finished_at: str) -> str:
         """'canceled' (was queued/stalled), 'stopping' (running: stop flag set), else the status or ''."""
         result = self._cancel(
-            keys=[keys.job(job_id), keys.job_stop(job_id), keys.job_fence(job_id)],
-            args=[json.dumps(finished_at)],
+            keys=[
+                keys.job(job_id),
+                keys.job_stop(job_id),
+                keys.job_fence(job_id),
+                keys.job_counts(),
+                keys.jobs_running(),
+            ],
+            args=[json.dumps(finished_at), job_id],
         )
         text = _text(result)
         return text if text in ("canceled", "stopping", "") else str(json.loads(text))

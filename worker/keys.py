@@ -57,6 +57,17 @@ def job_checkpoint(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}:checkpoint"
 
 
+def job_counts() -> str:
+    """Jobs per status (fields: JSON-encoded statuses), `epochs` (history entries of all jobs) and
+    `built` (set once the counts were recounted from the job records) (hash)."""
+    return f"{PREFIX}job-counts"
+
+
+def jobs_running() -> str:
+    """Ids of the jobs whose status is `running` (set)."""
+    return f"{PREFIX}jobs:running"
+
+
 # --- models --------------------------------------------------------------------------------------
 def model(model_id: str) -> str:
     """One model: `meta` (JSON) and `version` (hash)."""
@@ -73,11 +84,21 @@ def models_of(owner: str) -> str:
     return f"{PREFIX}models:owner:{owner}"
 
 
-def model_versions(name: str) -> str:
-    """Model ids of one name, scored by version (sorted set)."""
-    return f"{PREFIX}model-name:{name}:versions"
+def _lineage(owner: str | None) -> str:
+    # owners are sha256 hex digests (service.auth.owner_id) or None (no authentication): "-" cannot clash
+    return "-" if owner is None else owner
 
 
-def model_version_counter(name: str) -> str:
-    """Last version handed out for a name (integer; versions are never reused)."""
-    return f"{PREFIX}model-name:{name}:counter"
+def model_versions(owner: str | None, name: str) -> str:
+    """Model ids of one lineage (owner, name), scored by version (sorted set)."""
+    return f"{PREFIX}model-lineage:{_lineage(owner)}:{name}:versions"
+
+
+def model_version_counter(owner: str | None, name: str) -> str:
+    """Last version handed out in a lineage (owner, name) (integer; versions are never reused)."""
+    return f"{PREFIX}model-lineage:{_lineage(owner)}:{name}:counter"
+
+
+def models_named(name: str) -> str:
+    """Model ids of one name across all owners, scored by creation time (sorted set; admins' view)."""
+    return f"{PREFIX}model-name:{name}"

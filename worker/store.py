@@ -14,8 +14,10 @@ import numpy as np
 from redis import Redis
 
 from worker import keys
+from worker.attempts import Attempts
 from worker.blobs import BlobError, BlobStore
 from worker.records import (
+    JOB_STATUSES,
     DatasetRecord,
     JobRecord,
     ModelRecord,
@@ -26,9 +28,43 @@ from worker.records import (
 
 _ACTIVE = ("queued", "running", "stalled")
 
+# Recount keys.job_counts and keys.jobs_running from the job records, once per Redis dataset (a store
+# written before the counters existed, or a flushed one): atomic, so increments made before it are
+# replaced by the exact count. KEYS: counts, running, jobs. ARGV: job key prefix/suffix, history prefix/suffix.
+_RECOUNT = """
+if redis.call('HEXISTS', KEYS[1], 'built') == 1 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+local epochs = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  local status = redis.call('HGET', ARGV[1] .. id .. ARGV[2], 'status')
+  if status then
+    redis.call('HINCRBY', KEYS[1], status, 1)
+    if status == '"running"' then redis.call('SADD', KEYS[2], id) end
+    epochs = epochs + redis.call('LLEN', ARGV[3] .. id .. ARGV[4])
+  end
+end
+redis.call('HSET', KEYS[1], 'epochs', epochs, 'built', 1)
+return 1
+"""
+
 
 class NotFoundError(LookupError):
     """No record with that id."""
+
+
+class AmbiguousModelNameError(LookupError):
+    """A name resolved for everyone (admin) is used by several owners: the caller must give a model id."""
+
+    def __init__(self, name: str, owners: int) -> None:
+        super().__init__(f"model name {name!r} is used by {owners} owners; use a model id")
+        self.name = name
+        self.owners = owners
+
+
+def _key_parts(build: Any) -> tuple[str, str]:
+    """(prefix, suffix) around the id in a key built by `build(id)`."""
+    prefix, _, suffix = str(build("\0")).partition("\0")
+    return prefix, suffix
 
 
 def new_id() -> str:
@@ -70,6 +106,7 @@ class Store:
     def __init__(self, redis: Redis, blob_dir: Path) -> None:
         self.redis = redis
         self.blobs = BlobStore(Path(blob_dir))
+        self._recount = redis.register_script(_RECOUNT)
 
     def _ids(self, index: str, start: int = 0, stop: int = -1) -> list[str]:
         """Members of a sorted set, highest score first."""
@@ -187,6 +224,7 @@ class Store:
             pipe.zadd(keys.jobs(), {record.id: score})
             if owner is not None:
                 pipe.zadd(keys.jobs_of(owner), {record.id: score})
+            pipe.hincrby(keys.job_counts(), json.dumps(record.status), 1)
             pipe.execute()
         return record
 
@@ -207,7 +245,7 @@ class Store:
 
     def set_job_fields(self, job_id: str, **values: Any) -> None:
         """Overwrite some fields of an existing job record (not for fenced worker writes)."""
-        self.redis.hset(keys.job(job_id), mapping=encode_job_fields(values))  # type: ignore[arg-type]
+        Attempts(self.redis).transition(job_id, allowed=JOB_STATUSES, fields=values)
 
     def _statuses(self, ids: list[str]) -> list[str | None]:
         with self.redis.pipeline(transaction=False) as pipe:
@@ -244,6 +282,44 @@ class Store:
         statuses = self._statuses(every)
         return [job_id for job_id, value in zip(every, statuses, strict=True) if value in _ACTIVE]
 
+    def _job_counts_raw(self) -> dict[str, int]:
+        counts = self.redis.hgetall(keys.job_counts())
+        if b"built" not in counts and "built" not in counts:
+            job_prefix, job_suffix = _key_parts(keys.job)
+            history_prefix, history_suffix = _key_parts(keys.job_history)
+            self._recount(
+                keys=[keys.job_counts(), keys.jobs_running(), keys.jobs()],
+                args=[job_prefix, job_suffix, history_prefix, history_suffix],
+            )
+            counts = self.redis.hgetall(keys.job_counts())
+        return {_text(field): int(value) for field, value in counts.items()}
+
+    def job_counts(self) -> dict[str, int]:
+        """Number of jobs in each status (every status of JOB_STATUSES present), from kept counters."""
+        counts = dict.fromkeys(JOB_STATUSES, 0)
+        for field, value in self._job_counts_raw().items():
+            if field.startswith('"'):
+                counts[str(json.loads(field))] = value
+        return counts
+
+    def epochs_trained(self) -> int:
+        """Epochs recorded in all jobs' histories, from a kept counter."""
+        return self._job_counts_raw().get("epochs", 0)
+
+    def running_progress(self) -> dict[str, dict[str, Any]]:
+        """The last progress of each running job by job id ({} before its first epoch); from a kept index."""
+        self._job_counts_raw()  # make sure the index was built
+        ids = sorted(_text(raw) for raw in self.redis.smembers(keys.jobs_running()))  # type: ignore[union-attr]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hget(keys.job(job_id), "progress")
+            values = pipe.execute()
+        progress: dict[str, dict[str, Any]] = {}
+        for job_id, raw in zip(ids, values, strict=True):
+            value = None if raw is None else json.loads(raw)
+            progress[job_id] = value if isinstance(value, dict) else {}
+        return progress
+
     # --- models -----------------------------------------------------------------------------------
     def _model_data(self, model_id: str) -> dict[str, Any] | None:
         meta, version = self.redis.hmget(keys.model(model_id), ["meta", "version"])
@@ -259,29 +335,53 @@ class Store:
         data.pop("blob", None)
         return ModelRecord(**data)
 
+    def model_exists(self, model_id: str) -> bool:
+        """Whether a model with this id exists (one cheap call; records never change once written)."""
+        return bool(self.redis.exists(keys.model(model_id)))
+
+    def resolve_model_id(self, id_or_name: str, *, owner: str | None = None) -> str | None:
+        """The id of a model given by id, or by name: the latest version of the lineage (owner, name).
+
+        With `owner` None (everyone: admins, or no authentication) a name used by a single owner means that
+        owner's latest version; a name used by several owners raises AmbiguousModelNameError.
+        """
+        if self.model_exists(id_or_name):
+            return id_or_name
+        if owner is not None:
+            latest = self._ids(keys.model_versions(owner, id_or_name), 0, 0)
+            return latest[0] if latest else None
+        ids = self._ids(keys.models_named(id_or_name))
+        if not ids:
+            return None
+        with self.redis.pipeline(transaction=False) as pipe:
+            for model_id in ids:
+                pipe.hget(keys.model(model_id), "owner")
+            owners = {_text(raw) for raw in pipe.execute() if raw is not None}
+        if len(owners) > 1:
+            raise AmbiguousModelNameError(id_or_name, len(owners))
+        if not owners:
+            return None
+        only: str | None = json.loads(owners.pop())
+        latest = self._ids(keys.model_versions(only, id_or_name), 0, 0)
+        return latest[0] if latest else None
+
     def resolve_model(self, id_or_name: str, *, owner: str | None = None) -> ModelRecord | None:
-        """A model by id, or by name (its latest version; of `owner` when given)."""
-        record = self.get_model(id_or_name)
-        if record is not None:
-            return record
-        for model_id in self._ids(keys.model_versions(id_or_name)):
-            candidate = self.get_model(model_id)
-            if candidate is not None and (owner is None or candidate.owner == owner):
-                return candidate
-        return None
+        """A model by id, or by name (see `resolve_model_id`: `owner`'s latest version, or everyone's)."""
+        model_id = self.resolve_model_id(id_or_name, owner=owner)
+        return None if model_id is None else self.get_model(model_id)
 
     def list_models(
         self, *, owner: str | None, name: str | None = None, offset: int = 0, limit: int = 50
     ) -> tuple[list[ModelRecord], int]:
-        """Models newest first (with `name`: its versions, newest first) and the total."""
+        """Models newest first and the total; with `name`: `owner`'s versions of it, newest version first
+        (owner None: every owner's models of that name, newest first)."""
         if name is None:
             index = keys.models() if owner is None else keys.models_of(owner)
-            total = int(self.redis.zcard(index))
-            records = [self.get_model(model_id) for model_id in self._window(index, offset, limit)]
-            return [record for record in records if record is not None], total
-        every = [self.get_model(model_id) for model_id in self._ids(keys.model_versions(name))]
-        matching = [r for r in every if r is not None and (owner is None or r.owner == owner)]
-        return matching[offset : offset + max(limit, 0)], len(matching)
+        else:
+            index = keys.models_named(name) if owner is None else keys.model_versions(owner, name)
+        total = int(self.redis.zcard(index))
+        records = [self.get_model(model_id) for model_id in self._window(index, offset, limit)]
+        return [record for record in records if record is not None], total
 
     def delete_model(self, model_id: str) -> bool:
         """Remove a model's metadata, indexes and blob; False when it did not exist."""
@@ -293,7 +393,8 @@ class Store:
             pipe.zrem(keys.models(), model_id)
             if data.get("owner") is not None:
                 pipe.zrem(keys.models_of(data["owner"]), model_id)
-            pipe.zrem(keys.model_versions(data["name"]), model_id)
+            pipe.zrem(keys.model_versions(data.get("owner"), data["name"]), model_id)
+            pipe.zrem(keys.models_named(data["name"]), model_id)
             deleted = pipe.execute()[0]
         self.blobs.delete(data["blob"])
         return bool(deleted)

@@ -1,4 +1,10 @@
-"""/v1/models: list, read, delete trained models and predict with them."""
+"""/v1/models: list, read, delete trained models and predict with them.
+
+Names and versions belong to a lineage (owner, name): versions count up per API key and name, so another
+key's models never change yours. Wherever a model id is accepted, a name means the latest version of the
+caller's lineage; for an admin key (or without authentication) a name used by one owner means that owner's
+latest version, and a name used by several owners gives 409 asking for the model id.
+"""
 
 from __future__ import annotations
 
@@ -58,20 +64,25 @@ def list_models(
     offset: Offset = 0,
     limit: Limit = 50,
 ) -> ModelList:
-    """The caller's models (every model for admins), newest first; with `name`, that name's versions."""
+    """The caller's models (every model for admins), newest first; with `name`, the caller's versions of
+    that name, newest version first (admins: every owner's models of that name, newest first)."""
     records, total = state.store.list_models(owner=caller.scope, name=name, offset=offset, limit=limit)
     return ModelList(items=[model_public(r) for r in records], total=total, offset=offset, limit=limit)
 
 
-@router.get("/{model_id}", summary="Read a model", responses=responses(401, 404, 503))
+@router.get("/{model_id}", summary="Read a model", responses=responses(401, 404, 409, 503))
 def read_model(record: Model) -> ModelPublic:
-    """Architecture, classes, metrics and history of a model; a name means its latest version."""
+    """Architecture, classes, metrics and history of a model; a name means the caller's latest version of
+    it (admins: the latest version when one owner uses the name, else 409 asking for the id)."""
     return model_public(record)
 
 
-@router.delete("/{model_id}", status_code=204, summary="Delete a model", responses=responses(401, 404, 503))
+@router.delete(
+    "/{model_id}", status_code=204, summary="Delete a model", responses=responses(401, 404, 409, 503)
+)
 def delete_model(record: Model, state: State) -> Response:
-    """Delete one model version (a name means its latest version)."""
+    """Delete one model version (a name means the caller's latest version; admins: 409 when several owners
+    use the name)."""
     state.store.delete_model(record.id)
     state.records.invalidate(record.id)
     state.cache.invalidate(record.id)
@@ -87,10 +98,11 @@ def _load(state: State, record: ModelRecord) -> engine.Model:
 
 
 @router.post(
-    "/{model_id}/predict", summary="Predict with a model", responses=responses(400, 401, 404, 413, 422, 503)
+    "/{model_id}/predict", summary="Predict with a model", responses=responses(400, 401, 404, 409, 413, 422, 503)
 )
 def predict(model_id: str, body: PredictCreate, state: State, caller: Caller) -> PredictionPublic:
-    """Class labels and probabilities (columns in the order of `classes`) for raw feature rows."""
+    """Class labels and probabilities (columns in the order of `classes`) for raw feature rows; a name
+    means the caller's latest version (admins: 409 when several owners use the name)."""
     started = time.perf_counter()
     record = find_model(state, caller, model_id)  # here rather than a dependency: one thread hop
     rows = len(body.instances)

@@ -85,6 +85,34 @@ def test_resources_belong_to_their_key(secured: TestClient, run_worker: Callable
     assert secured.get(f"/v1/models/{model_id}", headers=ALICE).status_code == 404
 
 
+def test_model_names_and_versions_are_per_key(secured: TestClient, run_worker: Callable[[], None]) -> None:
+    trained: dict[str, str] = {}
+    for who, headers in (("alice", ALICE), ("bob", BOB)):
+        dataset_id = upload_csv(secured, blobs_csv(n_per_class=4), headers=headers).json()["id"]
+        body = {"dataset_id": dataset_id, "name": "clf", **JOB}
+        assert secured.post("/v1/jobs", json=body, headers=headers).status_code == 202
+        run_worker()
+        model = secured.get("/v1/models/clf", headers=headers).json()
+        assert model["version"] == 1, who  # Bob's "clf" neither bumps nor reveals Alice's version count
+        trained[who] = model["id"]
+    assert trained["alice"] != trained["bob"]
+    for who, headers in (("alice", ALICE), ("bob", BOB)):
+        mine = secured.get("/v1/models", params={"name": "clf"}, headers=headers).json()
+        assert mine["total"] == 1 and [m["id"] for m in mine["items"]] == [trained[who]]
+        row = {"instances": [[0.0, 0.0, 0.0]]}
+        assert secured.post("/v1/models/clf/predict", json=row, headers=headers).json()["model_id"] == trained[who]
+
+    # the admin sees both lineages; a bare name would have to pick an owner, so it asks for the id
+    assert secured.get("/v1/models", params={"name": "clf"}, headers=ROOT).json()["total"] == 2
+    ambiguous = secured.get("/v1/models/clf", headers=ROOT)
+    assert ambiguous.status_code == 409 and ambiguous.json()["error"]["code"] == "ambiguous_model_name"
+    assert "model id" in ambiguous.json()["error"]["message"]
+    assert secured.get(f"/v1/models/{trained['bob']}", headers=ROOT).status_code == 200
+    assert secured.delete("/v1/models/clf", headers=BOB).status_code == 204  # Bob's latest: his only one
+    assert secured.get("/v1/models/clf", headers=ROOT).json()["id"] == trained["alice"]
+    assert secured.get("/v1/models/clf", headers=BOB).status_code == 404
+
+
 def test_owner_is_a_hash_of_the_key(secured: TestClient, redis_url: str, data_dir: Path) -> None:
     dataset_id = upload_csv(secured, blobs_csv(n_per_class=4), headers=ALICE).json()["id"]
     client = redis.Redis.from_url(redis_url)

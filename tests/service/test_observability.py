@@ -8,9 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from tests.service.conftest import blobs_csv, upload_csv
+from worker import Store
+from worker.attempts import Attempts
 
 
 def _value(text: str, name: str, labels: str = "") -> float:
@@ -50,6 +53,21 @@ def test_metrics_report_jobs_queue_predictions_cache_and_statuses(
     assert _value(text, "backprop_model_cache_hits_total") == 2
     assert _value(text, "backprop_http_responses_total", '{status="404"}') == 1
     assert _value(text, "backprop_http_responses_total", '{status="202"}') == 2
+    assert "_created" not in text  # no creation-time series doubling the output
+
+
+def test_metrics_report_running_jobs_throughput(client: TestClient, redis_conn: redis.Redis, data_dir: Path) -> None:
+    store = Store(redis_conn, data_dir / "blobs")
+    attempts = Attempts(redis_conn)
+    for samples_per_second in (120.0, 30.5):
+        job = store.create_job({}, owner=None, dataset_id="d", name="j")
+        token = attempts.begin(job.id, started_at="t", worker="w", heartbeat_interval=10).token
+        progress = {"epoch": 1, "samples_per_second": samples_per_second}
+        attempts.write(job.id, token, {"progress": progress}, [{"epoch": 1}])
+    text = client.get("/metrics").text
+    assert _value(text, "backprop_jobs", '{status="running"}') == 2
+    assert _value(text, "backprop_training_samples_per_second") == 150.5
+    assert _value(text, "backprop_epochs_trained") == 2
 
 
 def test_healthz_and_readyz_without_worker(client: TestClient) -> None:
@@ -60,7 +78,6 @@ def test_healthz_and_readyz_without_worker(client: TestClient) -> None:
 
 
 def test_readyz_with_a_live_worker(client: TestClient, redis_url: str, data_dir: Path) -> None:
-    import redis
     from rq import Queue, Worker
     from rq.serializers import JSONSerializer
 

@@ -40,7 +40,7 @@ def test_stale_token_cannot_write_progress_checkpoint_or_commit(
         record is not None and record.status == "running" and record.progress is None and record.history == []
     )
     assert store.get_model("m-stale") is None
-    assert not redis_conn.exists(keys.model_version_counter("fenced"))
+    assert not redis_conn.exists(keys.model_version_counter("alice", "fenced"))
     assert not redis_conn.exists(keys.job_checkpoint(job.id))
 
     applied, _ = attempts.write(job.id, current, {"progress": {"epoch": 1}}, [{"epoch": 1}])
@@ -69,6 +69,7 @@ def test_history_is_trimmed_to_the_resumed_epoch(redis_conn: redis.Redis, store:
     attempts.write(job.id, second, {}, [{"epoch": 3}], trim_history=2)  # resumed from the epoch-2 checkpoint
     record = store.get_job(job.id)
     assert record is not None and [h["epoch"] for h in record.history] == [1, 2, 3]
+    assert store.epochs_trained() == 3  # the kept counter follows the trim
 
 
 def test_cancel_disowns_running_attempts_of_a_stalled_job(redis_conn: redis.Redis, store: Store) -> None:

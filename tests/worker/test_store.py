@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 import redis
 
 from tests.worker.conftest import blobs_dataset
-from worker import BlobError, NotFoundError, Store, keys
+from worker import JOB_STATUSES, AmbiguousModelNameError, BlobError, NotFoundError, Store, keys
 from worker.attempts import Attempts
 
 
@@ -92,6 +93,9 @@ def test_job_create_get_list_filter_and_count_queued(store: Store) -> None:
     assert store.get_job("0" * 32) is None
 
 
+_SCORES = itertools.count(1)  # creation-time scores of the models committed by _commit_model, increasing
+
+
 def _commit_model(redis_conn: redis.Redis, store: Store, name: str, owner: str | None) -> tuple[str, int]:
     """Create a model the way the worker does: a blob, then the fenced commit of a running job."""
     job = store.create_job({}, owner=owner, dataset_id="d", name=name)
@@ -108,7 +112,7 @@ def _commit_model(redis_conn: redis.Redis, store: Store, name: str, owner: str |
         "config": {}, "sha256": sha, "size_bytes": len(data), "blob": blob,
     }  # fmt: skip
     version, _ = attempts.commit_model(
-        job.id, token, model_id=model_id, name=name, owner=owner, meta=meta, score=float(token),
+        job.id, token, model_id=model_id, name=name, owner=owner, meta=meta, score=float(next(_SCORES)),
         job_fields={"status": "succeeded", "model_id": model_id},
     )  # fmt: skip
     return model_id, version
@@ -155,3 +159,80 @@ def test_all_keys_carry_the_prefix(redis_conn: redis.Redis, store: Store) -> Non
     _commit_model(redis_conn, store, "m", "alice")
     names = [key.decode() if isinstance(key, bytes) else key for key in redis_conn.keys("*")]
     assert names and all(name.startswith("bp:") for name in names)
+
+
+def test_model_versions_count_per_owner_and_name(redis_conn: redis.Redis, store: Store) -> None:
+    alice_1, va1 = _commit_model(redis_conn, store, "clf", "alice")
+    bob_1, vb1 = _commit_model(redis_conn, store, "clf", "bob")
+    alice_2, va2 = _commit_model(redis_conn, store, "clf", "alice")
+    anonymous_1, vn1 = _commit_model(redis_conn, store, "clf", None)
+    assert (va1, vb1, va2, vn1) == (1, 1, 2, 1)  # another owner's "clf" never bumps (or reveals) yours
+    bob = store.resolve_model("clf", owner="bob")
+    assert bob is not None and (bob.id, bob.version) == (bob_1, 1)
+    alice = store.resolve_model("clf", owner="alice")
+    assert alice is not None and (alice.id, alice.version) == (alice_2, 2)
+    assert store.resolve_model("clf", owner="carol") is None
+    assert store.resolve_model_id(bob_1, owner="alice") == bob_1  # by id: visibility is the caller's check
+    versions, total = store.list_models(owner="alice", name="clf")
+    assert total == 2 and [m.id for m in versions] == [alice_2, alice_1]
+    assert store.list_models(owner="bob", name="clf")[1] == 1
+    everyone, total = store.list_models(owner=None, name="clf", limit=2)
+    assert total == 4 and [m.id for m in everyone] == [anonymous_1, alice_2]
+    # everyone's view (admins): a name several owners use is ambiguous; with one owner left it resolves
+    with pytest.raises(AmbiguousModelNameError, match="3 owners"):
+        store.resolve_model("clf")
+    for model_id in (bob_1, anonymous_1):
+        assert store.delete_model(model_id) is True
+    latest = store.resolve_model("clf")
+    assert latest is not None and latest.id == alice_2
+    assert store.list_models(owner=None, name="clf")[1] == 2
+    _, vb2 = _commit_model(redis_conn, store, "clf", "bob")
+    assert vb2 == 2  # versions are never reused, per lineage
+
+
+def _brute_counts(store: Store) -> tuple[dict[str, int], int]:
+    jobs, _ = store.list_jobs(owner=None, limit=1000)
+    counts = dict.fromkeys(JOB_STATUSES, 0)
+    for job in jobs:
+        counts[job.status] += 1
+    return counts, sum(len(job.history) for job in jobs)
+
+
+def test_job_counts_and_epochs_follow_every_transition(redis_conn: redis.Redis, store: Store) -> None:
+    attempts = Attempts(redis_conn)
+    assert store.job_counts() == dict.fromkeys(JOB_STATUSES, 0) and store.epochs_trained() == 0
+    jobs = [store.create_job({}, owner="alice", dataset_id="d", name=f"j{i}") for i in range(6)]
+    tokens = {job.id: attempts.begin(job.id, started_at="t", worker="w", heartbeat_interval=10).token
+              for job in jobs[:4]}  # fmt: skip
+    first, second, third, fourth, fifth, sixth = (job.id for job in jobs)
+    attempts.write(first, tokens[first], {"progress": {"samples_per_second": 100.0}}, [{"epoch": 1}, {"epoch": 2}])
+    attempts.write(second, tokens[second], {"progress": {"samples_per_second": 50.5}}, [{"epoch": 1}])
+    assert store.running_progress() == {
+        first: {"samples_per_second": 100.0}, second: {"samples_per_second": 50.5}, third: {}, fourth: {},
+    }  # fmt: skip
+    attempts.write(first, tokens[first], {}, [{"epoch": 2}], trim_history=1)  # resumed: 2 entries, not 3
+    attempts.write(second, tokens[second], {"status": "failed", "error": "x"})
+    assert attempts.transition(third, allowed=("running",), fields={"status": "stalled"})
+    assert attempts.cancel(fourth, finished_at="t") == "stopping"  # running: only a stop flag
+    assert attempts.cancel(fifth, finished_at="t") == "canceled"
+    store.set_job_fields(sixth, status="failed", error="could not be queued")
+    _commit_model(redis_conn, store, "m", "alice")  # one more job: created, begun, succeeded
+    counts, epochs = _brute_counts(store)
+    assert counts == {"queued": 0, "running": 2, "succeeded": 1, "failed": 2, "canceled": 1, "stalled": 1}
+    assert store.job_counts() == counts and store.epochs_trained() == epochs == 3
+    assert set(store.running_progress()) == {first, fourth}
+    # the counts are kept, not scanned: the job index is not read once the counters exist
+    redis_conn.delete(keys.jobs())
+    assert store.job_counts() == counts
+
+
+def test_job_counts_are_recounted_once_when_missing(redis_conn: redis.Redis, store: Store) -> None:
+    attempts = Attempts(redis_conn)
+    jobs = [store.create_job({}, owner=None, dataset_id="d", name=f"j{i}") for i in range(3)]
+    token = attempts.begin(jobs[0].id, started_at="t", worker="w", heartbeat_interval=10).token
+    attempts.write(jobs[0].id, token, {"progress": {"epoch": 1}}, [{"epoch": 1}])
+    redis_conn.delete(keys.job_counts(), keys.jobs_running())  # a store written before the counters existed
+    store.create_job({}, owner=None, dataset_id="d", name="after")  # increments a counter not yet recounted
+    expected = dict.fromkeys(JOB_STATUSES, 0) | {"queued": 3, "running": 1}
+    assert store.job_counts() == expected and store.epochs_trained() == 1
+    assert set(store.running_progress()) == {jobs[0].id}
