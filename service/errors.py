@@ -175,7 +175,10 @@ _DESCRIPTIONS = {
     401: "Missing or unknown API key (when keys are configured).",
     403: "The API key's role does not allow this action.",
     404: "No such resource, or it belongs to another API key.",
-    409: "The resource is not in a state that allows this action, or a model name is used by several owners (give the model id).",
+    409: (
+        "The resource is not in a state that allows this action, "
+        "or a model name is used by several owners (give the model id)."
+    ),
     413: "The request body exceeds max_upload_bytes.",
     415: "Unsupported Content-Type.",
     422: "Invalid input; the message names the field (or the row and column of a CSV).",
