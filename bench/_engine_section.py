@@ -92,7 +92,7 @@ def case_lines(case: CaseResult) -> list[str]:
         quality = "" if math.isnan(loss) else f", train loss {loss:.3f}, accuracy {accuracy:.3f}"
         lines.append(
             f"{name:15s} {t.median * 1e3:9.2f} ms/epoch  {t.samples_per_second:12,.0f} samples/s"
-            f"  (spread {t.spread:.0%}, n={len(t.seconds)}){quality}"
+            f"  (IQR {t.spread:.0%}, n={len(t.seconds)}){quality}"
         )
     return lines
 
@@ -107,8 +107,8 @@ def memory_line(record: dict[str, Any]) -> str:
     )
 
 
-NOISY_SPREAD = 0.5
-"""(max - min) / median of a contender's epochs above which a case is flagged as noisy."""
+NOISY_SPREAD = 0.2
+"""Interquartile range / median of a contender's epochs above which a case is flagged as noisy."""
 
 
 def noisy_cases(cases: list[CaseResult]) -> list[str]:
@@ -197,7 +197,7 @@ def _case_table(case: CaseResult) -> list[str]:
         f"**{case.name}** — {case.n_samples:,} samples, layers {'-'.join(map(str, case.layer_sizes))}, "
         f"batch {case.batch_size}, {len(next(iter(case.times.values())).seconds)} measured epochs each",
         "",
-        "| contender | ms / epoch (median) | samples / s | engine speed-up | spread | train loss / acc. |",
+        "| contender | ms / epoch (median) | samples / s | time / engine's | IQR / median | train loss / acc. |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for name, t in case.times.items():
@@ -249,8 +249,8 @@ def render(
     if noisy:
         lines += [
             "",
-            f"**Noisy run**: the epoch times of {', '.join(noisy)} spread by more than {NOISY_SPREAD:.0%} "
-            "(other work on the machine); treat these ratios with care and re-run on a quiet machine.",
+            f"**Noisy run**: in {', '.join(noisy)} the epoch times' interquartile range exceeds "
+            f"{NOISY_SPREAD:.0%} of the median (other work on the machine); re-run on a quiet machine.",
         ]
     if not env.engine_available:
         lines += ["", "The engine's trainer (`engine.Training`) did not exist yet: baselines only."]

@@ -23,8 +23,11 @@ class EpochTimes:
 
     @property
     def spread(self) -> float:
-        """(max - min) / median of the measured epochs: how noisy the machine was."""
-        return (max(self.seconds) - min(self.seconds)) / self.median
+        """Interquartile range / median of the measured epochs: how noisy the machine was."""
+        if len(self.seconds) < 2:
+            return 0.0
+        q1, _, q3 = statistics.quantiles(self.seconds, n=4)
+        return (q3 - q1) / self.median
 
     @property
     def samples_per_second(self) -> float:

@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> None:
     targets = _engine_section.evaluate_targets(cases, memory)
     noisy = _engine_section.noisy_cases(cases)
     if noisy:
-        _log(f"NOISY: epoch times of {', '.join(noisy)} spread by more than 50%: other load on the machine?")
+        _log(f"NOISY: epoch times of {', '.join(noisy)} vary (IQR > 20% of the median): other load on the machine?")
     _log("targets:")
     for target in targets:
         _log(f"  {target.verdict:4s} {target.name}: {target.measured}")

@@ -69,7 +69,9 @@ class RedisServer:
             "--protected-mode", "yes",
         ]
         if self.persistent:
-            args += ["--appendonly", "yes", "--appendfsync", "everysec"]
+            # `always`: every write is in the AOF (fsynced) before Redis answers it. With `everysec`, Redis
+            # acknowledges writes while a slow background fsync is pending, and a crash loses them.
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
         return args

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -45,6 +46,15 @@ class ModelCache(Generic[Model]):
                 self._models.popitem(last=False)
         return model, False
 
+    def peek(self, key: CacheKey) -> Model | None:
+        """The cached model for `key` (counted as a hit), or None without loading (nor counting a miss)."""
+        with self._lock:
+            model = self._models.get(key)
+            if model is not None:
+                self._models.move_to_end(key)
+                self.hits += 1
+            return model
+
     def invalidate(self, model_id: str) -> None:
         """Forget every cached version of `model_id` (after a delete)."""
         with self._lock:
@@ -55,38 +65,65 @@ class ModelCache(Generic[Model]):
 class ModelRecords:
     """Parsed model metadata, kept in memory: a model's record never changes once written (only deleted),
     so a lookup costs one small Redis call (does it still exist? / which is this name's latest id?) instead
-    of fetching and parsing the whole record with its training history."""
+    of fetching and parsing the whole record with its training history.
 
-    def __init__(self, store: Store, maxsize: int = 4096) -> None:
+    `fresh(model_id)` skips even that call when the model's existence was confirmed in Redis less than
+    `recheck_seconds` ago: the prediction route's fast path. Its staleness bound: a model deleted by another
+    API process can still serve predictions here for at most `recheck_seconds` (a delete in this process,
+    and every `resolve`, forget or re-check it at once).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        maxsize: int = 4096,
+        *,
+        recheck_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.maxsize = maxsize
-        self._records: OrderedDict[str, ModelRecord] = OrderedDict()
+        self.recheck_seconds = recheck_seconds
+        self.clock = clock
+        self._records: OrderedDict[str, tuple[ModelRecord, float]] = OrderedDict()  # id -> (record, confirmed)
         self._lock = threading.Lock()
 
-    def _cached(self, model_id: str) -> ModelRecord | None:
+    def _cached(self, model_id: str, confirmed: float) -> ModelRecord | None:
         with self._lock:
-            record = self._records.get(model_id)
-            if record is not None:
-                self._records.move_to_end(model_id)
-            return record
+            entry = self._records.get(model_id)
+            if entry is None:
+                return None
+            self._records[model_id] = (entry[0], confirmed)
+            self._records.move_to_end(model_id)
+            return entry[0]
 
-    def _load(self, model_id: str) -> ModelRecord | None:
+    def _load(self, model_id: str, confirmed: float) -> ModelRecord | None:
         record = self.store.get_model(model_id)
         if record is not None:
             with self._lock:
-                self._records[model_id] = record
+                self._records[model_id] = (record, confirmed)
                 while len(self._records) > self.maxsize:
                     self._records.popitem(last=False)
         return record
 
+    def fresh(self, model_id: str) -> ModelRecord | None:
+        """The record of model *id* `model_id` when it is cached and its existence was confirmed less than
+        `recheck_seconds` ago, without a Redis call; None: ask `resolve` (names always go there)."""
+        with self._lock:
+            entry = self._records.get(model_id)
+        if entry is None or self.clock() - entry[1] >= self.recheck_seconds:
+            return None
+        return entry[0]
+
     def resolve(self, id_or_name: str, *, owner: str | None) -> ModelRecord | None:
         """A model by id, or by name: `owner`'s latest version (None: everyone's, see
         `Store.resolve_model_id`; may raise AmbiguousModelNameError)."""
+        confirmed = self.clock()
         model_id = self.store.resolve_model_id(id_or_name, owner=owner)
         if model_id is None:
             self.invalidate(id_or_name)  # in case it was an id, deleted meanwhile
             return None
-        return self._cached(model_id) or self._load(model_id)
+        return self._cached(model_id, confirmed) or self._load(model_id, confirmed)
 
     def invalidate(self, model_id: str) -> None:
         with self._lock:

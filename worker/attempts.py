@@ -17,21 +17,31 @@ from redis import Redis
 from worker import keys
 
 # Statuses are stored JSON-encoded, so the Lua scripts compare against '"running"' etc.
-# Every status change also moves the job between the per-status counters (keys.job_counts) and in or out
-# of the running set (keys.jobs_running), in the same script, so /metrics never scans the jobs.
-# The job id is always the last ARGV.
+# Every status change also moves the job between the per-status counters (keys.job_counts, with the
+# per-owner queued counters keys.queued_of), in or out of the running set (keys.jobs_running) and the active
+# set (keys.jobs_active), in the same script, so /metrics, the per-key queue limit and the reaper never scan
+# the jobs. The job id is always the last ARGV, the job record always KEYS[1], the active set the last KEYS.
 _MOVE = """
+local ACTIVE = {['"queued"'] = true, ['"running"'] = true, ['"stalled"'] = true}
 local function move(counts, running, job_id, old, new)
   if old == new then return end
   if old then redis.call('HINCRBY', counts, old, -1) end
   redis.call('HINCRBY', counts, new, 1)
   if new == '"running"' then redis.call('SADD', running, job_id)
   elseif old == '"running"' then redis.call('SREM', running, job_id) end
+  local was, is = old and ACTIVE[old], ACTIVE[new]
+  if is and not was then redis.call('SADD', KEYS[#KEYS], job_id)
+  elseif was and not is then redis.call('SREM', KEYS[#KEYS], job_id) end
+  if old == '"queued"' or new == '"queued"' then
+    local of = 'queued_of:' .. (redis.call('HGET', KEYS[1], 'owner') or 'null')
+    if old == '"queued"' then redis.call('HINCRBY', counts, of, -1) end
+    if new == '"queued"' then redis.call('HINCRBY', counts, of, 1) end
+  end
 end
 local job_id = ARGV[#ARGV]
 """
 
-# KEYS: job, fence, counts, running. ARGV: started_at, worker, heartbeat_interval, job_id.
+# KEYS: job, fence, counts, running, active. ARGV: started_at, worker, heartbeat_interval, job_id.
 _BEGIN = _MOVE + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {-1, ''} end
@@ -46,7 +56,7 @@ if not started or started == 'null' then redis.call('HSET', KEYS[1], 'started_at
 return {token, status}
 """
 
-# KEYS: job, fence, history, checkpoint, counts, running.
+# KEYS: job, fence, history, checkpoint, counts, running, active.
 # ARGV: token, trim, drop_checkpoint, n_fields, fields..., entries..., job_id.
 _WRITE = _MOVE + """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
@@ -88,7 +98,7 @@ return {1, older}
 """
 
 # KEYS: job, fence, checkpoint, model, models, models_of, versions (of owner and name), counter (of owner
-# and name), models_named (all owners), counts, running.
+# and name), models_named (all owners), counts, running, active.
 # ARGV: token, model_id, meta, score, has_owner, n_fields, fields..., owner (JSON), job_id.
 _COMMIT_MODEL = _MOVE + """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
@@ -113,7 +123,7 @@ redis.call('DEL', KEYS[3])
 return {version, old}
 """
 
-# KEYS: job, fence, counts, running.
+# KEYS: job, fence, counts, running, active.
 # ARGV: allowed statuses (comma separated JSON texts), bump_fence, n_fields, fields..., job_id.
 _TRANSITION = _MOVE + """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -133,7 +143,7 @@ end
 return 1
 """
 
-# KEYS: job, stop, fence, counts, running. ARGV: finished_at, job_id.
+# KEYS: job, stop, fence, counts, running, active. ARGV: finished_at, job_id.
 # Queued/stalled -> canceled now; running -> stop flag.
 _CANCEL = _MOVE + """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -197,7 +207,13 @@ class Attempts:
     def begin(self, job_id: str, *, started_at: str, worker: str | None, heartbeat_interval: int) -> Begin:
         """Take a fencing token and mark the job running; token 0 if the job already ended, -1 if gone."""
         token, previous = self._begin(
-            keys=[keys.job(job_id), keys.job_fence(job_id), keys.job_counts(), keys.jobs_running()],
+            keys=[
+                keys.job(job_id),
+                keys.job_fence(job_id),
+                keys.job_counts(),
+                keys.jobs_running(),
+                keys.jobs_active(),
+            ],
             args=[json.dumps(started_at), json.dumps(worker), json.dumps(heartbeat_interval), job_id],
         )
         return Begin(int(token), json.loads(previous) if previous else None)
@@ -228,6 +244,7 @@ class Attempts:
                 keys.job_checkpoint(job_id),
                 keys.job_counts(),
                 keys.jobs_running(),
+                keys.jobs_active(),
             ],
             args=[
                 str(token),
@@ -289,6 +306,7 @@ class Attempts:
                 keys.models_named(name),
                 keys.job_counts(),
                 keys.jobs_running(),
+                keys.jobs_active(),
             ],
             args=[
                 str(token),
@@ -312,7 +330,13 @@ class Attempts:
     ) -> bool:
         """Set fields if the job's status is one of `allowed`; bump the fence to disown running attempts."""
         result = self._transition(
-            keys=[keys.job(job_id), keys.job_fence(job_id), keys.job_counts(), keys.jobs_running()],
+            keys=[
+                keys.job(job_id),
+                keys.job_fence(job_id),
+                keys.job_counts(),
+                keys.jobs_running(),
+                keys.jobs_active(),
+            ],
             args=[
                 ",".join(json.dumps(status) for status in allowed),
                 "1" if bump_fence else "0",
@@ -332,6 +356,7 @@ class Attempts:
                 keys.job_fence(job_id),
                 keys.job_counts(),
                 keys.jobs_running(),
+                keys.jobs_active(),
             ],
             args=[json.dumps(finished_at), job_id],
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 PREFIX = "bp:"
 
 
@@ -58,14 +60,25 @@ def job_checkpoint(job_id: str) -> str:
 
 
 def job_counts() -> str:
-    """Jobs per status (fields: JSON-encoded statuses), `epochs` (history entries of all jobs) and
-    `built` (set once the counts were recounted from the job records) (hash)."""
+    """Jobs per status (fields: JSON-encoded statuses), queued jobs per owner (fields: `queued_of:` + the
+    JSON-encoded owner), `epochs` (history entries of all jobs) and `built` (the version of these indexes,
+    set when they were recounted from the job records) (hash)."""
     return f"{PREFIX}job-counts"
 
 
 def jobs_running() -> str:
     """Ids of the jobs whose status is `running` (set)."""
     return f"{PREFIX}jobs:running"
+
+
+def jobs_active() -> str:
+    """Ids of the jobs whose status is `queued`, `running` or `stalled`: what the reaper looks at (set)."""
+    return f"{PREFIX}jobs:active"
+
+
+def queued_of(owner: str | None) -> str:
+    """The field of `job_counts()` counting `owner`'s queued jobs (owner JSON-encoded, as in job records)."""
+    return "queued_of:" + json.dumps(owner)
 
 
 # --- models --------------------------------------------------------------------------------------

@@ -26,24 +26,31 @@ from worker.records import (
     utc_now,
 )
 
-_ACTIVE = ("queued", "running", "stalled")
-
-# Recount keys.job_counts and keys.jobs_running from the job records, once per Redis dataset (a store
-# written before the counters existed, or a flushed one): atomic, so increments made before it are
-# replaced by the exact count. KEYS: counts, running, jobs. ARGV: job key prefix/suffix, history prefix/suffix.
+# Recount keys.job_counts (with the per-owner queued counters), keys.jobs_running and keys.jobs_active from
+# the job records, once per Redis dataset and index version (a store written before these indexes existed,
+# or a flushed one): atomic, so increments made before it are replaced by the exact count.
+# KEYS: counts, running, jobs, active. ARGV: job key prefix/suffix, history prefix/suffix, index version.
+_INDEX_VERSION = "2"
 _RECOUNT = """
-if redis.call('HEXISTS', KEYS[1], 'built') == 1 then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
+if redis.call('HGET', KEYS[1], 'built') == ARGV[5] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 local epochs = 0
 for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
-  local status = redis.call('HGET', ARGV[1] .. id .. ARGV[2], 'status')
+  local job = ARGV[1] .. id .. ARGV[2]
+  local status = redis.call('HGET', job, 'status')
   if status then
     redis.call('HINCRBY', KEYS[1], status, 1)
     if status == '"running"' then redis.call('SADD', KEYS[2], id) end
+    if status == '"queued"' or status == '"running"' or status == '"stalled"' then
+      redis.call('SADD', KEYS[4], id)
+    end
+    if status == '"queued"' then
+      redis.call('HINCRBY', KEYS[1], 'queued_of:' .. (redis.call('HGET', job, 'owner') or 'null'), 1)
+    end
     epochs = epochs + redis.call('LLEN', ARGV[3] .. id .. ARGV[4])
   end
 end
-redis.call('HSET', KEYS[1], 'epochs', epochs, 'built', 1)
+redis.call('HSET', KEYS[1], 'epochs', epochs, 'built', ARGV[5])
 return 1
 """
 
@@ -225,6 +232,8 @@ class Store:
             if owner is not None:
                 pipe.zadd(keys.jobs_of(owner), {record.id: score})
             pipe.hincrby(keys.job_counts(), json.dumps(record.status), 1)
+            pipe.hincrby(keys.job_counts(), keys.queued_of(owner), 1)
+            pipe.sadd(keys.jobs_active(), record.id)
             pipe.execute()
         return record
 
@@ -272,27 +281,33 @@ class Store:
         return [record for record in records if record is not None], total
 
     def count_queued_jobs(self, owner: str | None) -> int:
-        """Jobs of `owner` (None: everyone) that are queued."""
-        index = keys.jobs() if owner is None else keys.jobs_of(owner)
-        return sum(value == "queued" for value in self._statuses(self._ids(index)))
+        """Jobs of `owner` (None: everyone) that are queued: one kept counter."""
+        field = json.dumps("queued") if owner is None else keys.queued_of(owner)
+        built, value = self.redis.hmget(keys.job_counts(), ["built", field])
+        if built is None or _text(built) != _INDEX_VERSION:
+            self._build_indexes()
+            value = self.redis.hget(keys.job_counts(), field)
+        return max(0, int(value or 0))
 
     def active_job_ids(self) -> list[str]:
-        """Ids of jobs that are queued, running or stalled (what the reaper looks at)."""
-        every = self._ids(keys.jobs())
-        statuses = self._statuses(every)
-        return [job_id for job_id, value in zip(every, statuses, strict=True) if value in _ACTIVE]
+        """Ids of jobs that are queued, running or stalled (what the reaper looks at), from a kept index."""
+        self._job_counts_raw()  # make sure the index was built
+        return sorted(_text(raw) for raw in self.redis.smembers(keys.jobs_active()))  # type: ignore[union-attr]
+
+    def _build_indexes(self) -> None:
+        job_prefix, job_suffix = _key_parts(keys.job)
+        history_prefix, history_suffix = _key_parts(keys.job_history)
+        self._recount(
+            keys=[keys.job_counts(), keys.jobs_running(), keys.jobs(), keys.jobs_active()],
+            args=[job_prefix, job_suffix, history_prefix, history_suffix, _INDEX_VERSION],
+        )
 
     def _job_counts_raw(self) -> dict[str, int]:
-        counts = self.redis.hgetall(keys.job_counts())
-        if b"built" not in counts and "built" not in counts:
-            job_prefix, job_suffix = _key_parts(keys.job)
-            history_prefix, history_suffix = _key_parts(keys.job_history)
-            self._recount(
-                keys=[keys.job_counts(), keys.jobs_running(), keys.jobs()],
-                args=[job_prefix, job_suffix, history_prefix, history_suffix],
-            )
-            counts = self.redis.hgetall(keys.job_counts())
-        return {_text(field): int(value) for field, value in counts.items()}
+        counts = {_text(field): value for field, value in self.redis.hgetall(keys.job_counts()).items()}
+        if _text(counts.get("built", "")) != _INDEX_VERSION:
+            self._build_indexes()
+            counts = {_text(field): value for field, value in self.redis.hgetall(keys.job_counts()).items()}
+        return {field: int(value) for field, value in counts.items()}
 
     def job_counts(self) -> dict[str, int]:
         """Number of jobs in each status (every status of JOB_STATUSES present), from kept counters."""

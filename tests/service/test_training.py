@@ -149,10 +149,16 @@ def test_delete_in_one_api_process_is_seen_by_another(
     make_client: Callable[..., TestClient], run_worker: Callable[[], None]
 ) -> None:
     first, second = make_client(), make_client()
+    records = first.app.state.backprop.records  # type: ignore[attr-defined]
+    now = [0.0]
+    records.clock = lambda: now[0]  # a manual clock: the staleness bound without sleeping
     model_id = _train(first, run_worker)["model_id"]
     row = {"instances": [[0.0, 0.0, 0.0]]}
     for client in (first, second):  # both load and cache the model
         assert client.post(f"/v1/models/{model_id}/predict", json=row).status_code == 200
     assert second.delete(f"/v1/models/{model_id}").status_code == 204
+    assert second.post(f"/v1/models/{model_id}/predict", json=row).status_code == 404  # the deleting process
+    # Predictions in `first` may serve its cached record for at most recheck_seconds, then re-check Redis.
+    now[0] += records.recheck_seconds
     assert first.post(f"/v1/models/{model_id}/predict", json=row).status_code == 404
     assert first.get(f"/v1/models/{model_id}").status_code == 404
