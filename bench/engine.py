@@ -93,8 +93,15 @@ def run(args: argparse.Namespace) -> None:
     from bench._gemm_floor import GemmFloor
     from bench._lean_mlp import LeanMLP
     from bench._peak_memory import measure
-    from bench._sklearn_mlp import SklearnMLP, sklearn_version
-    from bench._torch_mlp import TorchMLP, set_torch_threads, torch_blas, torch_version
+
+    try:
+        from bench._sklearn_mlp import SklearnMLP, sklearn_version
+        from bench._torch_mlp import TorchMLP, set_torch_threads, torch_blas, torch_version
+    except ModuleNotFoundError as exc:
+        raise SystemExit(
+            f"bench/engine.py needs the bench extra ({exc.name} is missing): "
+            ".venv/bin/pip install -c constraints.txt -e '.[bench]'  (torch==2.13.0, a local CPU wheel here)"
+        ) from None
 
     _wait_for_quiet(args.wait_for_quiet)
     started = now_utc()

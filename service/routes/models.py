@@ -99,10 +99,9 @@ def _load(state: AppState, record: ModelRecord) -> engine.Model:
     return engine.loads(data)
 
 
-def _loaded(state: AppState, record: ModelRecord) -> engine.Model:
-    """The model of `record`, from the cache or loaded (blocking: run in the thread pool)."""
-    model, _ = state.cache.get((record.id, record.sha256), lambda: _load(state, record))
-    return model
+def _loaded(state: AppState, record: ModelRecord) -> tuple[engine.Model, bool]:
+    """The model of `record` and whether it was cached (blocking: run it in the thread pool)."""
+    return state.cache.get((record.id, record.sha256), lambda: _load(state, record))
 
 
 def _probabilities(model: engine.Model, X: np.ndarray) -> np.ndarray:
@@ -143,13 +142,9 @@ async def predict(model_id: str, body: PredictCreate, state: State, caller: Call
                 f"{len(row)} features, the model expects {record.n_features}",
                 code="wrong_feature_count",
             )
-    key = (record.id, record.sha256)
-    model = state.cache.peek(key)
-    if model is not None:
-        state.metrics.model_cache_hits.inc()
-    else:
-        model = await run_in_threadpool(_loaded, state, record)
-        state.metrics.model_cache_misses.inc()
+    cached = state.cache.peek((record.id, record.sha256))
+    model, hit = (cached, True) if cached is not None else await run_in_threadpool(_loaded, state, record)
+    (state.metrics.model_cache_hits if hit else state.metrics.model_cache_misses).inc()
     X = np.asarray(body.instances, dtype=np.float64)
     try:
         if rows <= INLINE_ROWS:

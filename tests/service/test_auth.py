@@ -79,6 +79,8 @@ def test_resources_belong_to_their_key(secured: TestClient, run_worker: Callable
     # Alice and the admin do
     assert secured.post(f"/v1/models/{model_id}/predict", json=row, headers=ALICE).status_code == 200
     assert secured.post("/v1/models/mine/predict", json=row, headers=ALICE).status_code == 200
+    # ... and Bob still does not, now that the model's record is cached (the prediction fast path)
+    assert secured.post(f"/v1/models/{model_id}/predict", json=row, headers=BOB).status_code == 404
     assert secured.get("/v1/datasets", headers=ROOT).json()["total"] == 1
     assert secured.get(f"/v1/models/{model_id}", headers=ROOT).status_code == 200
     assert secured.delete(f"/v1/models/{model_id}", headers=ROOT).status_code == 204

@@ -236,3 +236,59 @@ def test_job_counts_are_recounted_once_when_missing(redis_conn: redis.Redis, sto
     expected = dict.fromkeys(JOB_STATUSES, 0) | {"queued": 3, "running": 1}
     assert store.job_counts() == expected and store.epochs_trained() == 1
     assert set(store.running_progress()) == {jobs[0].id}
+
+
+def _brute_queued(store: Store, owner: str | None) -> int:
+    jobs, _ = store.list_jobs(owner=owner, limit=500)
+    return sum(job.status == "queued" for job in jobs)
+
+
+def test_queued_counts_and_active_ids_follow_every_transition(redis_conn: redis.Redis, store: Store) -> None:
+    attempts = Attempts(redis_conn)
+    a0, a1, a2, a3 = (store.create_job({}, owner="alice", dataset_id="d", name=f"a{i}").id for i in range(4))
+    bob = store.create_job({}, owner="bob", dataset_id="d", name="b").id
+    anonymous = store.create_job({}, owner=None, dataset_id="d", name="n").id
+    assert (store.count_queued_jobs("alice"), store.count_queued_jobs("bob"), store.count_queued_jobs(None)) == (
+        4, 1, 6,
+    )  # fmt: skip
+    assert store.active_job_ids() == sorted([a0, a1, a2, a3, bob, anonymous])
+    attempts.begin(a0, started_at="t", worker="w", heartbeat_interval=10)  # queued -> running
+    assert store.count_queued_jobs("alice") == 3 and store.count_queued_jobs(None) == 5
+    assert attempts.transition(a0, allowed=("running",), fields={"status": "stalled"})
+    assert attempts.transition(a0, allowed=("stalled",), fields={"status": "queued"})  # the reaper's requeue
+    assert store.count_queued_jobs("alice") == 4 and a0 in store.active_job_ids()
+    token = attempts.begin(a0, started_at="t", worker="w", heartbeat_interval=10).token
+    assert attempts.write(a0, token, {"status": "succeeded"})[0]
+    token = attempts.begin(a1, started_at="t", worker="w", heartbeat_interval=10).token
+    assert attempts.write(a1, token, {"status": "failed", "error": "x"})[0]
+    assert attempts.cancel(a2, finished_at="t") == "canceled"
+    store.set_job_fields(bob, status="failed", error="could not be queued")
+    token = attempts.begin(anonymous, started_at="t", worker="w", heartbeat_interval=10).token
+    for owner in ("alice", "bob", None):
+        assert store.count_queued_jobs(owner) == _brute_queued(store, owner)
+    assert (store.count_queued_jobs("alice"), store.count_queued_jobs("bob"), store.count_queued_jobs(None)) == (
+        1, 0, 1,
+    )  # fmt: skip
+    assert store.active_job_ids() == sorted([a3, anonymous])
+    # Kept, not scanned: a queued job record that only the job indexes name (as a scan would find it) is not
+    # counted, and the reaper is not shown it.
+    stray = "f" * 32
+    redis_conn.hset(keys.job(stray), mapping={"status": '"queued"', "owner": '"alice"'})
+    redis_conn.zadd(keys.jobs(), {stray: 1.0})
+    redis_conn.zadd(keys.jobs_of("alice"), {stray: 1.0})
+    assert store.count_queued_jobs("alice") == 1 and store.count_queued_jobs(None) == 1
+    assert store.active_job_ids() == sorted([a3, anonymous])
+
+
+def test_queue_indexes_are_rebuilt_once_from_an_older_store(redis_conn: redis.Redis, store: Store) -> None:
+    attempts = Attempts(redis_conn)
+    jobs = [store.create_job({}, owner="alice", dataset_id="d", name=f"j{i}").id for i in range(3)]
+    attempts.begin(jobs[0], started_at="t", worker="w", heartbeat_interval=10)
+    attempts.cancel(jobs[1], finished_at="t")
+    # A store written by the previous version: counters marked built, but no active set nor owner counters.
+    redis_conn.delete(keys.jobs_active())
+    redis_conn.hdel(keys.job_counts(), keys.queued_of("alice"))
+    redis_conn.hset(keys.job_counts(), "built", 1)
+    assert store.count_queued_jobs("alice") == 1
+    assert store.active_job_ids() == sorted([jobs[0], jobs[2]])
+    assert store.job_counts()["running"] == 1 and store.job_counts()["canceled"] == 1
