@@ -117,7 +117,8 @@ def test_run_training_missing_dataset_and_bad_spec_fail_with_a_reason(
 def test_run_training_over_its_time_limit_fails_with_the_limit(
     redis_conn: redis.Redis, store: Store, runtime_config: WorkerConfig
 ) -> None:
-    dataset = store.create_dataset(*blobs_dataset(n=600), owner=None)
+    # Small epochs (15 steps): even on a loaded machine some finish within the 1 s limit.
+    dataset = store.create_dataset(*blobs_dataset(n=120), owner=None)
     job = store.create_job(_slow_spec(100_000), owner=None, dataset_id=dataset.id, name="slow")
     enqueue_training(redis_conn, job, queue_name=QUEUE, timeout=1, retries=2)
     _burst(redis_conn)
