@@ -56,12 +56,17 @@ if not started or started == 'null' then redis.call('HSET', KEYS[1], 'started_at
 return {token, status}
 """
 
-# KEYS: job, fence, history, checkpoint, counts, running, active.
-# ARGV: token, trim, drop_checkpoint, n_fields, fields..., entries..., job_id.
-_WRITE = _MOVE + """
+# The attempt's guard: its token is still the job's fence (KEYS[2]) and the job (KEYS[1]) is still running
+# or stalled; otherwise the script changes nothing and answers 0. ARGV[1] is the token.
+_FENCED = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= '"running"' and status ~= '"stalled"' then return 0 end
+"""
+
+# KEYS: job, fence, history, checkpoint, counts, running, active.
+# ARGV: token, trim, drop_checkpoint, n_fields, fields..., entries..., job_id.
+_WRITE = _MOVE + _FENCED + """
 local before = redis.call('LLEN', KEYS[3])
 local trim = tonumber(ARGV[2])
 if trim == 0 then redis.call('DEL', KEYS[3])
@@ -86,10 +91,7 @@ return {1, old}
 """
 
 # KEYS: job, fence, checkpoint. ARGV: token, path, sha256, epoch.
-_CHECKPOINT = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= '"running"' and status ~= '"stalled"' then return 0 end
+_CHECKPOINT = _FENCED + """
 local old = redis.call('HGET', KEYS[3], 'path') or ''
 local older = redis.call('HGET', KEYS[3], 'previous') or ''
 redis.call('HSET', KEYS[3], 'path', ARGV[2], 'sha256', ARGV[3], 'epoch', ARGV[4], 'token', ARGV[1],
@@ -100,10 +102,7 @@ return {1, older}
 # KEYS: job, fence, checkpoint, model, models, models_of, versions (of owner and name), counter (of owner
 # and name), models_named (all owners), counts, running, active.
 # ARGV: token, model_id, meta, score, has_owner, n_fields, fields..., owner (JSON), job_id.
-_COMMIT_MODEL = _MOVE + """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= '"running"' and status ~= '"stalled"' then return 0 end
+_COMMIT_MODEL = _MOVE + _FENCED + """
 local version = redis.call('INCR', KEYS[8])
 redis.call('HSET', KEYS[4], 'meta', ARGV[3], 'version', version, 'owner', ARGV[#ARGV - 1])
 redis.call('ZADD', KEYS[5], ARGV[4], ARGV[2])
