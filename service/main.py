@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from service.auth import KeyRing
 from service.body_limit import BodyLimitMiddleware
-from service.deps import AppState, make_redis
+from service.deps import AppState, Caller, make_redis
 from service.errors import install_error_handlers
 from service.logs import AccessLogMiddleware, configure_logging
 from service.metrics import Metrics, store_snapshot
@@ -82,14 +84,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             client.close()
             probe.close()
 
+    # With API keys configured, the API's own description needs a key too (only /healthz, /readyz and, when
+    # settings say so, /metrics are open): FastAPI's open routes are replaced by authenticated ones.
+    open_docs = not state.keyring.enabled
     app = FastAPI(
         title="Backprop",
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=lambda route: route.name,  # operationId = handler name
+        openapi_url="/openapi.json" if open_docs else None,
+        docs_url="/docs" if open_docs else None,
+        redoc_url="/redoc" if open_docs else None,
     )
     app.state.backprop = state
+    if not open_docs:
+
+        @app.get("/openapi.json", include_in_schema=False)
+        def read_openapi(caller: Caller) -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", include_in_schema=False)
+        def read_docs(caller: Caller) -> HTMLResponse:
+            return get_swagger_ui_html(openapi_url="/openapi.json", title="Backprop API")
+
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     responses_by_status = state.metrics.http_responses

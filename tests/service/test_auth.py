@@ -32,6 +32,8 @@ def test_missing_or_unknown_key_is_401(secured: TestClient, headers: dict[str, s
         ("GET", "/v1/jobs"),
         ("GET", "/v1/models/x"),
         ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+        ("GET", "/docs"),
     ]:
         response = secured.request(method, path, headers=headers)
         assert response.status_code == 401, path
@@ -42,6 +44,16 @@ def test_missing_or_unknown_key_is_401(secured: TestClient, headers: dict[str, s
 def test_probes_need_no_key(secured: TestClient) -> None:
     assert secured.get("/healthz").status_code == 200
     assert secured.get("/readyz").status_code in (200, 503)
+
+
+def test_api_description_needs_a_key_when_keys_are_configured(secured: TestClient) -> None:
+    spec = secured.get("/openapi.json", headers=ALICE)
+    assert spec.status_code == 200
+    assert "/v1/models/{model_id}/predict" in spec.json()["paths"]
+    assert "/openapi.json" not in spec.json()["paths"]
+    docs = secured.get("/docs", headers=ALICE)
+    assert docs.status_code == 200 and "swagger-ui" in docs.text
+    assert secured.get("/redoc", headers=ALICE).status_code == 404
 
 
 def test_metrics_is_admin_only_when_not_public(
