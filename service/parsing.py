@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
+import lzma
+import math
 import re
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +33,7 @@ class Limits:
     max_rows: int
     max_features: int
     max_classes: int
+    max_bytes: int = 100 * 1024 * 1024  # decompressed array data of an .npz (a compressed upload may not exceed it)
 
 
 class DatasetError(ValueError):
@@ -180,7 +184,7 @@ def parse_csv(data: bytes, *, label_column: str | None, limits: Limits) -> Datas
         r, c = bad
         raise DatasetError(
             f"row {r + 1} (line {lines[r]}), column {names[c]!r} (#{feature_index[c] + 1}): "
-            f"{cells[r][c].strip()!r} is not a finite number",
+            f"{cells[r][c].strip()[:40]!r} is not a finite number",
             row=r + 1,
             line=lines[r],
             column=names[c],
@@ -225,8 +229,14 @@ def _locate_bad_cell(
 
 # --- NPZ ------------------------------------------------------------------------------------------
 
+# What reading a truncated or corrupt member raises (a bad deflate / LZMA stream raises zlib.error /
+# LZMAError, bzip2 OSError).
+_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError)
+_HEADER_ERRORS = (*_READ_ERRORS, SyntaxError)
+_ARCHIVE_ERRORS = (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError, zlib.error, lzma.LZMAError)
 
-def _read_member(archive: zipfile.ZipFile, name: str, max_items: int, kinds: str) -> np.ndarray:
+
+def _read_member(archive: zipfile.ZipFile, name: str, max_items: int, max_bytes: int, kinds: str) -> np.ndarray:
     """One .npy member: header checked (no object dtype, size capped) before the data is read."""
     member = f"{name}.npy"
     if member not in archive.namelist():
@@ -240,7 +250,7 @@ def _read_member(archive: zipfile.ZipFile, name: str, max_items: int, kinds: str
                 shape, _fortran_order, dtype = np.lib.format.read_array_header_2_0(fp)
             else:
                 raise ValueError(f"unsupported .npy version {version}")
-        except (ValueError, OSError, EOFError, SyntaxError, zipfile.BadZipFile) as exc:
+        except _HEADER_ERRORS as exc:
             raise DatasetError(f"{name}: not a valid .npy array ({exc})", field=name) from None
         if dtype.hasobject:
             raise DatasetError(f"{name}: object arrays are not accepted (they need pickle)", field=name)
@@ -249,17 +259,24 @@ def _read_member(archive: zipfile.ZipFile, name: str, max_items: int, kinds: str
             raise DatasetError(f"{name}: dtype {dtype.str} is not {expected}", field=name)
         if dtype.itemsize > 4 * _MAX_LABEL_CHARS:
             raise DatasetError(f"{name}: text longer than {_MAX_LABEL_CHARS} characters", field=name)
-        items = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+        items = math.prod(shape)  # Python ints: a forged header cannot overflow into a small number
         if items > max_items:
             raise DatasetError(
                 f"{name}: {items} values exceed the limits (max_rows x max_features)",
                 code="limit_exceeded",
                 field=name,
             )
+        if items * dtype.itemsize > max_bytes:
+            raise DatasetError(
+                f"{name}: {items * dtype.itemsize} bytes once decompressed exceed max_upload_bytes ({max_bytes})",
+                code="limit_exceeded",
+                field=name,
+                limit="max_upload_bytes",
+            )
         try:
             fp.seek(0)  # read_array parses the (already checked) header again
             array = np.lib.format.read_array(fp, allow_pickle=False)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        except _READ_ERRORS as exc:
             raise DatasetError(f"{name}: truncated or corrupt array ({exc})", field=name) from None
     return np.asarray(array)
 
@@ -273,9 +290,9 @@ def parse_npz(data: bytes, *, limits: Limits) -> Dataset:
     max_items = limits.max_rows * (limits.max_features + 1)
     try:
         with archive:
-            X = _read_member(archive, "X", max_items, "biuf")
-            y = _read_member(archive, "y", limits.max_rows, "biufUS")
-    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
+            X = _read_member(archive, "X", max_items, limits.max_bytes, "biuf")
+            y = _read_member(archive, "y", limits.max_rows, limits.max_bytes, "biufUS")
+    except _ARCHIVE_ERRORS as exc:
         raise DatasetError(f"file: corrupt .npz archive ({exc})", field="file") from None
     if X.ndim != 2:
         raise DatasetError(
@@ -311,7 +328,7 @@ def _npz_labels(y: np.ndarray) -> np.ndarray:
         if not finite.all():
             row = int(np.argmin(finite))
             raise DatasetError(f"y: row {row + 1} is not a finite number", field="y", row=row + 1)
-        if not np.all(y == np.round(y)) or np.abs(y).max() > 2**53:
+        if len(y) and (not np.all(y == np.round(y)) or np.abs(y).max() > 2**53):
             raise DatasetError("y: float labels must be whole numbers", field="y")
         return y.astype(np.int64)
     if y.dtype.kind == "S":

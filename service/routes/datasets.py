@@ -72,7 +72,10 @@ def dataset_public(record: DatasetRecord) -> DatasetPublic:
 def _limits(state: State) -> Limits:
     settings = state.settings
     return Limits(
-        max_rows=settings.max_rows, max_features=settings.max_features, max_classes=settings.max_classes
+        max_rows=settings.max_rows,
+        max_features=settings.max_features,
+        max_classes=settings.max_classes,
+        max_bytes=settings.max_upload_bytes,
     )
 
 

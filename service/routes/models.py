@@ -21,7 +21,7 @@ import engine
 from service.deps import AppState, Caller, Limit, Offset, State, find_model, model_or_404
 from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
 from service.schemas import EpochPublic, ModelList, ModelPublic, Name, PredictCreate, PredictionPublic
-from worker import ModelRecord, NotFoundError
+from worker import BlobError, ModelRecord, NotFoundError
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -96,6 +96,10 @@ def _load(state: AppState, record: ModelRecord) -> engine.Model:
         data = state.store.load_model_bytes(record.id)
     except NotFoundError:
         raise not_found("model", record.id) from None
+    except BlobError:
+        if not state.store.model_exists(record.id):  # deleted between reading its record and its weights
+            raise not_found("model", record.id) from None
+        raise  # a damaged blob of a live model is our fault, not the client's
     return engine.loads(data)
 
 

@@ -189,3 +189,52 @@ def test_parse_npz_any_bytes_give_a_dataset_or_a_dataset_error(data: bytes) -> N
         assert exc.message
     else:
         assert dataset.X.ndim == 2 and len(dataset.y) == len(dataset.X)
+
+
+def _zip(**members: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(f"{name}.npy", data)
+    return buffer.getvalue()
+
+
+def _npy_header_only(shape: tuple[int, ...], descr: str = "<f8") -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("shape", [(2**64, 1), (2**32, 2**32)])
+def test_parse_npz_forged_huge_shape_is_a_limit_not_an_overflow(shape: tuple[int, ...]) -> None:
+    data = _zip(X=_npy_header_only(shape), y=_npy_header_only((3,), "<i8"))
+    with pytest.raises(DatasetError) as caught:
+        parse_npz(data, limits=LIMITS)
+    assert caught.value.code == "limit_exceeded" and "X:" in caught.value.message
+
+
+def test_parse_npz_corrupt_compressed_members_are_dataset_errors() -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, X=np.random.default_rng(0).normal(size=(40, 5)), y=np.arange(40) % 2)
+    valid = buffer.getvalue()
+    start = valid.index(b"X.npy") + 5
+    for offset in range(start, start + 60, 3):  # damage the deflate stream of X in many places
+        damaged = bytearray(valid)
+        damaged[offset : offset + 30] = bytes(30)
+        with pytest.raises(DatasetError):
+            parse_npz(bytes(damaged), limits=LIMITS)
+
+
+def test_parse_npz_decompression_bomb_is_refused_by_size() -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, X=np.zeros((2000, 100)), y=np.arange(2000) % 2)
+    assert len(buffer.getvalue()) < 100_000  # small on the wire ...
+    limits = Limits(max_rows=10_000, max_features=200, max_classes=5, max_bytes=1_000_000)
+    with pytest.raises(DatasetError) as caught:  # ... 1.6 MB once inflated
+        parse_npz(buffer.getvalue(), limits=limits)
+    assert caught.value.code == "limit_exceeded" and "max_upload_bytes" in caught.value.message
+
+
+def test_parse_npz_zero_rows_with_float_labels_is_a_dataset_error() -> None:
+    with pytest.raises(DatasetError):
+        parse_npz(npz_bytes(X=np.zeros((0, 3)), y=np.zeros((0,))), limits=LIMITS)
