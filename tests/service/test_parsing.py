@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import pickle
 import zipfile
 from pathlib import Path
 
@@ -128,11 +127,12 @@ def test_parse_npz_rejects_object_arrays_without_unpickling(tmp_path: Path) -> N
     with pytest.raises(DatasetError, match="object arrays"):
         parse_npz(buffer.getvalue(), limits=LIMITS)
     assert not marker.exists()
-    # a raw pickle inside the archive is not a .npy either
+    # a raw pickle inside the archive is not a .npy either (written by hand, protocol 0: `os.mkdir(marker)`)
+    tripwire = b"cos\nmkdir\n(V" + str(marker).encode() + b"\ntR."
     raw = io.BytesIO()
     with zipfile.ZipFile(raw, "w") as archive:
-        archive.writestr("X.npy", pickle.dumps(_Tripwire()))
-        archive.writestr("y.npy", pickle.dumps(_Tripwire()))
+        archive.writestr("X.npy", tripwire)
+        archive.writestr("y.npy", tripwire)
     with pytest.raises(DatasetError, match=r"not a valid \.npy"):
         parse_npz(raw.getvalue(), limits=LIMITS)
     assert not marker.exists()
