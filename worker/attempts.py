@@ -16,6 +16,9 @@ from redis import Redis
 
 from worker import keys
 
+# The keys every status change updates, in the scripts' order (the active set last: KEYS[#KEYS]).
+_COUNTERS = (keys.job_counts(), keys.jobs_running(), keys.jobs_active())
+
 # Statuses are stored JSON-encoded, so the Lua scripts compare against '"running"' etc.
 # Every status change also moves the job between the per-status counters (keys.job_counts, with the
 # per-owner queued counters keys.queued_of), in or out of the running set (keys.jobs_running) and the active
@@ -39,6 +42,17 @@ local function move(counts, running, job_id, old, new)
   end
 end
 local job_id = ARGV[#ARGV]
+-- HSET the n field/value pairs ARGV[first..] on the job; a `status` field moves the counters too.
+local function set_fields(counts, running, status, first, n)
+  for i = first, first + 2 * n - 1, 2 do
+    if ARGV[i] == 'status' then
+      move(counts, running, job_id, status, ARGV[i + 1])
+      status = ARGV[i + 1]
+    end
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+  return status
+end
 """
 
 # KEYS: job, fence, counts, running, active. ARGV: started_at, worker, heartbeat_interval, job_id.
@@ -72,13 +86,7 @@ local trim = tonumber(ARGV[2])
 if trim == 0 then redis.call('DEL', KEYS[3])
 elseif trim > 0 then redis.call('LTRIM', KEYS[3], 0, trim - 1) end
 local n = tonumber(ARGV[4])
-for i = 5, 4 + 2 * n, 2 do
-  if ARGV[i] == 'status' then
-    move(KEYS[5], KEYS[6], job_id, status, ARGV[i + 1])
-    status = ARGV[i + 1]
-  end
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-end
+status = set_fields(KEYS[5], KEYS[6], status, 5, n)
 for i = 5 + 2 * n, #ARGV - 1 do redis.call('RPUSH', KEYS[3], ARGV[i]) end
 local added = redis.call('LLEN', KEYS[3]) - before
 if added ~= 0 then redis.call('HINCRBY', KEYS[5], 'epochs', added) end
@@ -109,14 +117,7 @@ redis.call('ZADD', KEYS[5], ARGV[4], ARGV[2])
 if ARGV[5] == '1' then redis.call('ZADD', KEYS[6], ARGV[4], ARGV[2]) end
 redis.call('ZADD', KEYS[7], version, ARGV[2])
 redis.call('ZADD', KEYS[9], ARGV[4], ARGV[2])
-local n = tonumber(ARGV[6])
-for i = 7, 6 + 2 * n, 2 do
-  if ARGV[i] == 'status' then
-    move(KEYS[10], KEYS[11], job_id, status, ARGV[i + 1])
-    status = ARGV[i + 1]
-  end
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-end
+set_fields(KEYS[10], KEYS[11], status, 7, tonumber(ARGV[6]))
 local old = redis.call('HGET', KEYS[3], 'path') or ''
 redis.call('DEL', KEYS[3])
 return {version, old}
@@ -131,14 +132,7 @@ local allowed = false
 for s in string.gmatch(ARGV[1], '[^,]+') do if s == status then allowed = true end end
 if not allowed then return 0 end
 if ARGV[2] == '1' then redis.call('INCR', KEYS[2]) end
-local n = tonumber(ARGV[3])
-for i = 4, 3 + 2 * n, 2 do
-  if ARGV[i] == 'status' then
-    move(KEYS[3], KEYS[4], job_id, status, ARGV[i + 1])
-    status = ARGV[i + 1]
-  end
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-end
+set_fields(KEYS[3], KEYS[4], status, 4, tonumber(ARGV[3]))
 return 1
 """
 
@@ -209,9 +203,7 @@ class Attempts:
             keys=[
                 keys.job(job_id),
                 keys.job_fence(job_id),
-                keys.job_counts(),
-                keys.jobs_running(),
-                keys.jobs_active(),
+                *_COUNTERS,
             ],
             args=[json.dumps(started_at), json.dumps(worker), json.dumps(heartbeat_interval), job_id],
         )
@@ -241,9 +233,7 @@ class Attempts:
                 keys.job_fence(job_id),
                 keys.job_history(job_id),
                 keys.job_checkpoint(job_id),
-                keys.job_counts(),
-                keys.jobs_running(),
-                keys.jobs_active(),
+                *_COUNTERS,
             ],
             args=[
                 str(token),
@@ -303,9 +293,7 @@ class Attempts:
                 keys.model_versions(owner, name),
                 keys.model_version_counter(owner, name),
                 keys.models_named(name),
-                keys.job_counts(),
-                keys.jobs_running(),
-                keys.jobs_active(),
+                *_COUNTERS,
             ],
             args=[
                 str(token),
@@ -332,9 +320,7 @@ class Attempts:
             keys=[
                 keys.job(job_id),
                 keys.job_fence(job_id),
-                keys.job_counts(),
-                keys.jobs_running(),
-                keys.jobs_active(),
+                *_COUNTERS,
             ],
             args=[
                 ",".join(json.dumps(status) for status in allowed),
@@ -353,9 +339,7 @@ class Attempts:
                 keys.job(job_id),
                 keys.job_stop(job_id),
                 keys.job_fence(job_id),
-                keys.job_counts(),
-                keys.jobs_running(),
-                keys.jobs_active(),
+                *_COUNTERS,
             ],
             args=[json.dumps(finished_at), job_id],
         )
