@@ -19,6 +19,7 @@ COPY constraints.txt pyproject.toml README.md ./
 COPY engine ./engine
 COPY worker ./worker
 COPY service ./service
+COPY backprop ./backprop
 RUN pip wheel --wheel-dir /wheels --constraint constraints.txt .
 
 # --- final: the wheels installed on a clean base, run as an unprivileged user ------------------------------

@@ -34,6 +34,7 @@ from typing import Any  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
+from backprop.supervisor import descendants  # noqa: E402
 from bench._blas_info import load_average  # noqa: E402
 from bench._doc_sections import replace_section  # noqa: E402
 from bench.http_load import LoadResult, closed_loop  # noqa: E402
@@ -48,7 +49,6 @@ from bench.stack import (  # noqa: E402
     wait_for_job,
     wait_until,
 )
-from service.supervisor import descendants  # noqa: E402
 
 SECTION = "load"
 CLIENTS = 32

@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 import engine  # noqa: E402
+from backprop.embedded_redis import free_port  # noqa: E402
 from bench._blas_info import load_average  # noqa: E402
 from bench._doc_sections import replace_section  # noqa: E402
 from bench.http_load import LoadResult, closed_loop, pooled  # noqa: E402
@@ -53,7 +54,6 @@ from bench.stack import (  # noqa: E402
     wait_for_job,
     wait_until,
 )
-from service.embedded_redis import free_port  # noqa: E402
 
 SECTION = "service"
 PREDICT_RATIO = 0.70

@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from service.embedded_redis import free_port
-from service.supervisor import descendants
+from backprop.embedded_redis import free_port
+from backprop.supervisor import descendants
 
 BACKPROP = Path(sys.executable).with_name("backprop")  # the console script beside the venv's python
 CONFIG_VARIABLES = ("REDIS_URL", "LOG_FORMAT", "LOG_LEVEL")

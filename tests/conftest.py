@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.embedded_redis import RedisServer
+from backprop.embedded_redis import RedisServer
 
 
 @pytest.fixture(scope="session")

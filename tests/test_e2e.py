@@ -20,8 +20,8 @@ import redis
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from service.embedded_redis import free_port
-from service.supervisor import descendants
+from backprop.embedded_redis import free_port
+from backprop.supervisor import descendants
 from tests.deploy.processes import listening_addresses, pid_alive, user_environment, wait_until
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from service import cli
+from backprop import cli
 from service.settings import get_settings
 from tests.deploy.processes import user_environment
 

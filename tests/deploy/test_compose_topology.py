@@ -29,8 +29,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from rq import Worker
 from sklearn.datasets import make_classification
 
-from service.embedded_redis import find_redis_server, free_port
-from service.supervisor import descendants
+from backprop.embedded_redis import find_redis_server, free_port
+from backprop.supervisor import descendants
 from tests.deploy.deploy_files import (
     DOCKERFILE,
     command_argv,

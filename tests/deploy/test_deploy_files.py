@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.cli import build_parser
+from backprop.cli import build_parser
 from service.settings import Settings
 from tests.deploy.deploy_files import (
     DOCKERFILE,
@@ -52,7 +52,7 @@ def assert_is_project_command(argv: list[str]) -> None:
     installed = {ep.name: ep.value for ep in metadata.distribution("backprop").entry_points}
     assert argv[0] in project_scripts(), f"{argv[0]} is not in [project.scripts]"
     assert installed.get(argv[0]) == project_scripts()[argv[0]], f"{argv[0]} is not installed as declared"
-    assert installed[argv[0]] == "service.cli:main"
+    assert installed[argv[0]] == "backprop.cli:main"
     build_parser().parse_args(argv[1:])  # SystemExit(2) on an unknown command or option
 
 
@@ -228,7 +228,7 @@ def test_dockerignore_keeps_out(path: str) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["service/cli.py", "engine/__init__.py", "worker/__init__.py", "pyproject.toml", "constraints.txt"],
+    ["backprop/cli.py", "engine/__init__.py", "worker/__init__.py", "pyproject.toml", "constraints.txt"],
 )
 def test_dockerignore_keeps_in(path: str) -> None:
     assert not dockerignored(path, dockerignore_patterns())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from service.supervisor import ProcessChild, RestartPolicy, Supervisor, descendants
+from backprop.supervisor import ProcessChild, RestartPolicy, Supervisor, descendants
 from tests.deploy.processes import pid_alive
 
 FAST = RestartPolicy(first_delay=0.05, max_delay=0.4, stable_after=30.0)
@@ -97,7 +97,7 @@ def test_supervisor_restarts_killed_child(tmp_path: Path) -> None:
 def test_supervisor_backs_off_a_crash_loop(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     crashing = ProcessChild("api", [sys.executable, "-c", "raise SystemExit(3)"], dict(os.environ))
     supervisor = Supervisor([[crashing]], policy=FAST)
-    caplog.set_level(logging.WARNING, logger="service.supervisor")
+    caplog.set_level(logging.WARNING, logger="backprop.supervisor")
     supervisor.start()
     try:
         wait_for(polling(supervisor, lambda: crashing.restarts >= 5))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.embedded_redis import RedisServer
+from backprop.embedded_redis import RedisServer
 from service.main import create_app
 from service.settings import Settings
 from tests.service.conftest import blobs_csv, upload_csv

@@ -15,7 +15,7 @@ import redis
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
-from service.embedded_redis import free_port
+from backprop.embedded_redis import free_port
 from tests.service.conftest import ClientFactory
 
 ADMIN_KEY = "schemathesis-admin-key"

@@ -13,7 +13,7 @@ import numpy as np
 import redis
 
 import engine
-from service.embedded_redis import RedisServer
+from backprop.embedded_redis import RedisServer
 from tests.worker.conftest import QUEUE, blobs_dataset, children, wait_for, worker_command
 from worker import Store, enqueue_training, keys, reap
 from worker.runner import build_worker

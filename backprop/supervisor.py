@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from service.embedded_redis import RedisServer
+from backprop.embedded_redis import RedisServer
 
 logger = logging.getLogger(__name__)
 

@@ -201,8 +201,8 @@ def _api_ready(url: str) -> bool:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Embedded (or external) Redis, N workers and the API, each a supervised child process."""
-    from service.embedded_redis import RedisServer, RedisServerNotFoundError, find_redis_server, free_port
-    from service.supervisor import Child, ProcessChild, RedisChild, Supervisor
+    from backprop.embedded_redis import RedisServer, RedisServerNotFoundError, find_redis_server, free_port
+    from backprop.supervisor import Child, ProcessChild, RedisChild, Supervisor
 
     settings = load_settings()
     configure_logging(settings)
@@ -242,7 +242,7 @@ def run_serve(args: argparse.Namespace) -> int:
         env["REDIS_URL"] = server.url
         redis_tier.append(RedisChild("redis", server))
 
-    command = [sys.executable, "-m", "service.cli"]
+    command = [sys.executable, "-m", "backprop.cli"]
     workers: list[Child] = [
         ProcessChild(f"worker-{index}", [*command, "worker"], env, force_signal=signal.SIGTERM)
         for index in range(1, args.workers + 1)
