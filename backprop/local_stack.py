@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -76,9 +76,10 @@ def serve_command() -> list[str]:
 class LocalStack:
     """`backprop serve --host H --port <free> --data-dir D --workers N`, its output in a log file.
 
-    `start()` (or entering the context) returns once /readyz answers 200 and all `workers` have a live
-    heartbeat; `stop()` (or leaving the context) sends SIGTERM, waits, and kills whatever is left after
-    `stop_timeout`.
+    `api_keys` maps each API key to its role ("user" or "admin"); `env` adds settings (BACKPROP_*, or
+    REDIS_URL for an external Redis). `start()` (or entering the context) returns once /readyz answers 200
+    and all `workers` have a live heartbeat; `stop()` (or leaving the context) sends SIGTERM, waits, and
+    kills whatever is left after `stop_timeout`.
     """
 
     def __init__(
@@ -88,7 +89,7 @@ class LocalStack:
         workers: int = 1,
         host: str = "127.0.0.1",
         env: Mapping[str, str] | None = None,
-        api_keys: Sequence[str] = (),
+        api_keys: Mapping[str, str] | None = None,
         ready_timeout: float = 90.0,
         stop_timeout: float = 60.0,
     ) -> None:
@@ -98,7 +99,7 @@ class LocalStack:
         self.host = host
         extra = dict(env or {})
         if api_keys:
-            extra["BACKPROP_API_KEYS"] = ",".join(api_keys)
+            extra["BACKPROP_API_KEYS"] = ",".join(f"{key}:{role}" for key, role in api_keys.items())
         self.env = clean_environment(extra)
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
-import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,92 +16,23 @@ import redis
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from backprop.embedded_redis import free_port
-from backprop.supervisor import descendants
-from tests.deploy.processes import listening_addresses, pid_alive, user_environment, wait_until
+from backprop.local_stack import LocalStack, wait_until
+from tests.processes import listening_addresses, pid_alive
 
 pytestmark = pytest.mark.slow
 
-BACKPROP = Path(sys.executable).with_name("backprop")  # the console script `make install` puts in .venv/bin
-
-
-class Stack:
-    """`backprop serve --port <free> --data-dir <dir> [args]` as a subprocess, its output in a log file."""
-
-    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.data_dir = data_dir
-        self.args = list(args)
-        self.env = user_environment(**(env or {}))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir.parent / "serve.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 90.0) -> None:
-        """Start and wait until /readyz says Redis answers and a worker is alive."""
-        argv = [str(BACKPROP), "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*argv, *self.args],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        process = self.process
-
-        def ready() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"backprop serve exited with {process.returncode}:\n{self.log()}")
-            try:
-                return httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, timeout, f"backprop serve ready on {self.url}", interval=0.1)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def status(self) -> dict[str, Any]:
-        """The supervisor's status file: its pid and each child's pid and restart count."""
-        return dict(json.loads((self.data_dir / "serve.json").read_text()))
-
-    def tree(self) -> list[int]:
-        """The supervisor and every process under it."""
-        if self.process is None or self.process.poll() is not None:
-            return []
-        return [self.process.pid, *descendants(self.process.pid)]
-
-    def stop(self, signum: int = signal.SIGINT, timeout: float = 60.0) -> int:
-        """Signal serve's process group, as Ctrl-C in its terminal does, and wait; its exit status."""
-        assert self.process is not None
-        os.killpg(self.process.pid, signum)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise AssertionError(f"backprop serve did not stop within {timeout:.0f}s:\n{self.log()}") from exc
-
-    def kill(self) -> None:
-        """Clean-up after a failed test: SIGKILL whatever is left."""
-        for pid in reversed(self.tree()):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if self.process is not None:
-            self.process.wait()
-
 
 @pytest.fixture()
-def stacks() -> Iterator[list[Stack]]:
+def stacks() -> Iterator[list[LocalStack]]:
     """Stacks a test starts; whatever is still running at the end is killed."""
-    started: list[Stack] = []
+    started: list[LocalStack] = []
     yield started
     for stack in started:
-        stack.kill()
+        stack.close()
 
 
-def start_stack(stacks: list[Stack], data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Stack:
-    stack = Stack(data_dir, *args, env=env)
+def start_stack(stacks: list[LocalStack], data_dir: Path, **options: Any) -> LocalStack:
+    stack = LocalStack(data_dir, **options)
     stacks.append(stack)
     stack.start()
     return stack
@@ -143,7 +70,7 @@ def predict(client: httpx.Client, model_id: str, X: np.ndarray) -> dict[str, Any
     return dict(response.json())
 
 
-def test_e2e_digits_train_predict_survives_restart(tmp_path: Path, stacks: list[Stack]) -> None:
+def test_e2e_digits_train_predict_survives_restart(tmp_path: Path, stacks: list[LocalStack]) -> None:
     data_dir = tmp_path / "var"
     X_train, X_test, y_train, y_test = digits_split()
     stack = start_stack(stacks, data_dir)
@@ -191,9 +118,9 @@ def test_e2e_digits_train_predict_survives_restart(tmp_path: Path, stacks: list[
     assert again.stop(signal.SIGTERM) == 0
 
 
-def test_e2e_serve_restarts_killed_worker_and_stays_on_loopback(tmp_path: Path, stacks: list[Stack]) -> None:
+def test_e2e_serve_restarts_killed_worker_and_stays_on_loopback(tmp_path: Path, stacks: list[LocalStack]) -> None:
     # No API keys configured: asking for every interface must still bind loopback only, and say so.
-    stack = start_stack(stacks, tmp_path / "var", "--host", "0.0.0.0", "--workers", "2")
+    stack = start_stack(stacks, tmp_path / "var", host="0.0.0.0", workers=2)
     assert "binding to 127.0.0.1" in stack.log()
     assert listening_addresses(stack.port) == {"127.0.0.1"}
 
@@ -204,16 +131,16 @@ def test_e2e_serve_restarts_killed_worker_and_stays_on_loopback(tmp_path: Path, 
         worker = stack.status()["children"]["worker-1"]
         return worker["pid"] not in (None, before["worker-1"]["pid"]) and pid_alive(worker["pid"])
 
-    wait_until(restarted, 5.0, "serve restarted the SIGKILLed worker")  # issue 5: within 5 s
+    wait_until(restarted, 5.0, "serve restarted the SIGKILLed worker")  # within 5 s, as promised
     after = stack.status()["children"]
     assert after["worker-1"]["restarts"] == before["worker-1"]["restarts"] + 1
     assert after["worker-2"] == before["worker-2"]  # the other worker was left alone
     assert after["api"] == before["api"]
     wait_until(lambda: httpx.get(f"{stack.url}/readyz").status_code == 200, 30, "ready again")
-    assert stack.stop() == 0
+    assert stack.stop(signal.SIGINT) == 0
 
 
-def test_e2e_serve_restarts_killed_redis_without_losing_data(tmp_path: Path, stacks: list[Stack]) -> None:
+def test_e2e_serve_restarts_killed_redis_without_losing_data(tmp_path: Path, stacks: list[LocalStack]) -> None:
     stack = start_stack(stacks, tmp_path / "var")
     dataset = {"features": [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [0.2, 0.9]], "labels": ["a", "b", "a", "b"]}
     response = httpx.post(f"{stack.url}/v1/datasets", json=dataset, timeout=30)
@@ -227,17 +154,17 @@ def test_e2e_serve_restarts_killed_redis_without_losing_data(tmp_path: Path, sta
         redis = stack.status()["children"]["redis"]
         return redis["pid"] not in (None, before["pid"]) and pid_alive(redis["pid"])
 
-    wait_until(restarted, 5.0, "serve restarted the SIGKILLed redis-server")  # issue 5: within 5 s
+    wait_until(restarted, 5.0, "serve restarted the SIGKILLed redis-server")  # within 5 s, as promised
     wait_until(lambda: httpx.get(f"{stack.url}/readyz").status_code == 200, 30, "ready again")
     # The AOF under the data directory brought the dataset back.
     response = httpx.get(f"{stack.url}/v1/datasets/{dataset_id}")
     assert response.status_code == 200, response.text
     assert response.json()["id"] == dataset_id
-    assert stack.stop() == 0
+    assert stack.stop(signal.SIGINT) == 0
 
 
 def test_e2e_serve_uses_external_redis_when_redis_url_is_set(
-    tmp_path: Path, stacks: list[Stack], redis_url: str
+    tmp_path: Path, stacks: list[LocalStack], redis_url: str
 ) -> None:
     stack = start_stack(stacks, tmp_path / "var", env={"REDIS_URL": redis_url})
     status = stack.status()
@@ -249,4 +176,4 @@ def test_e2e_serve_uses_external_redis_when_redis_url_is_set(
     dataset_id = response.json()["id"]
     with redis.Redis.from_url(redis_url) as client:  # the stack keeps its records in the Redis it was given
         assert list(client.scan_iter(match=f"*{dataset_id}*"))
-    assert stack.stop() == 0
+    assert stack.stop(signal.SIGINT) == 0

@@ -30,6 +30,7 @@ from rq import Worker
 from sklearn.datasets import make_classification
 
 from backprop.embedded_redis import find_redis_server, free_port
+from backprop.local_stack import clean_environment, wait_until
 from backprop.supervisor import descendants
 from tests.deploy.deploy_files import (
     DOCKERFILE,
@@ -38,7 +39,7 @@ from tests.deploy.deploy_files import (
     parse_dockerfile,
     service_environment,
 )
-from tests.deploy.processes import pid_alive, user_environment, wait_until
+from tests.processes import pid_alive
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +86,7 @@ class Topology:
 
     def environment(self, name: str) -> dict[str, str]:
         service = self.services[name]
-        env = user_environment()
+        env = clean_environment()
         for key, value in service_environment(service).items():
             env[key] = self.translate_path(service, self.translate_url(value))
         if name == "api":
@@ -130,7 +131,7 @@ class Topology:
             "--dir",
             str(data),
         ]
-        self.spawn("redis", argv, user_environment())
+        self.spawn("redis", argv, clean_environment())
         client = self.redis_client()
 
         def answers() -> bool:
@@ -194,7 +195,7 @@ def test_compose_redis_healthcheck_needs_the_password(topology: Topology) -> Non
     redis_cli = Path(find_redis_server()).with_name("redis-cli")
     # Inside the container redis-cli talks to the default port; here, to the translated one.
     shell = command.replace("redis-cli", f"{redis_cli} -p {topology.redis_port}", 1)
-    env = {**user_environment(), **service_environment(redis_service)}
+    env = {**clean_environment(), **service_environment(redis_service)}
     assert subprocess.run(["/bin/sh", "-c", shell], env=env, check=False).returncode == 0
     env["REDISCLI_AUTH"] = "wrong-password"
     assert subprocess.run(["/bin/sh", "-c", shell], env=env, check=False, capture_output=True).returncode != 0

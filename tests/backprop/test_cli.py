@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from backprop import cli
+from backprop.local_stack import clean_environment
 from service.settings import get_settings
-from tests.deploy.processes import user_environment
 
 BACKPROP = Path(sys.executable).with_name("backprop")
 
@@ -32,7 +32,7 @@ def fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_cli_bad_setting_exits_2_naming_the_variable() -> None:
     result = subprocess.run(
         [str(BACKPROP), "worker"],
-        env=user_environment(BACKPROP_PORT="70000"),
+        env=clean_environment({"BACKPROP_PORT": "70000"}),
         capture_output=True,
         text=True,
         check=False,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from backprop.supervisor import ProcessChild, RestartPolicy, Supervisor, descendants
-from tests.deploy.processes import pid_alive
+from tests.processes import pid_alive
 
 FAST = RestartPolicy(first_delay=0.05, max_delay=0.4, stable_after=30.0)
 
