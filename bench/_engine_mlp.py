@@ -8,11 +8,6 @@ import engine
 from bench._mlp_workloads import Workload
 
 
-def engine_available() -> bool:
-    """True once the engine exports the trainer (it is being written alongside this benchmark)."""
-    return hasattr(engine, "Training") and hasattr(engine, "TrainConfig")
-
-
 def bench_config(workload: Workload, epochs: int, **overrides: Any) -> Any:
     """The TrainConfig that matches the other contenders: no validation split, no standardisation (the
     data is already in [0, 1]), no L2 penalty (PyTorch and scikit-learn run without one here), float32."""

@@ -29,8 +29,6 @@ METHOD = [
     "  `torch.randperm` batches (no DataLoader), data shared with NumPy through `torch.from_numpy`.",
     "- **scikit-learn**: `MLPClassifier(solver='sgd', momentum=0.9, nesterovs_momentum=False)` or",
     "  `solver='adam'`, `alpha=0`, same batch size, one `partial_fit` per epoch on float32 input.",
-    "- **lean prototype**: `bench/_lean_mlp.py`, a NumPy trainer for these relu/softmax networks only,",
-    "  prototyping changes suggested for the engine's step (see its docstring); not the engine.",
     "- **GEMM floor**: the same epoch doing only its matrix products (forward `A[l-1] @ W[l]`,",
     "  backward `A[l-1].T @ dZ[l]` and `dZ[l] @ W[l].T`) with `np.matmul(..., out=)` into",
     "  preallocated buffers, on contiguous row slices: the BLAS time any NumPy trainer of this network",
@@ -56,7 +54,6 @@ class Environment:
     threads: int
     dropped_env: str
     kept_env: str
-    engine_available: bool
 
 
 @dataclass
@@ -228,7 +225,7 @@ def render(
     lines = [
         "## Engine",
         "",
-        "_Written by `bench/engine.py`; do not edit by hand between the markers._"
+        "_Written by `bench/engine_speed.py`; do not edit by hand between the markers._"
         if not quick
         else "_Quick smoke run (`--quick`): small data, few epochs; not a measurement._",
         "",
@@ -253,8 +250,6 @@ def render(
             f"**Noisy run**: in {', '.join(noisy)} the epoch times' interquartile range exceeds "
             f"{NOISY_SPREAD:.0%} of the median (other work on the machine); re-run on a quiet machine.",
         ]
-    if not env.engine_available:
-        lines += ["", "The engine's trainer (`engine.Training`) did not exist yet: baselines only."]
     lines += ["", "### Epoch times", ""]
     for case in cases:
         lines += _case_table(case)

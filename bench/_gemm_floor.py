@@ -51,6 +51,3 @@ class GemmFloor:
                 np.matmul(inputs.T, dZ[layer][:m], out=dW[layer - 1])
                 if layer > 1:
                     np.matmul(dZ[layer][:m], W[layer - 1].T, out=dZ[layer - 1][:m])
-
-    def n_products_per_batch(self) -> int:
-        return 3 * len(self.W) - 1

@@ -32,10 +32,6 @@ class Workload:
     def layer_sizes(self) -> list[int]:
         return [int(self.X.shape[1]), *self.hidden_layers, N_CLASSES]
 
-    @property
-    def n_batches(self) -> int:
-        return -(-self.n_samples // self.batch_size)
-
     def with_optimizer(self, optimizer: str) -> Workload:
         learning_rate = 0.05 if optimizer == "momentum" else 1e-3
         name = self.name.split("/")[0] + "/" + optimizer

@@ -5,54 +5,47 @@
 3. the time from a SIGKILL to the job running again: of the work-horse alone, and (full run) of the whole
    worker with its work-horse, as when a container dies, with default heartbeat and reaper settings.
 
-    python bench/load.py            # full run (~5 min): rewrites the "load" section of docs/benchmarks.md
-    python bench/load.py --quick    # smoke run (10 s of load, 40 jobs, work-horse kill only), prints only
+    python -m bench.load          # full run (~5 min): rewrites the "load" section of docs/benchmarks.md
+    python -m bench.load --quick    # smoke run (10 s of load, 40 jobs, work-horse kill only), prints only
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import datetime as dt
 import os
+import signal
 import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# Run as `python bench/load.py`, sys.path[0] is bench/, where `import service` would find bench/service.py.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != str(REPO_ROOT / "bench")]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import httpx
+import numpy as np
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import datetime as dt  # noqa: E402
-import signal  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections import Counter  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any  # noqa: E402
-
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-
-from backprop.supervisor import descendants  # noqa: E402
-from bench._blas_info import load_average  # noqa: E402
-from bench._doc_sections import replace_section  # noqa: E402
-from bench.http_load import LoadResult, closed_loop  # noqa: E402
-from bench.report import Target, run_description, target_table  # noqa: E402
-from bench.stack import (  # noqa: E402
+from backprop.local_stack import LocalStack, wait_until
+from backprop.supervisor import descendants
+from bench._blas_info import load_average
+from bench._doc_sections import replace_section
+from bench.api_calls import (
     TERMINAL,
-    Stack,
     read_job,
     submit_job,
     train_model,
     upload_dataset,
     wait_for_job,
-    wait_until,
 )
+from bench.http_load import LoadResult, closed_loop
+from bench.report import Target, run_description, target_table
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 SECTION = "load"
 CLIENTS = 32
-RESUME_BOUND_SECONDS = 90.0  # issue 5: a dead worker's job is noticed and re-queued within 90 s
+RESUME_BOUND_SECONDS = 90.0  # a dead worker's job is noticed and re-queued within 90 s
 
 
 @dataclass(frozen=True)
@@ -108,7 +101,7 @@ def wait_running(client: httpx.Client, job_id: str, seconds: float, min_epoch: i
 
 
 # --- 1. predictions under training ---------------------------------------------------------------------------
-def bench_predict_under_training(stack: Stack, client: httpx.Client, plan: Plan) -> dict[str, Any]:
+def bench_predict_under_training(stack: LocalStack, client: httpx.Client, plan: Plan) -> dict[str, Any]:
     X, y = blobs(2_000, 64, 10, seed=1)
     model_id = train_model(client, X, y, {"hidden_layers": [64], "epochs": 5, "seed": 0})
     X_big, y_big = blobs(20_000, 64, 10, seed=4)
@@ -166,7 +159,7 @@ async def _submit_all(base_url: str, spec: dict[str, Any], count: int) -> tuple[
         return ids, errors, time.perf_counter() - began
 
 
-def bench_burst(stack: Stack, client: httpx.Client, plan: Plan) -> dict[str, Any]:
+def bench_burst(stack: LocalStack, client: httpx.Client, plan: Plan) -> dict[str, Any]:
     X, y = blobs(100, 4, 2, seed=5)
     dataset_id = upload_dataset(client, X, y, "bench-burst")
     spec = {"dataset_id": dataset_id, "hidden_layers": [4], "epochs": 2, "seed": 0}
@@ -202,7 +195,7 @@ def bench_burst(stack: Stack, client: httpx.Client, plan: Plan) -> dict[str, Any
 
 
 # --- 3. kill -> resume ------------------------------------------------------------------------------------
-def busy_worker(stack: Stack) -> tuple[str, int, list[int]]:
+def busy_worker(stack: LocalStack) -> tuple[str, int, list[int]]:
     """The worker child of serve that runs a job: (name, pid, its descendants = the work-horse)."""
     busy = [(name, pid, descendants(pid)) for name, pid in stack.worker_pids().items() if descendants(pid)]
     if len(busy) != 1:
@@ -210,7 +203,9 @@ def busy_worker(stack: Stack) -> tuple[str, int, list[int]]:
     return busy[0]
 
 
-def measure_kill(stack: Stack, client: httpx.Client, dataset_id: str, whole_worker: bool, plan: Plan) -> dict[str, Any]:
+def measure_kill(
+    stack: LocalStack, client: httpx.Client, dataset_id: str, whole_worker: bool, plan: Plan
+) -> dict[str, Any]:
     spec = {"dataset_id": dataset_id, "hidden_layers": [256, 256], "epochs": 2000, "batch_size": 16, "seed": 3}
     job_id = submit_job(client, spec)["id"]
     before = wait_running(client, job_id, plan.run_before_kill, min_epoch=2)
@@ -264,7 +259,7 @@ def measure_kill(stack: Stack, client: httpx.Client, dataset_id: str, whole_work
     }
 
 
-def bench_kills(stack: Stack, client: httpx.Client, plan: Plan) -> list[dict[str, Any]]:
+def bench_kills(stack: LocalStack, client: httpx.Client, plan: Plan) -> list[dict[str, Any]]:
     X, y = blobs(3_000, 20, 3, seed=6)
     dataset_id = upload_dataset(client, X, y, "bench-kill")
     results = [measure_kill(stack, client, dataset_id, whole_worker=False, plan=plan)]
@@ -399,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     # The default of 100 queued jobs per key (429 above) would refuse half of the burst.
     settings = {"BACKPROP_MAX_QUEUED_JOBS_PER_KEY": "1000"}
     with tempfile.TemporaryDirectory(prefix="backprop-bench-load-") as tmp:
-        stack = Stack(Path(tmp) / "var", workers=2, env=settings)
+        stack = LocalStack(Path(tmp) / "var", workers=2, env=settings)
         with stack, httpx.Client(base_url=stack.url, timeout=60) as client:
             log(f"stack up at {stack.url} (log {stack.log_path})")
             log("1. predictions while two jobs train")

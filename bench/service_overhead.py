@@ -5,8 +5,8 @@
 (b) enqueue -> start latency of tiny jobs on an idle worker (the job record's created_at -> started_at);
 (c) the same training job through the service and through `engine.train` in this process.
 
-    python bench/service.py          # full run (~5 min): rewrites the "service" section of docs/benchmarks.md
-    python bench/service.py --quick    # smoke run, prints only
+    python -m bench.service_overhead        # full run (~5 min): rewrites the "service" section of docs/benchmarks.md
+    python -m bench.service_overhead --quick    # smoke run, prints only
 
 Targets: prediction throughput >= 70% of the no-op ceiling; enqueue -> start p50 <= 25 ms; service
 overhead on training <= 5%.
@@ -14,47 +14,38 @@ overhead on training <= 5%.
 
 from __future__ import annotations
 
-import os
+import argparse
+import datetime as dt
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# Run as `python bench/service.py`, sys.path[0] is bench/, where `import service` / `import engine` would
-# find the benchmark scripts: look in the repository root instead.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != str(REPO_ROOT / "bench")]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import httpx
+import numpy as np
+from threadpoolctl import threadpool_limits
 
-import argparse  # noqa: E402
-import datetime as dt  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any  # noqa: E402
-
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
-
-import engine  # noqa: E402
-from backprop.embedded_redis import free_port  # noqa: E402
-from bench._blas_info import load_average  # noqa: E402
-from bench._doc_sections import replace_section  # noqa: E402
-from bench.http_load import LoadResult, closed_loop, pooled  # noqa: E402
-from bench.report import Target, run_description, target_table  # noqa: E402
-from bench.stack import (  # noqa: E402
-    Stack,
+import engine
+from backprop.embedded_redis import free_port
+from backprop.local_stack import LocalStack, wait_until
+from bench._blas_info import load_average
+from bench._doc_sections import replace_section
+from bench.api_calls import (
     parse_time,
     process_cpu_seconds,
     submit_job,
     train_model,
     upload_dataset,
     wait_for_job,
-    wait_until,
 )
+from bench.http_load import LoadResult, closed_loop, pooled
+from bench.report import Target, run_description, target_table
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 SECTION = "service"
 PREDICT_RATIO = 0.70
 ENQUEUE_P50_MS = 25.0
@@ -117,7 +108,7 @@ class EndpointResult:
     redis_cpu_us: float  # redis-server's CPU per request
 
 
-def start_noop_server(stack: Stack, log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_noop_server(stack: LocalStack, log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     with (log_dir / "noop-app.log").open("ab") as out:
         process = subprocess.Popen(
@@ -185,7 +176,7 @@ def measure_endpoints(endpoints: list[Endpoint], concurrency: int, plan: Plan, r
 
 
 def bench_predictions(
-    stack: Stack, client: httpx.Client, plan: Plan, log_dir: Path
+    stack: LocalStack, client: httpx.Client, plan: Plan, log_dir: Path
 ) -> tuple[list[EndpointResult], dict[str, Any]]:
     X, y = blobs(2_000, 64, 10, seed=1)
     model_id = train_model(client, X, y, {"hidden_layers": [64], "epochs": 5, "seed": 0})
@@ -352,7 +343,7 @@ def render(
     load_before: str,
     plan: Plan,
 ) -> str:
-    lines = ["## Service: predictions, enqueue -> start, training overhead (`bench/service.py`)", ""]
+    lines = ["## Service: predictions, enqueue -> start, training overhead (`bench/service_overhead.py`)", ""]
     lines += run_description(started, load_before)
     lines += [
         "- Stack: `backprop serve --host 127.0.0.1 --workers 1` on a temporary data directory (embedded "
@@ -463,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="backprop-bench-service-") as tmp:
         log_dir = Path(tmp)
         with (
-            Stack(log_dir / "var", workers=1, env=blas_env) as stack,
+            LocalStack(log_dir / "var", workers=1, env=blas_env) as stack,
             httpx.Client(base_url=stack.url, timeout=60) as client,
         ):
             log(f"stack up at {stack.url} (log {stack.log_path})")

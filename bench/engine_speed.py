@@ -1,7 +1,9 @@
 """Engine benchmark: engine vs PyTorch (CPU) vs scikit-learn vs the GEMM floor -> docs/benchmarks.md.
 
-    python bench/engine.py            # full run (~5 min on 2 cores), rewrites the "Engine" section
-    python bench/engine.py --quick    # smoke run on small data, prints only
+    python -m bench.engine_speed            # full run (~5 min on 2 cores), rewrites the "Engine" section
+    python -m bench.engine_speed --quick    # smoke run on small data, prints only
+
+(from the repository root, like the other benchmarks).
 
 In one process, on the same data and the same number of threads, every contender runs one epoch per round,
 rounds interleaved (rotating order), after a warm-up round; the median epoch time is reported. Workloads:
@@ -20,10 +22,21 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from bench import _blas_info, _engine_section, _mlp_workloads
+from bench._doc_sections import replace_section
+from bench._engine_mlp import EngineMLP
+from bench._epoch_timing import time_interleaved
+from bench._gemm_floor import GemmFloor
+from bench._peak_memory import measure
+from bench.report import command_line
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -51,7 +64,6 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="SECONDS",
         help="first wait up to SECONDS for the 1-minute load average to drop below 0.5",
     )
-    parser.add_argument("--no-prototype", action="store_true", help="skip the lean NumPy prototype row")
     return parser.parse_args(argv)
 
 
@@ -64,7 +76,7 @@ def _reexec_without_openblas_overrides(args: argparse.Namespace) -> None:
         f"{name}={os.environ[name]}" for name in OPENBLAS_OVERRIDES if name in os.environ
     )
     sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]], env)
+    os.execve(sys.executable, [sys.executable, "-m", "bench.engine_speed", *sys.argv[1:]], env)
 
 
 def _log(message: str) -> None:
@@ -74,32 +86,18 @@ def _log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     _reexec_without_openblas_overrides(args)
-    # Run as `python bench/engine.py`, sys.path[0] is bench/, where `import engine` would find this file.
-    here = str(Path(__file__).resolve().parent)
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
-    sys.path.insert(0, str(REPO_ROOT))
     run(args)
     return 0
 
 
 def run(args: argparse.Namespace) -> None:
     """Measure everything, print the report, and (full runs) rewrite the Engine section."""
-    import numpy as np
-    from threadpoolctl import threadpool_limits
-
-    from bench import _blas_info, _engine_section, _mlp_workloads
-    from bench._engine_mlp import EngineMLP, engine_available
-    from bench._epoch_timing import time_interleaved
-    from bench._gemm_floor import GemmFloor
-    from bench._lean_mlp import LeanMLP
-    from bench._peak_memory import measure
-
     try:
         from bench._sklearn_mlp import SklearnMLP, sklearn_version
         from bench._torch_mlp import TorchMLP, set_torch_threads, torch_blas, torch_version
     except ModuleNotFoundError as exc:
         raise SystemExit(
-            f"bench/engine.py needs the bench extra ({exc.name} is missing): "
+            f"bench.engine_speed needs the bench extra ({exc.name} is missing): "
             ".venv/bin/pip install -c constraints.txt -e '.[bench]'  (torch==2.13.0, a local CPU wheel here)"
         ) from None
 
@@ -111,7 +109,6 @@ def run(args: argparse.Namespace) -> None:
     limits = threadpool_limits(limits=threads, user_api="blas") if args.threads else None
     set_torch_threads(threads)
     blas = _blas_info.numpy_blas()
-    with_engine = engine_available()
     big_samples = _mlp_workloads.QUICK_BIG_SAMPLES if args.quick else _mlp_workloads.BIG_SAMPLES
     big_rounds = args.big_rounds or (2 if args.quick else 9)
     small_rounds = args.small_rounds or (2 if args.quick else 10)
@@ -119,7 +116,7 @@ def run(args: argparse.Namespace) -> None:
 
     env = _engine_section.Environment(
         date=started,
-        command=command_line(args),
+        command=command_line(),
         cpu=_blas_info.cpu_model(),
         load_before=load_before,
         load_after="",
@@ -132,15 +129,12 @@ def run(args: argparse.Namespace) -> None:
         threads=threads,
         dropped_env=dropped_env(),
         kept_env=" ".join(f"{k}={os.environ[k]}" for k in OPENBLAS_OVERRIDES if k in os.environ),
-        engine_available=with_engine,
     )
     _log(f"{started}: {env.cpu}; load {load_before}")
     _log(f"NumPy {env.numpy} BLAS: {env.numpy_blas}")
     _log(f"PyTorch {env.torch}: {env.torch_blas}; {threads} threads; scikit-learn {env.sklearn}")
     if env.dropped_env:
         _log(f"(re-ran without {env.dropped_env})")
-    if not with_engine:
-        _log("engine.Training is not there yet: the engine rows are skipped")
 
     cases: list[_engine_section.CaseResult] = []
     big = _mlp_workloads.big_workload("momentum", big_samples)
@@ -153,14 +147,12 @@ def run(args: argparse.Namespace) -> None:
     ]
     for workload, rounds, per_turn in plan:
         total_epochs = (rounds + 1) * per_turn + 1
-        contenders: dict[str, Any] = {}
-        if with_engine:
-            contenders["engine"] = EngineMLP(workload, total_epochs)
-        contenders["pytorch"] = TorchMLP(workload)
-        contenders["scikit-learn"] = SklearnMLP(workload)
-        if not args.no_prototype:
-            contenders["lean prototype"] = LeanMLP(workload)
-        contenders["GEMM floor"] = GemmFloor(workload)
+        contenders: dict[str, Any] = {
+            "engine": EngineMLP(workload, total_epochs),
+            "pytorch": TorchMLP(workload),
+            "scikit-learn": SklearnMLP(workload),
+            "GEMM floor": GemmFloor(workload),
+        }
         _log(
             f"{workload.name}: {workload.n_samples} x {workload.layer_sizes}, batch {workload.batch_size}, "
             f"{rounds} rounds x {per_turn} epochs after 1 warm-up round"
@@ -182,7 +174,7 @@ def run(args: argparse.Namespace) -> None:
             _log("  " + line)
 
     memory: list[dict[str, Any]] = []
-    if with_engine and not args.no_memory:
+    if not args.no_memory:
         _log("peak memory (fresh subprocesses)...")
         for optimizer, default_config in (("momentum", False), ("adam", False), ("adam", True)):
             record = measure(big_samples, 2, optimizer, default_config)
@@ -206,25 +198,15 @@ def run(args: argparse.Namespace) -> None:
     elif args.no_write:
         _log("--no-write: docs/benchmarks.md not written")
     else:
-        from bench._doc_sections import replace_section
-
         replace_section(args.output, SECTION, body)
         _log(f"wrote the {SECTION} section of {args.output}")
 
 
 def _wait_for_quiet(seconds: float, threshold: float = 0.5) -> None:
     """Other processes on a 2-core machine distort BLAS timings badly: optionally wait them out."""
-    import time
-
     deadline = time.monotonic() + seconds
     while os.getloadavg()[0] >= threshold and time.monotonic() < deadline:
         time.sleep(5)
-
-
-def command_line(args: argparse.Namespace) -> str:
-    """The command as typed from the repository root."""
-    parts = [".venv/bin/python", "bench/engine.py", *sys.argv[1:]]
-    return " ".join(shlex.quote(part) for part in parts)
 
 
 def now_utc() -> str:
