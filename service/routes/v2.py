@@ -79,7 +79,7 @@ class ProtocolRoute(APIRoute):
 router = APIRouter(prefix="/v2", tags=["v2 inference"], route_class=ProtocolRoute, strict_content_type=False)
 
 
-# --- the protocol's request body ---------------------------------------------------------------------
+# --- the protocol's bodies -------------------------------------------------------------------------
 
 
 class RequestInput(BaseModel):
@@ -102,6 +102,8 @@ class RequestOutput(BaseModel):
 
 
 class InferenceRequest(BaseModel):
+    """An inference request: one input tensor `input` of shape [n, n_features]."""
+
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -114,6 +116,74 @@ class InferenceRequest(BaseModel):
     parameters: dict[str, Any] | None = None
     inputs: list[RequestInput] = Field(min_length=1, max_length=1)
     outputs: list[RequestOutput] | None = Field(default=None, max_length=len(OUTPUTS))
+
+
+class ProtocolError(BaseModel):
+    error: str
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1 for a dimension of any size.")
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    datatype: str = Field(description="`BYTES` or `INT64` labels (as the classes are), `FP32` probabilities.")
+    shape: list[int]
+    data: list[int | float | str] = Field(description="Flat, in row-major order.")
+
+
+class InferenceResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    model_name: str
+    model_version: str
+    id: str | None = Field(default=None, description="The request's `id`, when it had one.")
+    outputs: list[ResponseOutput]
+
+
+class ServerLive(BaseModel):
+    live: bool
+
+
+class ServerReady(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+_DESCRIPTIONS = {
+    400: "Bad request; the message names the field (`inputs[0].shape`, `outputs[1].name`, ...).",
+    401: "Missing or unknown API key (when keys are configured).",
+    404: "No such model or version, or it belongs to another API key.",
+    409: "An admin's model name is used by several owners (give the model id).",
+    503: "Redis is unavailable.",
+}
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ProtocolError, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
+MODEL_ERRORS = _responses(401, 404, 409, 503)
 
 
 # --- models by name and version --------------------------------------------------------------------
@@ -248,13 +318,18 @@ def _infer(state: AppState, record: ModelRecord, body: InferenceRequest) -> JSON
 # --- routes ----------------------------------------------------------------------------------------
 
 
-@router.get("/health/live", summary="Server liveness (v2)")
+@router.get("/health/live", summary="Server liveness (v2)", response_model=ServerLive)
 def read_server_live() -> dict[str, bool]:
     """200 while the process is up (open, like /healthz)."""
     return {"live": True}
 
 
-@router.get("/health/ready", summary="Server readiness (v2)", responses={503: {"description": "Redis is down."}})
+@router.get(
+    "/health/ready",
+    summary="Server readiness (v2)",
+    response_model=ServerReady,
+    responses={503: {"model": ServerReady, "description": "Redis does not answer."}},
+)
 def read_server_ready(state: State) -> JSONResponse:
     """200 when the model store (Redis) answers within 1 s, else 503 (open, like /readyz)."""
     try:
@@ -265,7 +340,7 @@ def read_server_ready(state: State) -> JSONResponse:
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
-@router.get("", summary="Server metadata (v2)")
+@router.get("", summary="Server metadata (v2)", response_model=ServerMetadata, responses=_responses(401, 503))
 def read_server_metadata(caller: Caller) -> dict[str, Any]:
     """Name, version and protocol extensions of this server."""
     try:
@@ -275,38 +350,58 @@ def read_server_metadata(caller: Caller) -> dict[str, Any]:
     return {"name": "backprop", "version": server_version, "extensions": []}
 
 
-@router.get("/models/{name}", summary="Model metadata (v2)")
+@router.get("/models/{name}", summary="Model metadata (v2)", response_model=ModelMetadata, responses=MODEL_ERRORS)
 def read_model_metadata(name: str, state: State, caller: Caller) -> dict[str, Any]:
     """The model's versions, platform, input and outputs; `name` means its latest version."""
     return _metadata(state, resolve_model(state, caller, name, None))
 
 
-@router.get("/models/{name}/versions/{model_version}", summary="Model version metadata (v2)")
+@router.get(
+    "/models/{name}/versions/{model_version}",
+    summary="Model version metadata (v2)",
+    response_model=ModelMetadata,
+    responses=MODEL_ERRORS,
+)
 def read_model_version_metadata(name: str, model_version: str, state: State, caller: Caller) -> dict[str, Any]:
     """Metadata of one version of the model."""
     return _metadata(state, resolve_model(state, caller, name, model_version))
 
 
-@router.get("/models/{name}/ready", summary="Model readiness (v2)")
+@router.get("/models/{name}/ready", summary="Model readiness (v2)", response_model=ModelReady, responses=MODEL_ERRORS)
 def read_model_ready(name: str, state: State, caller: Caller) -> dict[str, Any]:
     """200 when the model's latest version is loaded and ready to infer; 404 for an unknown model."""
     return _ready(state, resolve_model(state, caller, name, None))
 
 
-@router.get("/models/{name}/versions/{model_version}/ready", summary="Model version readiness (v2)")
+@router.get(
+    "/models/{name}/versions/{model_version}/ready",
+    summary="Model version readiness (v2)",
+    response_model=ModelReady,
+    responses=MODEL_ERRORS,
+)
 def read_model_version_ready(name: str, model_version: str, state: State, caller: Caller) -> dict[str, Any]:
     """200 when this version is loaded and ready to infer."""
     return _ready(state, resolve_model(state, caller, name, model_version))
 
 
-@router.post("/models/{name}/infer", summary="Inference (v2)")
+@router.post(
+    "/models/{name}/infer",
+    summary="Inference (v2)",
+    response_model=InferenceResponse,
+    responses=_responses(400, 401, 404, 409, 503),
+)
 def infer(name: str, body: InferenceRequest, state: State, caller: Caller) -> JSONResponse:
     """Labels (`label`: BYTES or INT64, [n]) and probabilities (`probabilities`: FP32, [n, k], columns in the
     order of the model's classes) for the rows of the tensor `input` (FP32 or FP64, [n, n_features])."""
     return _infer(state, resolve_model(state, caller, name, None), body)
 
 
-@router.post("/models/{name}/versions/{model_version}/infer", summary="Inference with a version (v2)")
+@router.post(
+    "/models/{name}/versions/{model_version}/infer",
+    summary="Inference with a version (v2)",
+    response_model=InferenceResponse,
+    responses=_responses(400, 401, 404, 409, 503),
+)
 def infer_version(
     name: str, model_version: str, body: InferenceRequest, state: State, caller: Caller
 ) -> JSONResponse:
