@@ -87,7 +87,7 @@ class RequestInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(max_length=256)
-    shape: list[Annotated[int, Field(strict=True, ge=0)]] = Field(max_length=8)
+    shape: list[Annotated[int, Field(ge=0)]] = Field(max_length=8)
     datatype: str = Field(max_length=16)
     parameters: dict[str, Any] | None = None
     data: list[FiniteFloat | list[FiniteFloat]]
