@@ -9,6 +9,7 @@ with 400 for a bad request (where /v1 says 422) and 404 for an unknown model or 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
@@ -244,8 +245,8 @@ def _rows(tensor: RequestInput, rows: int, n_features: int) -> np.ndarray:
         if len(data) != rows:
             raise _bad(f"inputs[0].data: {len(data)} rows, the shape says {rows}")
         for index, row in enumerate(data):
-            if len(row) != n_features:  # type: ignore[arg-type]
-                raise _bad(f"inputs[0].data[{index}]: {len(row)} values, the model expects {n_features}")  # type: ignore[arg-type]
+            if isinstance(row, list) and len(row) != n_features:
+                raise _bad(f"inputs[0].data[{index}]: {len(row)} values, the model expects {n_features}")
     elif len(data) != rows * n_features:
         raise _bad(f"inputs[0].data: {len(data)} values, shape {tensor.shape} needs {rows * n_features}")
     X = np.asarray(data, dtype=np.float64).reshape(rows, n_features)
@@ -274,7 +275,7 @@ def _features(state: AppState, body: InferenceRequest, n_features: int) -> np.nd
 
 
 def _requested_outputs(body: InferenceRequest) -> list[str]:
-    if body.outputs is None:
+    if not body.outputs:  # absent or empty: every output
         return list(OUTPUTS)
     for index, output in enumerate(body.outputs):
         if output.name not in OUTPUTS:
@@ -283,6 +284,7 @@ def _requested_outputs(body: InferenceRequest) -> list[str]:
 
 
 def _infer(state: AppState, record: ModelRecord, body: InferenceRequest) -> JSONResponse:
+    started = time.perf_counter()
     X = _features(state, body, record.n_features)
     names = _requested_outputs(body)
     model, _ = _loaded(state, record)
@@ -308,6 +310,7 @@ def _infer(state: AppState, record: ModelRecord, body: InferenceRequest) -> JSON
         },
     }
     state.metrics.prediction_requests.labels(record.name).inc()
+    state.metrics.prediction_latency.labels(record.name).observe(time.perf_counter() - started)
     response: dict[str, Any] = {"model_name": record.name, "model_version": str(record.version)}
     if body.id is not None:
         response["id"] = body.id

@@ -202,6 +202,12 @@ def test_v2_infer_accepts_flat_and_nested_data_with_the_same_result(
     assert label["data"] == _predict(client, model_id, ROWS)["predictions"]
     assert probabilities["shape"] == [5, 3] and len(probabilities["data"]) == 15
 
+    every = client.post("/v2/models/blobs/infer", json={**_infer_body(ROWS), "outputs": []}, headers=ALICE)
+    assert [output["name"] for output in every.json()["outputs"]] == ["label", "probabilities"]
+    wide = client.post("/v2/models/blobs/infer", json=_infer_body([[1e39, 0.0, 0.0]], datatype="FP64"), headers=ALICE)
+    assert wide.status_code == 400  # a valid FP64 value, too large for this float32 model
+    assert "row 0 is too large for this float32 model" in wide.json()["error"]
+
     too_many = client.post("/v2/models/blobs/infer", json=_infer_body(ROWS * 3), headers=ALICE)
     assert too_many.status_code == 400 and "max_predict_rows=10" in too_many.json()["error"]
 
