@@ -40,9 +40,8 @@ def _train(activation: str, n_classes: int, kind: str, **options: Any) -> tuple[
 
 
 def _fit(X: np.ndarray, y: np.ndarray, activation: str, **options: Any) -> engine.Model:
-    config = engine.TrainConfig(
-        hidden_layers=(8, 6), activation=activation, epochs=8, batch_size=16, learning_rate=0.02, seed=3, **options
-    )
+    settings: dict[str, Any] = {"hidden_layers": (8, 6), "epochs": 8, "batch_size": 16, "learning_rate": 0.02}
+    config = engine.TrainConfig(activation=activation, seed=3, **(settings | options))
     return engine.train(X, y, config).model
 
 
@@ -125,3 +124,9 @@ def test_to_onnx_declares_the_interface_at_the_fixed_opset() -> None:
 
 def test_hidden_activations_cover_the_engine() -> None:
     assert set(HIDDEN_ACTIVATIONS) == set(engine.ACTIVATIONS)
+
+
+def test_to_onnx_matches_engine_without_hidden_layers() -> None:
+    model, X = _train("relu", 2, "int", hidden_layers=())
+    assert model.layer_sizes == [4, 1]
+    _assert_matches_engine(model, X)
