@@ -8,7 +8,7 @@ and the label is the class of the largest probability (`ArgMax` keeps the first 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -45,29 +45,14 @@ class _Graph:
         return output
 
 
-def _leaky_relu(graph: _Graph, Z: str, out: str, dtype: np.dtype[np.floating]) -> str:
-    # ONNX Runtime's LeakyRelu kernel is float32 only; max(Z, a Z) is the same function for 0 < a < 1.
-    if dtype == np.float32:
-        return graph.node("LeakyRelu", [Z], out, alpha=LEAKY_SLOPE)
-    slope = graph.constant(f"{out}_slope", np.asarray(LEAKY_SLOPE, dtype=dtype))
-    return graph.node("Max", [Z, graph.node("Mul", [Z, slope], f"{out}_scaled")], out)
-
-
-def _unary(op: str) -> Callable[[_Graph, str, str, np.dtype[np.floating]], str]:
-    def add(graph: _Graph, Z: str, out: str, dtype: np.dtype[np.floating]) -> str:
-        return graph.node(op, [Z], out)
-
-    return add
-
-
-HIDDEN_ACTIVATIONS: dict[str, Callable[[_Graph, str, str, np.dtype[np.floating]], str]] = {
-    "relu": _unary("Relu"),
-    "leaky_relu": _leaky_relu,
-    "tanh": _unary("Tanh"),
-    "sigmoid": _unary("Sigmoid"),
-    "identity": _unary("Identity"),
+HIDDEN_ACTIVATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "relu": ("Relu", {}),
+    "leaky_relu": ("LeakyRelu", {"alpha": LEAKY_SLOPE}),
+    "tanh": ("Tanh", {}),
+    "sigmoid": ("Sigmoid", {}),
+    "identity": ("Identity", {}),
 }
-"""Engine activation name -> adds its ONNX node(s) mapping tensor `Z` to tensor `out`."""
+"""Engine activation name -> the ONNX operator and its attributes."""
 
 
 def _classes_tensor(classes: Sequence[object]) -> np.ndarray:
@@ -95,6 +80,7 @@ def to_onnx(model: engine.Model) -> onnx.ModelProto:
         raise ValueError(f"model weights are {dtype}, ONNX export supports float32 and float64")
     if model.activation not in HIDDEN_ACTIVATIONS:
         raise ValueError(f"activation {model.activation!r} has no ONNX equivalent")
+    op, attributes = HIDDEN_ACTIVATIONS[model.activation]
     graph = _Graph()
     X = graph.node("Cast", ["input"], "input_f64", to=TensorProto.DOUBLE)
     X = graph.node("Sub", [X, graph.constant("mean", model.mean.astype(np.float64))], "centred")
@@ -105,7 +91,7 @@ def to_onnx(model: engine.Model) -> onnx.ModelProto:
         weights = graph.constant(f"W{index + 1}", np.asarray(W, dtype=dtype))
         bias = graph.constant(f"b{index + 1}", np.asarray(b, dtype=dtype))
         Z = graph.node("Gemm", [A, weights, bias], f"Z{index + 1}")
-        A = Z if index == last else HIDDEN_ACTIVATIONS[model.activation](graph, Z, f"A{index + 1}", dtype)
+        A = Z if index == last else graph.node(op, [Z], f"A{index + 1}", **attributes)
     probabilities = _probabilities(graph, A, model.output, dtype)
     graph.node("Cast", [probabilities], "probabilities", to=TensorProto.FLOAT)
     # The argmax of the probabilities in the weights' dtype, as `Model.predict` takes it (float32 rounding
