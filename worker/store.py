@@ -385,6 +385,13 @@ class Store:
         model_id = self.resolve_model_id(id_or_name, owner=owner)
         return None if model_id is None else self.get_model(model_id)
 
+    def lineage_versions(self, owner: str | None, name: str) -> dict[int, str]:
+        """Version number -> model id of every live version of the lineage (owner, name), oldest first."""
+        members: list[tuple[bytes, float]] = self.redis.zrange(  # type: ignore[assignment]
+            keys.model_versions(owner, name), 0, -1, withscores=True
+        )
+        return {int(score): _text(model_id) for model_id, score in members}
+
     def list_models(
         self, *, owner: str | None, name: str | None = None, offset: int = 0, limit: int = 50
     ) -> tuple[list[ModelRecord], int]:

@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 import engine
 from service.deps import AppState, Caller, Limit, Offset, State, find_model, model_or_404
 from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
+from service.onnx_export import export_onnx
 from service.schemas import EpochPublic, ModelList, ModelPublic, Name, PredictCreate, PredictionPublic
 from worker import BlobError, ModelRecord, NotFoundError
 
@@ -91,16 +92,20 @@ def delete_model(record: Model, state: State) -> Response:
     return Response(status_code=204)
 
 
-def _load(state: AppState, record: ModelRecord) -> engine.Model:
+def _stored_bytes(state: AppState, record: ModelRecord) -> bytes:
+    """The model's own `.npz` bytes, checksum verified; 404 when it was deleted meanwhile."""
     try:
-        data = state.store.load_model_bytes(record.id)
+        return state.store.load_model_bytes(record.id)
     except NotFoundError:
         raise not_found("model", record.id) from None
     except BlobError:
         if not state.store.model_exists(record.id):  # deleted between reading its record and its weights
             raise not_found("model", record.id) from None
         raise  # a damaged blob of a live model is our fault, not the client's
-    return engine.loads(data)
+
+
+def _load(state: AppState, record: ModelRecord) -> engine.Model:
+    return engine.loads(_stored_bytes(state, record))
 
 
 def _loaded(state: AppState, record: ModelRecord) -> tuple[engine.Model, bool]:
@@ -175,3 +180,37 @@ async def predict(model_id: str, body: PredictCreate, state: State, caller: Call
         "probabilities": probabilities.tolist(),
     }
     return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")
+
+
+ExportFormat = Literal["onnx", "npz"]
+
+
+@router.get(
+    "/{model_id}/export",
+    summary="Export a model",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The model file, as an attachment."},
+        **responses(401, 404, 409, 422, 503),
+    },
+)
+def export_model(
+    record: Model,
+    state: State,
+    format: Annotated[
+        ExportFormat, Query(description="`onnx` (an ONNX graph) or `npz` (the model's own format).")
+    ] = "npz",
+) -> Response:
+    """The model as a file: `npz` is the model's own format (what `backprop` loads), `onnx` an ONNX graph
+    with input `input` (float32, [N, n_features]) and outputs `label` and `probabilities` (float32, [N, k])."""
+    if format == "onnx":
+        model, _ = _loaded(state, record)
+        content = export_onnx(model)
+    else:
+        content = _stored_bytes(state, record)
+    filename = f"{record.name}-v{record.version}.{format}"
+    return Response(
+        content,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

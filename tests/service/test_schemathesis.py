@@ -45,6 +45,14 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404",
 include-path = "/v1/models/{{model_id}}"
 include-method = "GET"
 parameters = {{ model_id = "seeded" }}
+
+# the Open Inference Protocol answers a request its shape cannot tell is wrong (a tensor's shape, name or
+# datatype) with 400
+[[operations]]
+include-path-regex = "^/v2/models/.*/infer$"
+include-method = "POST"
+parameters = {{ name = "seeded" }}
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409"]
 """
 
 
