@@ -19,7 +19,7 @@ from service.deps import AppState, Caller, make_redis
 from service.errors import install_error_handlers
 from service.logs import AccessLogMiddleware, configure_logging
 from service.metrics import Metrics, store_snapshot
-from service.model_cache import ModelCache, ModelRecords
+from service.model_cache import ModelCache, ModelRecords, model_nbytes
 from service.routes import datasets, health, jobs, metrics, models
 from service.settings import Settings, get_settings
 from worker import Store, reap
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis=client,
         probe=probe,
         store=store,
-        cache=ModelCache(settings.model_cache_size),
+        cache=ModelCache(settings.model_cache_size, settings.model_cache_bytes, model_nbytes),
         records=ModelRecords(store),
         metrics=Metrics(lambda: store_snapshot(probe, store, queue_name=settings.queue_name)),
         keyring=KeyRing(settings.parsed_api_keys()),

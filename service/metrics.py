@@ -83,16 +83,14 @@ class Metrics:
         self.http_responses = Counter(
             "backprop_http_responses", "HTTP responses by status code.", ["status"], registry=self.registry
         )
+        # No per-model labels: /metrics may be public, and a model's name or id is its owner's business (a
+        # label per model would also grow with every model ever served).
         self.prediction_requests = Counter(
-            "backprop_prediction_requests",
-            "Prediction requests by model name.",
-            ["model"],
-            registry=self.registry,
+            "backprop_prediction_requests", "Prediction requests answered.", registry=self.registry
         )
         self.prediction_latency = Histogram(
             "backprop_prediction_latency_seconds",
-            "Time to compute a prediction request (model lookup and inference) by model name.",
-            ["model"],
+            "Time to compute a prediction request (model lookup and inference).",
             buckets=PREDICTION_BUCKETS,
             registry=self.registry,
         )

@@ -16,9 +16,10 @@ from worker.queue import (
 from worker.records import JOB_STATUSES, TERMINAL_STATUSES, DatasetRecord, JobRecord, ModelRecord
 from worker.runner import run_worker
 from worker.runtime import WorkerConfig, configure
-from worker.store import AmbiguousModelNameError, NotFoundError, Store
+from worker.store import ID_PATTERN, AmbiguousModelNameError, NotFoundError, Store, is_id
 
 __all__ = [
+    "ID_PATTERN",
     "JOB_STATUSES",
     "TERMINAL_STATUSES",
     "AmbiguousModelNameError",
@@ -32,6 +33,7 @@ __all__ = [
     "cancel_job",
     "configure",
     "enqueue_training",
+    "is_id",
     "job_timeout",
     "keys",
     "queue_depth",
