@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from worker import keys
-from worker.blobs import BlobError
+from worker.blobs import BlobError, StorageFullError
+from worker.checkpoints import checkpoint_failures
 from worker.queue import (
     cancel_job,
     enqueue_training,
@@ -28,9 +29,11 @@ __all__ = [
     "JobRecord",
     "ModelRecord",
     "NotFoundError",
+    "StorageFullError",
     "Store",
     "WorkerConfig",
     "cancel_job",
+    "checkpoint_failures",
     "configure",
     "enqueue_training",
     "is_id",

@@ -136,7 +136,7 @@ async def _from_json(request: Request, limits: Limits) -> tuple[Dataset, str | N
     status_code=201,
     summary="Upload a dataset",
     responses={
-        **responses(400, 401, 413, 415, 422, 503),
+        **responses(400, 401, 413, 415, 422, 503, 507),
         201: {
             "description": "The dataset's summary.",
             "links": {
