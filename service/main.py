@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -50,6 +51,25 @@ async def _reap_forever(state: AppState) -> None:
                 logger.info("reaper: %d job(s) re-queued or failed", changed)
         except Exception as exc:
             logger.warning("reaper failed: %s: %s", type(exc).__name__, exc)
+
+
+def published_openapi(build: Callable[[], dict[str, Any]], *, keys: bool, metrics_public: bool) -> dict[str, Any]:
+    """The OpenAPI document as this server enforces it: without API keys no operation requires the bearer
+    scheme (and the scheme is not published); with keys, /metrics requires it too unless it is public."""
+    schema = build()
+    bearer: list[dict[str, list[str]]] = [{"HTTPBearer": []}]
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            if not keys:  # nobody is refused for want of a key, or for its role
+                operation.pop("security", None)
+                for status in ("401", "403"):
+                    operation.get("responses", {}).pop(status, None)
+            elif path == "/metrics" and not metrics_public:
+                operation["security"] = bearer
+    if not keys:
+        components = schema.get("components", {})
+        components.pop("securitySchemes", None)
+    return schema
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -98,6 +118,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url="/redoc" if open_docs else None,
     )
     app.state.backprop = state
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = published_openapi(
+                build_openapi, keys=state.keyring.enabled, metrics_public=settings.metrics_public
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     if not open_docs:
 
         @app.get("/openapi.json", include_in_schema=False)

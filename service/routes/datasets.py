@@ -30,6 +30,7 @@ _UPLOAD_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
+                    "additionalProperties": False,
                     "properties": {
                         "file": {
                             "type": "string",
@@ -56,6 +57,9 @@ _UPLOAD_BODY: dict[str, Any] = {
         },
     }
 }
+
+
+_FORM_FIELDS = frozenset(_UPLOAD_BODY["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"])
 
 
 def dataset_public(record: DatasetRecord) -> DatasetPublic:
@@ -93,6 +97,9 @@ def _name_from_filename(filename: str | None) -> str | None:
 
 async def _from_multipart(request: Request, limits: Limits) -> tuple[Dataset, str | None]:
     async with request.form(max_files=1, max_fields=10) as form:
+        unknown = sorted(set(form.keys()) - _FORM_FIELDS)
+        if unknown:
+            raise invalid(unknown[0], f"unknown form field; the form takes {', '.join(sorted(_FORM_FIELDS))}")
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise invalid("file", "missing multipart file field `file` (a CSV or NPZ file)")
