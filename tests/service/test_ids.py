@@ -75,3 +75,11 @@ def test_is_id_accepts_only_new_ids() -> None:
     assert not is_id(new_id() + "\n")
     assert not is_id(new_id().upper())
     assert not is_id("")
+
+
+def test_create_job_dataset_id_that_is_not_an_id_is_404(client: TestClient, redis_conn: redis.Redis) -> None:
+    dataset_id = upload_csv(client, blobs_csv(n_per_class=4)).json()["id"]
+    redis_conn.set(keys.dataset(dataset_id + ":copy"), redis_conn.get(keys.dataset(dataset_id)) or b"")
+    response = client.post("/v1/jobs", json={"dataset_id": f"{dataset_id}:copy", "epochs": 1})
+    assert response.status_code == 404, response.text
+    assert response.json()["error"]["details"][0]["field"] == "dataset_id"
