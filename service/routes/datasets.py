@@ -97,12 +97,12 @@ def _name_from_filename(filename: str | None) -> str | None:
 
 async def _from_multipart(request: Request, limits: Limits) -> tuple[Dataset, str | None]:
     async with request.form(max_files=1, max_fields=10) as form:
-        unknown = sorted(set(form.keys()) - _FORM_FIELDS)
-        if unknown:
-            raise invalid(unknown[0], f"unknown form field; the form takes {', '.join(sorted(_FORM_FIELDS))}")
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise invalid("file", "missing multipart file field `file` (a CSV or NPZ file)")
+        unknown = sorted(set(form.keys()) - _FORM_FIELDS)
+        if unknown:
+            raise invalid(unknown[0], f"unknown form field; the form takes {', '.join(sorted(_FORM_FIELDS))}")
         label_field = form.get("label_column")
         name_field = form.get("name")
         if label_field is not None and not isinstance(label_field, str):

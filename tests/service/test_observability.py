@@ -121,7 +121,7 @@ def test_openapi_documents_errors_and_examples(client: TestClient) -> None:
     assert ("POST", "/v1/models/{model_id}/predict") in operations
     for (method, path), operation in operations.items():
         if path.startswith("/v1/"):
-            assert {"401", "503"} <= set(operation["responses"]), (method, path)
+            assert "503" in operation["responses"], (method, path)  # 401 only with keys: see test_auth
         if "{" in path:
             assert "404" in operation["responses"], (method, path)
     create_job = operations[("POST", "/v1/jobs")]
