@@ -10,7 +10,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidat
 
 # Strict numbers: booleans and numeric strings are not numbers; NaN and infinities are refused.
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+NAME_MAX_LENGTH = 64
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
 ResourceId = Annotated[str, Field(min_length=1, max_length=128)]
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled", "stalled"]
@@ -178,7 +180,9 @@ class ProgressPublic(EpochPublic):
     updated_at: datetime | None = None
 
 
-class JobPublic(BaseModel):
+class JobSummaryPublic(BaseModel):
+    """A job as lists show it: everything but the per-epoch history (read the job for that)."""
+
     id: str
     name: str
     dataset_id: str
@@ -186,7 +190,6 @@ class JobPublic(BaseModel):
     config: dict[str, Any] = Field(description="The training configuration (engine TrainConfig).")
     queue_position: int | None = Field(None, description="0-based position in the queue while queued.")
     progress: ProgressPublic | None = None
-    history: list[EpochPublic] = []
     model_id: str | None = None
     error: str | None = None
     attempts: int = 0
@@ -195,8 +198,20 @@ class JobPublic(BaseModel):
     finished_at: datetime | None = None
 
 
+class HistoryPage(BaseModel):
+    """One page of a per-epoch history (`history_offset`/`history_limit` choose it) and its full length."""
+
+    history: list[EpochPublic] = []
+    history_total: int = Field(0, description="Epochs in the whole history.")
+    history_offset: int = Field(0, description="Index of the page's first epoch in the whole history.")
+
+
+class JobPublic(JobSummaryPublic, HistoryPage):
+    """A job with one page of its per-epoch history."""
+
+
 class JobList(BaseModel):
-    items: list[JobPublic]
+    items: list[JobSummaryPublic]
     total: int
     offset: int
     limit: int
@@ -205,7 +220,9 @@ class JobList(BaseModel):
 # --- models -----------------------------------------------------------------------------------------
 
 
-class ModelPublic(BaseModel):
+class ModelSummaryPublic(BaseModel):
+    """A model as lists show it: everything but the per-epoch history (read the model for that)."""
+
     id: str
     name: str
     version: int
@@ -219,12 +236,15 @@ class ModelPublic(BaseModel):
     n_features: int
     n_parameters: int
     metrics: dict[str, MaybeFloat | int | str]
-    history: list[EpochPublic]
     config: dict[str, Any]
 
 
+class ModelPublic(ModelSummaryPublic, HistoryPage):
+    """A model with one page of its training history."""
+
+
 class ModelList(BaseModel):
-    items: list[ModelPublic]
+    items: list[ModelSummaryPublic]
     total: int
     offset: int
     limit: int
