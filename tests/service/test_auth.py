@@ -169,7 +169,9 @@ def test_openapi_declares_bearer_security_with_keys(
     spec = make_client(api_keys=KEYS, metrics_public=metrics_public).get("/openapi.json", headers=ALICE).json()
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     for name, operation in _operations(spec).items():
-        secured = name.split()[1].startswith("/v1/") or (name == "GET /metrics" and not metrics_public)
+        path = name.split()[1]
+        keyed_v2 = path.startswith("/v2") and not path.startswith("/v2/health")
+        secured = path.startswith("/v1/") or keyed_v2 or (name == "GET /metrics" and not metrics_public)
         assert operation.get("security") == ([{"HTTPBearer": []}] if secured else None), name
 
 
