@@ -1,0 +1,148 @@
+"""/v1/jobs/{id}/events: a job's progress and status changes pushed as Server-Sent Events.
+
+The stored job record is the source of truth: a stream replays the stored history first, then follows the
+workers' pub/sub messages (`worker.keys.job_events`), and re-reads the record whenever a message is missing,
+so a client sees every epoch once and in order even when Redis drops a message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import redis.asyncio as aioredis
+from fastapi import APIRouter, Depends, Header
+from redis.exceptions import RedisError
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import run_in_threadpool
+
+from service.deps import State, job_or_404
+from service.errors import responses
+from service.routes.jobs import job_public
+from service.schemas import ProgressPublic
+from worker import TERMINAL_STATUSES, JobRecord, keys
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+HEARTBEAT_SECONDS = 15  # a comment line at least this often keeps proxies from closing an idle stream
+RECHECK_SECONDS = 2.0  # without any message for this long, the stream re-reads the job record
+
+
+class JobStream:
+    """What one client has been sent: the last epoch and the last status; turns records and messages into
+    the events still owed, never repeating an epoch nor going back."""
+
+    def __init__(self, after: int) -> None:
+        self.last_epoch = after
+        self.status: tuple[str, int] | None = None
+
+    def catch_up(self, record: JobRecord) -> list[ServerSentEvent]:
+        """Progress events for the stored epochs after the last one sent."""
+        events = []
+        for entry in record.history:
+            epoch = int(entry["epoch"])
+            if epoch == self.last_epoch + 1:
+                events.append(self.progress(epoch, entry))
+        return events
+
+    def progress(self, epoch: int, progress: dict[str, Any]) -> ServerSentEvent:
+        self.last_epoch = epoch
+        data = ProgressPublic.model_validate(progress).model_dump(mode="json")
+        return ServerSentEvent(json.dumps(data), event="progress", id=str(epoch))
+
+    def status_change(self, status: str, attempt: int) -> list[ServerSentEvent]:
+        """A status event unless the client was already told this status of this attempt."""
+        if self.status == (status, attempt):
+            return []
+        self.status = (status, attempt)
+        return [ServerSentEvent(json.dumps({"status": status, "attempt": attempt}), event="status")]
+
+    def message(self, data: dict[str, Any] | None, record: JobRecord | None) -> list[ServerSentEvent]:
+        """Events for one pub/sub message (None: none came) after catching up with `record` (re-read)."""
+        events = [] if record is None else self.catch_up(record)
+        if data is None:
+            return events
+        if data.get("event") == "progress":
+            epoch = int(data["epoch"])
+            if epoch == self.last_epoch + 1:
+                events.append(self.progress(epoch, data["progress"]))
+        elif data.get("event") == "status":
+            events += self.status_change(str(data["status"]), int(data.get("attempt") or 0))
+        return events
+
+    def needs_record(self, data: dict[str, Any]) -> bool:
+        """Whether a message shows a gap (a later epoch than the next) or a status change."""
+        if data.get("event") == "progress":
+            return int(data["epoch"]) > self.last_epoch + 1
+        return True
+
+
+def _end(record: JobRecord) -> ServerSentEvent:
+    return ServerSentEvent(job_public(record).model_dump_json(), event="end")
+
+
+async def _job_events(state: State, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
+    """Replay, then follow, until the job ends; a stream cut by Redis ends early (the client resumes)."""
+    settings = state.settings
+    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.redis_timeout)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    stream = JobStream(after)
+    clock = time.monotonic
+    try:
+        await pubsub.subscribe(keys.job_events(job_id))  # before reading the record: nothing falls between
+        record = await run_in_threadpool(state.store.get_job, job_id)
+        events = [] if record is None else stream.status_change(record.status, record.attempts)
+        read_at = clock()
+        while record is not None:
+            for event in events + stream.catch_up(record):
+                yield event
+            if record.status in TERMINAL_STATUSES:
+                for event in stream.status_change(record.status, record.attempts):
+                    yield event
+                yield _end(record)
+                return
+            message = await pubsub.get_message(timeout=RECHECK_SECONDS)
+            data = None if message is None else json.loads(message["data"])
+            if data is None or stream.needs_record(data) or clock() - read_at >= RECHECK_SECONDS:
+                record = await run_in_threadpool(state.store.get_job, job_id)
+                read_at = clock()
+                if record is None:
+                    return
+                events = stream.message(data, record)
+                if data is None:
+                    events += stream.status_change(record.status, record.attempts)
+            else:
+                events = stream.message(data, None)
+    except RedisError as exc:
+        logger.warning("job %s: event stream cut: %s", job_id, exc)
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+
+
+@router.get(
+    "/{job_id}/events",
+    summary="Follow a job's events",
+    response_class=EventSourceResponse,
+    responses={
+        **responses(401, 404, 422, 503),
+        200: {"content": {"text/event-stream": {}}, "description": "The job's events, then `end`."},
+    },
+)
+async def stream_job_events(
+    record: Annotated[JobRecord, Depends(job_or_404)],
+    state: State,
+    last_event_id: Annotated[
+        int | None,
+        Header(ge=0, le=1_000_000_000, description="Resume after this epoch (the `id` of the last event seen)."),
+    ] = None,
+) -> EventSourceResponse:
+    """Server-Sent Events: `progress` per epoch (`id` = the epoch), `status` on each status change, and a last
+    `end` with the final job record; the stored history is replayed first (after `Last-Event-ID`)."""
+    events = _job_events(state, record.id, last_event_id or 0)
+    return EventSourceResponse(events, ping=HEARTBEAT_SECONDS)
