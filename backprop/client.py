@@ -5,6 +5,7 @@ Importing it needs neither the server (FastAPI, uvicorn, RQ) nor the engine; onl
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -457,10 +458,8 @@ def _backoff(attempt: int, retry_after: str | None) -> None:
     (capped too)."""
     delay = min(0.2 * 2**attempt, 5.0) * (0.5 + random.random() / 2)
     if retry_after is not None:
-        try:
+        with contextlib.suppress(ValueError):
             delay = min(max(float(retry_after), 0.0), 10.0)
-        except ValueError:
-            pass
     time.sleep(delay)
 
 

@@ -121,7 +121,7 @@ async def _job_events(state: State, job_id: str, after: int) -> AsyncIterator[Se
     except RedisError as exc:
         logger.warning("job %s: event stream cut: %s", job_id, exc)
     finally:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
         await client.aclose()
 
 
