@@ -228,3 +228,102 @@ def test_client_wait_resumes_after_the_api_process_restarts(settings: Settings, 
     assert epochs == list(range(1, len(epochs) + 1))
     assert seen[-1].event == "end" and seen[-1].data["status"] == "canceled"
     client.close()
+
+
+class _Flaky:
+    """An HTTP answerer for the client's retry policy: 503 (or a dropped connection) `failures` times, then
+    200; it counts what reached it."""
+
+    def __init__(self, failures: int, *, drop: type[httpx.TransportError] | None = None) -> None:
+        self.failures = failures
+        self.drop = drop
+        self.calls: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.calls.append(request.method)
+        if len(self.calls) <= self.failures:
+            if self.drop is not None:
+                raise self.drop("dropped", request=request)
+            body = {"error": {"code": "service_unavailable", "message": "redis is down", "details": []}}
+            return httpx.Response(503, json=body, headers={"Retry-After": "0"})
+        return httpx.Response(200, json={"id": "j1", "status": "queued"})
+
+
+def _offline(answerer: _Flaky, *, retries: int) -> Client:
+    return Client("http://backprop.test", retries=retries, transport=httpx.MockTransport(answerer))
+
+
+def test_client_retries_idempotent_requests_on_503_and_connection_errors() -> None:
+    flaky = _Flaky(2)
+    with _offline(flaky, retries=3) as client:
+        assert client.job("j1").status == "queued"
+    assert flaky.calls == ["GET", "GET", "GET"]
+    dropped = _Flaky(2, drop=httpx.ReadError)
+    with _offline(dropped, retries=3) as client:
+        assert client.job("j1").id == "j1"
+    assert len(dropped.calls) == 3
+
+
+def test_client_retries_are_bounded() -> None:
+    flaky = _Flaky(10)
+    with _offline(flaky, retries=2) as client, pytest.raises(Unavailable) as info:
+        client.job("j1")
+    assert len(flaky.calls) == 3
+    assert (info.value.status, info.value.message) == (503, "redis is down")
+
+
+def test_client_never_retries_a_post_that_may_have_reached_the_server() -> None:
+    flaky = _Flaky(1)
+    with _offline(flaky, retries=3) as client, pytest.raises(Unavailable):
+        client.train("some-dataset-id", epochs=2)
+    assert flaky.calls == ["POST"]
+    dropped = _Flaky(1, drop=httpx.ReadError)
+    with _offline(dropped, retries=3) as client, pytest.raises(Unavailable):
+        client.train("some-dataset-id", epochs=2)
+    assert dropped.calls == ["POST"]
+    refused = _Flaky(1, drop=httpx.ConnectError)  # never connected: nothing was sent, so it is retried
+    with _offline(refused, retries=3) as client:
+        assert client.train("some-dataset-id", epochs=2).id == "j1"
+    assert refused.calls == ["POST", "POST"]
+
+
+def _in_terminal(code: str) -> str:
+    """Run Python `code` with a pseudo-terminal as stdout; everything it wrote there."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=terminal, stderr=subprocess.PIPE, cwd=Path.cwd())
+    os.close(terminal)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr.decode(errors="replace")
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_client_wait_shows_a_progress_bar_on_a_terminal(server: ApiServer) -> None:
+    X, y = blobs(n=60)
+    with Client(server.url) as client:
+        job = client.train(client.upload_dataset((X, y)), epochs=6, batch_size=16)
+        job.wait(progress=False)
+    screen = _in_terminal(
+        f"from backprop import Client; model = Client({server.url!r}).job({job.id!r}).wait(); print('MODEL', model.id)"
+    )
+    assert "epoch 6/6" in screen and "100%" in screen
+    assert "status: succeeded" in screen
+    assert f"MODEL {job.model_id}" in screen
+    piped = subprocess.run(
+        [sys.executable, "-c", f"from backprop import Client; Client({server.url!r}).job({job.id!r}).wait()"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert piped.stdout == ""  # no bar when stdout is not a terminal
