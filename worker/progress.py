@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from worker import keys
@@ -32,6 +33,12 @@ def publish_progress(redis: Redis, job_id: str, reported: list[dict[str, Any]]) 
             pipe.execute()
     except RedisError as exc:
         logger.warning("job %s: progress events not published: %s", job_id, exc)
+
+
+async def subscribe_job_events(pubsub: PubSub, job_id: str) -> None:
+    """Subscribe an asyncio pub/sub connection to a job's events (JSON messages: `{"event": "progress",
+    "epoch", "progress"}` per stored epoch, `{"event": "status", "status", "attempt"}` per status change)."""
+    await pubsub.subscribe(keys.job_events(job_id))
 
 
 class ProgressReporter:

@@ -1,7 +1,7 @@
 """/v1/jobs/{id}/events: a job's progress and status changes pushed as Server-Sent Events.
 
 The stored job record is the source of truth: a stream replays the stored history first, then follows the
-workers' pub/sub messages (`worker.keys.job_events`), and re-reads the record whenever a message is missing,
+workers' pub/sub messages (`worker.subscribe_job_events`), and re-reads the record whenever a message is missing,
 so a client sees every epoch once and in order even when Redis drops a message.
 """
 
@@ -23,7 +23,7 @@ from service.deps import State, job_or_404
 from service.errors import responses
 from service.routes.jobs import job_public
 from service.schemas import ProgressPublic
-from worker import TERMINAL_STATUSES, JobRecord, keys
+from worker import TERMINAL_STATUSES, JobRecord, subscribe_job_events
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ async def _job_events(state: State, job_id: str, after: int) -> AsyncIterator[Se
     stream = JobStream(after)
     clock = time.monotonic
     try:
-        await pubsub.subscribe(keys.job_events(job_id))  # before reading the record: nothing falls between
+        await subscribe_job_events(pubsub, job_id)  # before reading the record: nothing falls in between
         record = await run_in_threadpool(state.store.get_job, job_id)
         events = [] if record is None else stream.status_change(record.status, record.attempts)
         read_at = clock()
