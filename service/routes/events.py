@@ -138,11 +138,11 @@ async def stream_job_events(
     record: Annotated[JobRecord, Depends(job_or_404)],
     state: State,
     last_event_id: Annotated[
-        int | None,
+        int,
         Header(ge=0, le=1_000_000_000, description="Resume after this epoch (the `id` of the last event seen)."),
-    ] = None,
+    ] = 0,
 ) -> EventSourceResponse:
     """Server-Sent Events: `progress` per epoch (`id` = the epoch), `status` on each status change, and a last
     `end` with the final job record; the stored history is replayed first (after `Last-Event-ID`)."""
-    events = _job_events(state, record.id, last_event_id or 0)
+    events = _job_events(state, record.id, last_event_id)
     return EventSourceResponse(events, ping=HEARTBEAT_SECONDS)
