@@ -154,6 +154,8 @@ def test_client_errors_map_to_exceptions(settings: Settings, tmp_path: Path) -> 
         with pytest.raises(RateLimited) as limited:
             client.train(dataset, epochs=2)
         assert limited.value.status == 429 and "max_queued_jobs_per_key" in limited.value.message
+        with pytest.raises(TimeoutError):
+            job.wait(progress=False, timeout=1.0)
         job.cancel()
         assert job.status == "canceled"
         with pytest.raises(Conflict):
