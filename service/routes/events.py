@@ -7,10 +7,12 @@ so a client sees every epoch once and in order even when Redis drops a message.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import redis.asyncio as aioredis
@@ -33,6 +35,33 @@ HEARTBEAT_SECONDS = 15  # a comment line at least this often keeps proxies from 
 RECHECK_SECONDS = 2.0  # without any message for this long, the stream re-reads the job record
 
 
+@dataclass(frozen=True)
+class Message:
+    """A worker's pub/sub message, decoded: `progress` (epoch, the progress object as event data) or `status`."""
+
+    event: str
+    epoch: int = 0
+    data: str = ""
+    status: str = ""
+    attempt: int = 0
+
+
+@functools.lru_cache(maxsize=4096)
+def decode_message(raw: bytes) -> Message:
+    """Decode (and validate) a message once per API process, whatever the number of streams it goes to."""
+    data = json.loads(raw)
+    if data.get("event") == "progress":
+        return Message("progress", epoch=int(data["epoch"]), data=progress_data(data["progress"]))
+    if data.get("event") == "status":
+        return Message("status", status=str(data["status"]), attempt=int(data.get("attempt") or 0))
+    return Message(str(data.get("event")))
+
+
+def progress_data(progress: dict[str, Any]) -> str:
+    """The data of a `progress` event: the object shaped as the job's `progress` field."""
+    return ProgressPublic.model_validate(progress).model_dump_json()
+
+
 class JobStream:
     """What one client has been sent: the last epoch and the last status; turns records and messages into
     the events still owed, never repeating an epoch nor going back."""
@@ -47,13 +76,12 @@ class JobStream:
         for entry in record.history:
             epoch = int(entry["epoch"])
             if epoch == self.last_epoch + 1:
-                events.append(self.progress(epoch, entry))
+                events.append(self.progress(epoch, progress_data(entry)))
         return events
 
-    def progress(self, epoch: int, progress: dict[str, Any]) -> ServerSentEvent:
+    def progress(self, epoch: int, data: str) -> ServerSentEvent:
         self.last_epoch = epoch
-        data = ProgressPublic.model_validate(progress).model_dump(mode="json")
-        return ServerSentEvent(json.dumps(data), event="progress", id=str(epoch))
+        return ServerSentEvent(data, event="progress", id=str(epoch))
 
     def status_change(self, status: str, attempt: int) -> list[ServerSentEvent]:
         """A status event unless the client was already told this status of this attempt."""
@@ -62,23 +90,21 @@ class JobStream:
         self.status = (status, attempt)
         return [ServerSentEvent(json.dumps({"status": status, "attempt": attempt}), event="status")]
 
-    def message(self, data: dict[str, Any] | None, record: JobRecord | None) -> list[ServerSentEvent]:
+    def message(self, message: Message | None, record: JobRecord | None) -> list[ServerSentEvent]:
         """Events for one pub/sub message (None: none came) after catching up with `record` (re-read)."""
         events = [] if record is None else self.catch_up(record)
-        if data is None:
+        if message is None:
             return events
-        if data.get("event") == "progress":
-            epoch = int(data["epoch"])
-            if epoch == self.last_epoch + 1:
-                events.append(self.progress(epoch, data["progress"]))
-        elif data.get("event") == "status":
-            events += self.status_change(str(data["status"]), int(data.get("attempt") or 0))
+        if message.event == "progress" and message.epoch == self.last_epoch + 1:
+            events.append(self.progress(message.epoch, message.data))
+        elif message.event == "status":
+            events += self.status_change(message.status, message.attempt)
         return events
 
-    def needs_record(self, data: dict[str, Any]) -> bool:
+    def needs_record(self, message: Message) -> bool:
         """Whether a message shows a gap (a later epoch than the next) or a status change."""
-        if data.get("event") == "progress":
-            return int(data["epoch"]) > self.last_epoch + 1
+        if message.event == "progress":
+            return message.epoch > self.last_epoch + 1
         return True
 
 
@@ -106,8 +132,8 @@ async def _job_events(state: State, job_id: str, after: int) -> AsyncIterator[Se
                     yield event
                 yield _end(record)
                 return
-            message = await pubsub.get_message(timeout=RECHECK_SECONDS)
-            data = None if message is None else json.loads(message["data"])
+            raw = await pubsub.get_message(timeout=RECHECK_SECONDS)
+            data = None if raw is None else decode_message(raw["data"])
             if data is None or stream.needs_record(data) or clock() - read_at >= RECHECK_SECONDS:
                 record = await run_in_threadpool(state.store.get_job, job_id)
                 read_at = clock()
