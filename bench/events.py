@@ -220,7 +220,10 @@ def render(
     lines += [
         "",
         "The streams connect while their job waits behind another one (canceled once all are connected), so "
-        "every epoch reaches every client live. Each stream holds one Redis pub/sub connection in the API; a "
+        "every epoch is live for every client; a stream re-reads the job record at least every 2 s, and one that lags "
+        "behind its messages then catches up from the stored history (those events carry no `updated_at` and are "
+        "not in the latency). Each stream holds one Redis "
+        "pub/sub connection in the API; a "
         "message is decoded and validated once per API process (cached), then framed and sent once per client. "
         "The 200 clients parse their streams in one Python process on the same two shared cores as the API, "
         "Redis and the training worker (see the clients' CPU and the load average): with 200 streams, the "
