@@ -259,7 +259,7 @@ class Job:
 
     def cancel(self) -> Job:
         """Cancel: a queued job never runs, a running one stops at its next epoch (Conflict if finished)."""
-        self.data = self.client.request("POST", f"/v1/jobs/{self.id}/cancel", idempotent=True)
+        self.data = self.client.request("POST", f"/v1/jobs/{self.id}/cancel")
         return self
 
     def events(self, after: int = 0, *, timeout: float | None = None) -> Iterator[Event]:
