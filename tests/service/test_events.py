@@ -195,3 +195,21 @@ def test_events_worker_killed_mid_stream_shows_stalled_requeue_then_resumed_epoc
     stalled = names.index("status", names.index(killed_at))
     assert any(isinstance(name, int) and name > killed_at for name in names[stalled:])
     assert events[-1][0] == "end" and events[-1][1]["attempts"] == 2
+
+
+def test_events_client_disconnect_releases_the_subscription(server: ApiServer, settings: Settings) -> None:
+    job_id = _submit(server.url, {"epochs": 5})  # stays queued: no worker on this queue
+    conn = redis.Redis.from_url(settings.redis_url)
+
+    def subscribers() -> int:
+        return int(conn.pubsub_numsub(keys.job_events(job_id))[0][1])
+
+    with (
+        httpx.Client(base_url=server.url, timeout=10) as client,
+        connect_sse(client, "GET", f"/v1/jobs/{job_id}/events") as source,
+    ):
+        first = next(source.iter_sse())
+        assert (first.event, json.loads(first.data)) == ("status", {"status": "queued", "attempt": 0})
+        assert subscribers() == 1
+    wait_until(lambda: subscribers() == 0, timeout=30, what="the stream's subscription to be released")
+    assert httpx.get(f"{server.url}/v1/jobs/{job_id}").json()["status"] == "queued"  # polling still works
