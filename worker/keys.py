@@ -120,3 +120,8 @@ def model_version_counter(owner: str | None, name: str) -> str:
 def models_named(name: str) -> str:
     """Model ids of one name across all owners, scored by creation time (sorted set; admins' view)."""
     return f"{PREFIX}model-name:{name}"
+
+
+def job_events(job_id: str) -> str:
+    """Pub/sub channel of one job's live events: status changes and reported epochs (JSON messages)."""
+    return f"{PREFIX}job:{job_id}:events"
