@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.auth import KeyRing
 from service.body_limit import BodyLimitMiddleware
+from service.dashboard import mount_dashboard
 from service.deps import AppState, Caller, make_redis
 from service.errors import install_error_handlers
 from service.logs import AccessLogMiddleware, configure_logging
@@ -116,4 +117,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for router in (datasets.router, jobs.router, models.router, health.router, metrics.router):
         app.include_router(router)
+    mount_dashboard(app)
     return app
