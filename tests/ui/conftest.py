@@ -22,7 +22,7 @@ from service.embedded_redis import free_port
 from tests.deploy.processes import user_environment, wait_until
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, ConsoleMessage, Page
+    from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page
 
 BACKPROP = Path(sys.executable).with_name("backprop")
 CHROMIUM_ARGS = [
@@ -36,6 +36,14 @@ CHROMIUM_ARGS = [
 ]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
+# Set before any page script runs: a flag that any alert/confirm/prompt call raises (markup that runs code).
+ALERT_TRAP = """
+window.__alerted = false;
+for (const name of ["alert", "confirm", "prompt"]) {
+  const original = window[name];
+  window[name] = function (...args) { window.__alerted = true; return original.apply(this, args); };
+}
+"""
 
 
 def chromium_path() -> str | None:
@@ -164,6 +172,10 @@ class Console:
             return
         self.errors.append(f"console: {text} ({message.location.get('url', '')})")
 
+    def on_dialog(self, dialog: Dialog) -> None:
+        self.errors.append(f"dialog opened: {dialog.type} {dialog.message}")
+        dialog.dismiss()
+
     def on_page_error(self, error: Any) -> None:
         self.errors.append(f"page error: {error}")
 
@@ -181,11 +193,12 @@ def open_page(browser: Browser, console: Console) -> Iterator[Callable[..., Page
     def open_(url: str, viewport: dict[str, int] = DESKTOP) -> Page:
         context = browser.new_context(viewport=viewport)  # type: ignore[arg-type]
         context.set_default_timeout(30_000)
+        context.add_init_script(ALERT_TRAP)
         contexts.append(context)
         page = context.new_page()
         page.on("console", console.on_message)
         page.on("pageerror", console.on_page_error)
-        page.on("dialog", lambda dialog: console.errors.append(f"dialog opened: {dialog.message}"))
+        page.on("dialog", console.on_dialog)
         page.goto(url)
         return page
 
