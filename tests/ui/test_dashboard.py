@@ -50,7 +50,8 @@ def finished_job(client: httpx.Client, job_id: str, timeout: float = 120) -> dic
 def trained_model(stack: ApiStack, tmp_path: Path, labels: list[str]) -> dict[str, Any]:
     with stack.client() as client:
         dataset = upload(client, classes_csv(tmp_path / "data.csv", labels))
-        job = finished_job(client, start_job(client, dataset["id"], epochs=15, hidden_layers=[16], learning_rate=0.02)["id"])
+        started = start_job(client, dataset["id"], epochs=15, hidden_layers=[16], learning_rate=0.02)
+        job = finished_job(client, started["id"])
         assert job["status"] == "succeeded", job
         return dict(client.get(f"/v1/models/{job['model_id']}").json())
 
@@ -59,7 +60,21 @@ def points(page: Page) -> int:
     return int(page.get_by_test_id("loss-chart").get_attribute("data-points") or "0")
 
 
-def test_dashboard_upload_pick_label_train_watch_and_predict(stack: ApiStack, open_page: OpenPage, tmp_path: Path) -> None:
+def wait_status(page: Page, status: str, timeout: float = 60_000) -> None:
+    """Until job-status shows `status`."""
+    page.wait_for_function(
+        "s => document.querySelector('[data-testid=job-status]')?.dataset.status === s", arg=status, timeout=timeout
+    )
+
+
+def wait_points(page: Page, count: int) -> None:
+    """Until loss-chart has drawn `count` points."""
+    page.wait_for_function("n => +document.querySelector('[data-testid=loss-chart]')?.dataset.points === n", arg=count)
+
+
+def test_dashboard_upload_pick_label_train_watch_and_predict(
+    stack: ApiStack, open_page: OpenPage, tmp_path: Path
+) -> None:
     rows = tmp_path / "points.csv"
     lines = ["kind,a,b,c,d,e,f,g,h"]
     source = classes_csv(tmp_path / "source.csv", ["left", "right"], n_per_class=1000, n_features=8)
@@ -95,10 +110,8 @@ def test_dashboard_upload_pick_label_train_watch_and_predict(stack: ApiStack, op
         " && document.querySelector('[data-testid=job-status]')?.dataset.status === 'running'"
     )
     seen_running = points(page)
-    page.wait_for_function(
-        "() => document.querySelector('[data-testid=job-status]')?.dataset.status === 'succeeded'", timeout=180_000
-    )
-    page.wait_for_function("() => +document.querySelector('[data-testid=loss-chart]')?.dataset.points === 40")
+    wait_status(page, "succeeded", timeout=180_000)
+    wait_points(page, 40)
     assert 0 < seen_running < 40
     assert page.get_by_test_id("job-progress").evaluate("p => [p.value, p.max]") == [40, 40]
     assert page.get_by_test_id("cancel-job").is_hidden()
@@ -122,9 +135,7 @@ def test_dashboard_cancel_long_job(stack: ApiStack, open_page: OpenPage, tmp_pat
     cancel = page.get_by_test_id("cancel-job")
     assert cancel.is_enabled()
     cancel.click()
-    page.wait_for_function(
-        "() => document.querySelector('[data-testid=job-status]')?.dataset.status === 'canceled'", timeout=120_000
-    )
+    wait_status(page, "canceled", timeout=120_000)
     assert cancel.is_hidden()
     with stack.client() as client:
         assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "canceled"
@@ -251,7 +262,7 @@ def test_dashboard_event_stream_draws_the_same_chart_as_polling(
     history = final["history"]
     assert len(history) == 15
     polled = open_page(f"{stack.url}/ui/#/jobs/{final['id']}")
-    polled.wait_for_function("() => +document.querySelector('[data-testid=loss-chart]')?.dataset.points === 15")
+    wait_points(polled, 15)
 
     document["paths"]["/v1/jobs/{job_id}/events"] = {"get": {"operationId": "job_events", "responses": {}}}
     running = {**final, "status": "running", "history": history[:3], "progress": history[2], "model_id": None}
@@ -276,8 +287,8 @@ def test_dashboard_event_stream_draws_the_same_chart_as_polling(
         lambda route: route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body),
     )
     streamed.goto(f"{stack.url}/ui/#/jobs/{final['id']}")
-    streamed.wait_for_function("() => document.querySelector('[data-testid=job-status]')?.dataset.status === 'succeeded'")
-    streamed.wait_for_function("() => +document.querySelector('[data-testid=loss-chart]')?.dataset.points === 15")
+    wait_status(streamed, "succeeded")
+    wait_points(streamed, 15)
     assert streamed.get_by_test_id("job-feed").get_attribute("data-mode") == "events"
     assert polled.get_by_test_id("job-feed").get_attribute("data-mode") is None  # finished: nothing to follow
     for name in ("loss-chart", "accuracy-chart"):
