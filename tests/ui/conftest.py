@@ -6,7 +6,6 @@ Without Chromium (or the playwright package) the tests skip with the reason; wit
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -20,22 +19,12 @@ import pytest
 
 from service.embedded_redis import free_port
 from tests.deploy.processes import user_environment, wait_until
+from tests.ui.browser import CHROMIUM_ARGS, DESKTOP, chromium_path
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page
 
 BACKPROP = Path(sys.executable).with_name("backprop")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
 # Set before any page script runs: a flag that any alert/confirm/prompt call raises (markup that runs code).
 ALERT_TRAP = """
 window.__alerted = false;
@@ -44,14 +33,6 @@ for (const name of ["alert", "confirm", "prompt"]) {
   window[name] = function (...args) { window.__alerted = true; return original.apply(this, args); };
 }
 """
-
-
-def chromium_path() -> str | None:
-    """The system Chromium (Debian's `chromium` package); BACKPROP_CHROMIUM overrides."""
-    configured = os.environ.get("BACKPROP_CHROMIUM")
-    if configured:
-        return configured if Path(configured).exists() else None
-    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _unavailable(reason: str) -> None:

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from tests.deploy.processes import wait_until
-from tests.ui.conftest import PHONE, ApiStack, Console, classes_csv
+from tests.ui.browser import PHONE
+from tests.ui.conftest import ApiStack, Console, classes_csv
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page, Route

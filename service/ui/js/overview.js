@@ -7,6 +7,7 @@ import { errorNotice } from "./notice.js";
 const STATUSES = ["queued", "running", "stalled", "succeeded", "failed", "canceled"];
 const REFRESH_MS = 2000;
 
+/** Headings starting with "#" are numeric columns (right-aligned); the "#" is not shown. */
 function table(caption, headings, rows, empty) {
   if (!rows.length) return el("p", { class: "muted" }, empty);
   return el(
@@ -16,7 +17,13 @@ function table(caption, headings, rows, empty) {
       "table",
       {},
       el("caption", { class: "visually-hidden" }, caption),
-      el("thead", {}, el("tr", {}, headings.map((heading) => el("th", { scope: "col" }, heading)))),
+      el("thead", {}, el(
+          "tr",
+          {},
+          headings.map((heading) =>
+            heading.startsWith("#") ? el("th", { scope: "col", class: "num" }, heading.slice(1)) : el("th", { scope: "col" }, heading),
+          ),
+        )),
       el("tbody", {}, rows),
     ),
   );
@@ -30,13 +37,13 @@ function datasetsSection(list) {
       el("td", { class: "name" }, dataset.name || dataset.id.slice(0, 8)),
       el("td", { class: "num" }, formatNumber(dataset.n_samples)),
       el("td", { class: "num" }, formatNumber(dataset.n_features)),
-      el("td", {}, Object.keys(dataset.classes).length),
+      el("td", { class: "num" }, Object.keys(dataset.classes).length),
       el("td", {}, el("a", { href: `#/jobs/new?dataset=${encodeURIComponent(dataset.id)}` }, "Train")),
     ),
   );
   return [
     el("h2", {}, `Datasets (${list.total})`),
-    table("Datasets", ["Name", "Rows", "Features", "Classes", ""], rows, "No datasets yet: upload one."),
+    table("Datasets", ["Name", "#Rows", "#Features", "#Classes", ""], rows, "No datasets yet: upload one."),
   ];
 }
 
@@ -60,7 +67,7 @@ function jobsSection(list) {
       { class: "counts", "aria-label": "Jobs by status (of the latest 100)" },
       STATUSES.map((status) => el("li", {}, statusBadge(status), " ", el("strong", {}, counts[status]))),
     ),
-    table("Jobs", ["Name", "Status", "Epoch", "Created"], rows, "No jobs yet."),
+    table("Jobs", ["Name", "Status", "#Epoch", "Created"], rows, "No jobs yet."),
   ];
 }
 
@@ -86,7 +93,7 @@ function modelsSection(list) {
   );
   return [
     el("h2", {}, `Models (${list.total})`),
-    table("Models", ["Model", "Val. accuracy", "Val. loss", "Train accuracy", "Created"], rows, "No models yet."),
+    table("Models", ["Model", "#Val. accuracy", "#Val. loss", "#Train accuracy", "Created"], rows, "No models yet."),
   ];
 }
 
