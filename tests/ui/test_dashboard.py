@@ -178,6 +178,14 @@ def test_dashboard_job_form_comes_from_openapi_and_shows_422_beside_field(
     assert form.get_by_label("Hidden Layers").get_attribute("aria-invalid") == "true"
     assert page.locator("[data-error-for=epochs]").inner_text() == ""
 
+    # Keyboard only: the field with the error has the focus; fix it and press Enter to submit.
+    assert page.evaluate("document.activeElement.dataset.field") == "hidden_layers"
+    page.keyboard.press("Control+A")
+    page.keyboard.type("8")
+    page.keyboard.press("Enter")
+    page.get_by_test_id("job-status").wait_for()
+    assert "#/jobs/" in page.url
+
 
 def test_dashboard_upload_error_names_row_and_column(
     stack: ApiStack, open_page: OpenPage, tmp_path: Path, console: Console
@@ -349,4 +357,9 @@ def test_dashboard_every_page_fits_the_phone_viewport(
         page.wait_for_timeout(100)  # one layout pass after the charts' first frame
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= viewport["width"], f"{hash_} is {width}px wide"
+        unlabelled = page.evaluate(
+            "[...document.querySelectorAll('main input, main select, main textarea')]"
+            ".filter(e => e.labels.length === 0).map(e => e.outerHTML)"
+        )
+        assert unlabelled == [], hash_
         assert page.get_by_role("link", name="Upload").is_visible()
