@@ -56,7 +56,10 @@ export async function render(main, params, signal) {
 
   const curves = new Curves();
   const charts = [new CurveChart(lossNode, "loss", "Loss"), new CurveChart(accuracyNode, "accuracy", "Accuracy")];
-  signal.addEventListener("abort", () => charts.forEach((chart) => chart.destroy()));
+  signal.addEventListener("abort", () => {
+    charts.forEach((chart) => chart.destroy());
+    if (stateFrame) cancelAnimationFrame(stateFrame);
+  });
   const redraw = () => charts.forEach((chart) => chart.update(curves));
   let lastChange = null;
   let latest = job.progress;
@@ -71,8 +74,10 @@ export async function render(main, params, signal) {
   }
 
   function showState(record) {
-    replace(status, statusBadge(record.status));
-    status.dataset.status = record.status;
+    if (status.dataset.status !== record.status) {
+      replace(status, statusBadge(record.status)); // a live region: only a change is announced
+      status.dataset.status = record.status;
+    }
     progress.show(latest, record.status);
     const p = latest || {};
     replace(
@@ -124,13 +129,22 @@ export async function render(main, params, signal) {
     }, REFILL_MS);
   }
 
+  let stateFrame = null; // events may come faster than frames: the facts are redrawn once per frame
+  function showStateSoon() {
+    if (stateFrame) return;
+    stateFrame = requestAnimationFrame(() => {
+      stateFrame = null;
+      showState(job);
+    });
+  }
+
   const handlers = {
     onJob,
     onProgress(p) {
       latest = p;
       if (p.epoch > curves.lastEpoch + 1) refill();
       else if (curves.add(p)) redraw();
-      showState(job);
+      showStateSoon();
     },
     onStatus(change) {
       job = { ...job, status: change.status, attempts: change.attempt ?? job.attempts };

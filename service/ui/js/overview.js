@@ -100,7 +100,7 @@ function modelsSection(list) {
 export async function render(main, _params, signal) {
   document.title = "Overview · Backprop";
   const datasets = el("section", { "aria-label": "Datasets" });
-  const jobs = el("section", { "aria-label": "Jobs", "aria-live": "polite", dataset: { testid: "overview-jobs" } });
+  const jobs = el("section", { "aria-label": "Jobs", dataset: { testid: "overview-jobs" } });
   const models = el("section", { "aria-label": "Models" });
   main.append(el("h1", {}, "Overview"), el("div", { class: "grid" }, datasets, jobs, models));
   let refreshModels = true;
