@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.deploy.processes import wait_until
@@ -140,6 +141,22 @@ def test_dashboard_cancel_long_job(stack: ApiStack, open_page: OpenPage, tmp_pat
     assert cancel.is_hidden()
     with stack.client() as client:
         assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "canceled"
+
+
+def test_dashboard_failed_job_shows_its_error(stack: ApiStack, open_page: OpenPage, tmp_path: Path) -> None:
+    X = np.random.default_rng(0).normal(size=(60, 3)) * 1e3  # unscaled, with a huge step: the loss overflows
+    data = tmp_path / "huge.csv"
+    data.write_text("a,b,c,label\n" + "".join(f"{a:.3f},{b:.3f},{c:.3f},{i % 2}\n" for i, (a, b, c) in enumerate(X)))
+    with stack.client() as client:
+        dataset = upload(client, data)
+        job = start_job(
+            client, dataset["id"], epochs=50, optimizer="sgd", learning_rate=10.0, standardize=False, hidden_layers=[16]
+        )
+    page = open_page(f"{stack.url}/ui/#/jobs/{job['id']}")
+    wait_status(page, "failed")
+    assert "diverged" in page.get_by_test_id("job-error").inner_text()
+    assert page.get_by_test_id("cancel-job").is_hidden()
+    assert page.get_by_test_id("model-link").count() == 0
 
 
 def test_dashboard_job_form_comes_from_openapi_and_shows_422_beside_field(
