@@ -380,3 +380,49 @@ def test_dashboard_every_page_fits_the_phone_viewport(
         )
         assert unlabelled == [], hash_
         assert page.get_by_role("link", name="Upload").is_visible()
+
+
+def test_dashboard_job_page_thins_a_long_event_stream(stack: ApiStack, open_page: OpenPage) -> None:
+    """6,000 epochs streamed at once (a job far faster than frames): the chart keeps a bounded number of points,
+    the newest epoch among them, and the page ends on the final record."""
+    epochs = 6000
+    history = [{"epoch": e, "epochs": epochs, "train_loss": 1 / e, "train_accuracy": 0.5} for e in range(1, epochs + 1)]
+    record = {
+        "id": "stream-job",
+        "name": "long",
+        "dataset_id": "d",
+        "status": "running",
+        "config": {},
+        "progress": None,
+        "history": [],
+        "attempts": 1,
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+    final = {**record, "status": "succeeded", "history": history, "progress": history[-1], "model_id": "m"}
+    body = "".join(_sse("progress", entry, entry["epoch"]) for entry in history) + _sse("end", final)
+    with stack.client() as client:
+        document = client.get("/openapi.json").json()
+    document["paths"]["/v1/jobs/{job_id}/events"] = {"get": {"operationId": "job_events", "responses": {}}}
+
+    page = open_page(f"{stack.url}/ui/")
+    page.route("**/openapi.json", lambda route: route.fulfill(json=document))
+    page.route("**/v1/jobs/stream-job", lambda route: route.fulfill(json=record))
+    page.route(
+        "**/v1/jobs/stream-job/events",
+        lambda route: route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body),
+    )
+    page.goto(f"{stack.url}/ui/#/jobs/stream-job")
+    wait_status(page, "succeeded")
+    page.wait_for_function("() => +document.querySelector('[data-testid=loss-chart]')?.dataset.points > 0")
+    drawn = points(page)
+    assert 2000 <= drawn <= 4000
+    assert page.get_by_test_id("job-progress").evaluate("p => [p.value, p.max]") == [epochs, epochs]
+    newest = page.evaluate(
+        """async () => {
+        const { Curves } = await import('/ui/js/chart.js');
+        const curves = new Curves();
+        curves.setHistory(Array.from({ length: 6000 }, (_, i) => ({ epoch: i + 1 })));
+        return [curves.epochs.length, curves.lastEpoch];
+    }"""
+    )
+    assert newest == [drawn, epochs]
