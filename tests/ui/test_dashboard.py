@@ -101,7 +101,7 @@ def test_dashboard_upload_pick_label_train_watch_and_predict(
     form = page.get_by_test_id("job-form")
     form.wait_for()
     form.get_by_label("Hidden Layers").fill("128, 128")
-    form.get_by_label("Epochs").fill("40")
+    form.get_by_label("Epochs").fill("100")
     form.get_by_label("Batch Size").fill("8")
     page.get_by_test_id("job-submit").click()
 
@@ -113,9 +113,9 @@ def test_dashboard_upload_pick_label_train_watch_and_predict(
     )
     seen_running = points(page)
     wait_status(page, "succeeded", timeout=180_000)
-    wait_points(page, 40)
-    assert 0 < seen_running < 40
-    assert page.get_by_test_id("job-progress").evaluate("p => [p.value, p.max]") == [40, 40]
+    wait_points(page, 100)
+    assert 0 < seen_running < 100
+    assert page.get_by_test_id("job-progress").evaluate("p => [p.value, p.max]") == [100, 100]
     assert page.get_by_test_id("cancel-job").is_hidden()
 
     page.get_by_test_id("model-link").click()
@@ -125,7 +125,7 @@ def test_dashboard_upload_pick_label_train_watch_and_predict(
     result.locator("[data-testid=predicted-label]").first.wait_for()
     assert result.locator("[data-testid=predicted-label]").all_inner_texts() == ["left", "right"]
     assert result.locator("meter").count() == 4
-    assert points(page) == 40  # the model's final curves
+    assert points(page) == 100  # the model's final curves
 
 
 def test_dashboard_cancel_long_job(stack: ApiStack, open_page: OpenPage, tmp_path: Path) -> None:
