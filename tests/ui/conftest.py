@@ -46,7 +46,7 @@ def browser() -> Iterator[Browser]:
     """Headless Chromium, shared by the session's browser tests."""
     executable = chromium_path()
     if executable is None:
-        _unavailable("no chromium on PATH (apt-get install chromium)")
+        _unavailable("chromium not found: neither BACKPROP_CHROMIUM nor chromium on PATH (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
