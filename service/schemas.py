@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema, create_model
 
-from engine import OptionSpec, TrainConfig, option_fields
+from engine import OptionSpec, TrainConfig, json_safe, option_fields
 
 # Strict numbers: booleans and numeric strings are not numbers; NaN and infinities are refused.
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -18,14 +17,8 @@ ResourceId = Annotated[str, Field(min_length=1, max_length=128)]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled", "stalled"]
 
 
-def _finite_or_none(value: Any) -> Any:
-    """Non-finite floats (a diverged loss) are shown as null: JSON has no NaN."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-MaybeFloat = Annotated[float | None, BeforeValidator(_finite_or_none)]
+# Non-finite floats (a diverged loss) are shown as null: JSON has no NaN.
+MaybeFloat = Annotated[float | None, BeforeValidator(json_safe)]
 
 
 def _label(value: Any) -> int | str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from worker import keys
 from worker.blobs import BlobError
+from worker.progress import eta_seconds
 from worker.queue import (
     cancel_job,
     enqueue_training,
@@ -32,6 +33,7 @@ __all__ = [
     "cancel_job",
     "configure",
     "enqueue_training",
+    "eta_seconds",
     "job_timeout",
     "keys",
     "queue_depth",

@@ -15,6 +15,7 @@ from worker import (
     JobRecord,
     cancel_job,
     enqueue_training,
+    eta_seconds,
     job_timeout,
     queue_depth,
     queue_position,
@@ -27,9 +28,8 @@ def _progress(record: JobRecord) -> ProgressPublic | None:
     if not record.progress:
         return None
     progress = ProgressPublic.model_validate(record.progress)
-    if progress.eta_seconds is None and record.status == "running" and progress.seconds is not None:
-        remaining = (progress.epochs or progress.epoch) - progress.epoch
-        progress.eta_seconds = max(remaining, 0) * progress.seconds
+    if progress.eta_seconds is None and record.status == "running":
+        progress.eta_seconds = eta_seconds(progress.epoch, progress.epochs or progress.epoch, progress.seconds)
     return progress
 
 

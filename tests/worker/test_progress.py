@@ -7,7 +7,7 @@ import redis
 
 from worker import Store
 from worker.attempts import Attempts, SupersededAttemptError
-from worker.progress import ProgressReporter
+from worker.progress import ProgressReporter, eta_seconds
 
 
 class FakeClock:
@@ -71,3 +71,13 @@ def test_progress_of_a_superseded_attempt_raises(redis_conn: redis.Redis, store:
     attempts.begin(job.id, started_at="t", worker="w2", heartbeat_interval=10)
     with pytest.raises(SupersededAttemptError):
         reporter.epoch(_metrics(1, 5), final=False)
+
+
+@pytest.mark.parametrize(
+    ("epoch", "epochs", "seconds", "expected"),
+    [(1, 11, 2.0, 20.0), (5, 5, 3.0, 0.0), (7, 5, 3.0, 0.0), (2, 4, 0.12345, 0.247), (1, 3, None, None)],
+)
+def test_eta_seconds_is_epochs_left_times_seconds_per_epoch(
+    epoch: int, epochs: int, seconds: float | None, expected: float | None
+) -> None:
+    assert eta_seconds(epoch, epochs, seconds) == expected
