@@ -1,7 +1,8 @@
 """The training loop: minibatches, optimizers, schedules, validation, early stopping, checkpoints.
 
 :class:`Training` is one resumable run (the worker drives it epoch by epoch and checkpoints it with
-:meth:`Training.state_bytes`); :func:`train` is the simple loop around it with an ``on_epoch`` callback.
+:meth:`Training.state_bytes`, a packed :class:`engine.TrainingState`); :func:`train` is the simple loop
+around it with an ``on_epoch`` callback.
 
 Randomness comes from one ``np.random.Generator`` seeded with ``config.seed``, consumed in a fixed order
 (validation split, initial weights, then one permutation per epoch), and its state is part of a
@@ -107,7 +108,9 @@ class Training:
         Raw features (finite numbers).
     y : array-like, shape (n_samples,)
         Class labels, all ints or all strings; at least two distinct ones.
-    config : TrainConfig, optional
+    config : TrainConfig or TrainingState, optional
+        A new run's options, or a checkpoint (:meth:`state`) to continue on the same ``X`` and ``y``
+        (``ValueError`` if their shape or classes differ).
 
     Examples
     --------
@@ -115,6 +118,7 @@ class Training:
     >>> while not run.finished:                              # doctest: +SKIP
     ...     metrics = run.run_epoch()
     ...     checkpoint = run.state_bytes()
+    >>> run = Training.resume(X, y, checkpoint)              # doctest: +SKIP
     >>> model = run.result().model                          # doctest: +SKIP
     """
 
