@@ -8,12 +8,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
 
+from worker import JobStatus
+
 # Strict numbers: booleans and numeric strings are not numbers; NaN and infinities are refused.
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 ResourceId = Annotated[str, Field(min_length=1, max_length=128)]
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled", "stalled"]
 
 
 def _finite_or_none(value: Any) -> Any:

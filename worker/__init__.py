@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from worker import keys
 from worker.blobs import BlobError
+from worker.jobstate import ACTIVE_STATUSES, JOB_STATUSES, TERMINAL_STATUSES, TRANSITIONS, JobStatus
 from worker.queue import (
     cancel_job,
     enqueue_training,
@@ -13,20 +14,25 @@ from worker.queue import (
     reap,
     workers_alive,
 )
-from worker.records import JOB_STATUSES, TERMINAL_STATUSES, DatasetRecord, JobRecord, ModelRecord
+from worker.records import DatasetRecord, JobRecord, ModelRecord
 from worker.runner import run_worker
 from worker.runtime import WorkerConfig, configure
-from worker.store import AmbiguousModelNameError, NotFoundError, Store
+from worker.store import AmbiguousModelNameError, JobNotFinishedError, NotFoundError, QueueLimitError, Store
 
 __all__ = [
+    "ACTIVE_STATUSES",
     "JOB_STATUSES",
     "TERMINAL_STATUSES",
+    "TRANSITIONS",
     "AmbiguousModelNameError",
     "BlobError",
     "DatasetRecord",
+    "JobNotFinishedError",
     "JobRecord",
+    "JobStatus",
     "ModelRecord",
     "NotFoundError",
+    "QueueLimitError",
     "Store",
     "WorkerConfig",
     "cancel_job",

@@ -15,58 +15,24 @@ from typing import Any
 from redis import Redis
 
 from worker import keys
+from worker.jobstate import MOVE_LUA, TERMINAL_STATUSES, JobStatus
+from worker.records import utc_now
 
-# The keys every status change updates, in the scripts' order (the active set last: KEYS[#KEYS]).
-_COUNTERS = (keys.job_counts(), keys.jobs_running(), keys.jobs_active())
+_TERMINAL = " or ".join(f"status == {json.dumps(json.dumps(s.value))}" for s in TERMINAL_STATUSES)
 
-# Statuses are stored JSON-encoded, so the Lua scripts compare against '"running"' etc.
-# Every status change also moves the job between the per-status counters (keys.job_counts, with the
-# per-owner queued counters keys.queued_of), in or out of the running set (keys.jobs_running) and the active
-# set (keys.jobs_active), in the same script, so /metrics, the per-key queue limit and the reaper never scan
-# the jobs. The job id is always the last ARGV, the job record always KEYS[1], the active set the last KEYS.
-_MOVE = """
-local ACTIVE = {['"queued"'] = true, ['"running"'] = true, ['"stalled"'] = true}
-local function move(counts, running, job_id, old, new)
-  if old == new then return end
-  if old then redis.call('HINCRBY', counts, old, -1) end
-  redis.call('HINCRBY', counts, new, 1)
-  if new == '"running"' then redis.call('SADD', running, job_id)
-  elseif old == '"running"' then redis.call('SREM', running, job_id) end
-  local was, is = old and ACTIVE[old], ACTIVE[new]
-  if is and not was then redis.call('SADD', KEYS[#KEYS], job_id)
-  elseif was and not is then redis.call('SREM', KEYS[#KEYS], job_id) end
-  if old == '"queued"' or new == '"queued"' then
-    local of = 'queued_of:' .. (redis.call('HGET', KEYS[1], 'owner') or 'null')
-    if old == '"queued"' then redis.call('HINCRBY', counts, of, -1) end
-    if new == '"queued"' then redis.call('HINCRBY', counts, of, 1) end
-  end
-end
+# KEYS: job, fence. ARGV: started_at, worker, heartbeat_interval, job_id.
+_BEGIN = MOVE_LUA + """
 local job_id = ARGV[#ARGV]
--- HSET the n field/value pairs ARGV[first..] on the job; a `status` field moves the counters too.
-local function set_fields(counts, running, status, first, n)
-  for i = first, first + 2 * n - 1, 2 do
-    if ARGV[i] == 'status' then
-      move(counts, running, job_id, status, ARGV[i + 1])
-      status = ARGV[i + 1]
-    end
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  end
-  return status
-end
-"""
-
-# KEYS: job, fence, counts, running, active. ARGV: started_at, worker, heartbeat_interval, job_id.
-_BEGIN = _MOVE + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {-1, ''} end
-if status == '"succeeded"' or status == '"failed"' or status == '"canceled"' then return {0, status} end
+if """ + _TERMINAL + """ then return {0, status} end
 local token = redis.call('INCR', KEYS[2])
-move(KEYS[3], KEYS[4], job_id, status, '"running"')
 local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') + 1
 redis.call('HSET', KEYS[1], 'status', '"running"', 'attempts', tostring(attempts), 'error', 'null',
            'worker', ARGV[2], 'heartbeat_interval', ARGV[3])
 local started = redis.call('HGET', KEYS[1], 'started_at')
 if not started or started == 'null' then redis.call('HSET', KEYS[1], 'started_at', ARGV[1]) end
+move(KEYS[1], job_id, status, '"running"')
 return {token, status}
 """
 
@@ -78,18 +44,18 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= '"running"' and status ~= '"stalled"' then return 0 end
 """
 
-# KEYS: job, fence, history, checkpoint, counts, running, active.
+# KEYS: job, fence, history, checkpoint.
 # ARGV: token, trim, drop_checkpoint, n_fields, fields..., entries..., job_id.
-_WRITE = _MOVE + _FENCED + """
+_WRITE = MOVE_LUA + _FENCED + """
+local n = tonumber(ARGV[4])
+if not set_fields(ARGV[#ARGV], status, 5, n) then return 0 end
 local before = redis.call('LLEN', KEYS[3])
 local trim = tonumber(ARGV[2])
 if trim == 0 then redis.call('DEL', KEYS[3])
 elseif trim > 0 then redis.call('LTRIM', KEYS[3], 0, trim - 1) end
-local n = tonumber(ARGV[4])
-status = set_fields(KEYS[5], KEYS[6], status, 5, n)
 for i = 5 + 2 * n, #ARGV - 1 do redis.call('RPUSH', KEYS[3], ARGV[i]) end
 local added = redis.call('LLEN', KEYS[3]) - before
-if added ~= 0 then redis.call('HINCRBY', KEYS[5], 'epochs', added) end
+if added ~= 0 then redis.call('HINCRBY', COUNTS, 'epochs', added) end
 local old = ''
 if ARGV[3] == '1' then
   old = redis.call('HGET', KEYS[4], 'path') or ''
@@ -108,44 +74,46 @@ return {1, older}
 """
 
 # KEYS: job, fence, checkpoint, model, models, models_of, versions (of owner and name), counter (of owner
-# and name), models_named (all owners), counts, running, active.
+# and name), models_named (all owners).
 # ARGV: token, model_id, meta, score, has_owner, n_fields, fields..., owner (JSON), job_id.
-_COMMIT_MODEL = _MOVE + _FENCED + """
+_COMMIT_MODEL = MOVE_LUA + _FENCED + """
+if not set_fields(ARGV[#ARGV], status, 7, tonumber(ARGV[6])) then return {0, ''} end
 local version = redis.call('INCR', KEYS[8])
 redis.call('HSET', KEYS[4], 'meta', ARGV[3], 'version', version, 'owner', ARGV[#ARGV - 1])
 redis.call('ZADD', KEYS[5], ARGV[4], ARGV[2])
 if ARGV[5] == '1' then redis.call('ZADD', KEYS[6], ARGV[4], ARGV[2]) end
 redis.call('ZADD', KEYS[7], version, ARGV[2])
 redis.call('ZADD', KEYS[9], ARGV[4], ARGV[2])
-set_fields(KEYS[10], KEYS[11], status, 7, tonumber(ARGV[6]))
 local old = redis.call('HGET', KEYS[3], 'path') or ''
 redis.call('DEL', KEYS[3])
 return {version, old}
 """
 
-# KEYS: job, fence, counts, running, active.
+# KEYS: job, fence.
 # ARGV: allowed statuses (comma separated JSON texts), bump_fence, n_fields, fields..., job_id.
-_TRANSITION = _MOVE + """
+_TRANSITION = MOVE_LUA + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
 local allowed = false
 for s in string.gmatch(ARGV[1], '[^,]+') do if s == status then allowed = true end end
 if not allowed then return 0 end
+local wanted = target(4, tonumber(ARGV[3]))
+if wanted and not may_move(status, wanted) then return 0 end
 if ARGV[2] == '1' then redis.call('INCR', KEYS[2]) end
-set_fields(KEYS[3], KEYS[4], status, 4, tonumber(ARGV[3]))
+set_fields(ARGV[#ARGV], status, 4, tonumber(ARGV[3]))
 return 1
 """
 
-# KEYS: job, stop, fence, counts, running, active. ARGV: finished_at, job_id.
+# KEYS: job, stop, fence. ARGV: finished_at, job_id.
 # Queued/stalled -> canceled now; running -> stop flag.
-_CANCEL = _MOVE + """
+_CANCEL = MOVE_LUA + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return '' end
 if status == '"queued"' or status == '"stalled"' then
   redis.call('INCR', KEYS[3])
   redis.call('SET', KEYS[2], '1')
-  move(KEYS[4], KEYS[5], job_id, status, '"canceled"')
   redis.call('HSET', KEYS[1], 'status', '"canceled"', 'finished_at', ARGV[1])
+  move(KEYS[1], ARGV[#ARGV], status, '"canceled"')
   return 'canceled'
 end
 if status == '"running"' then
@@ -203,7 +171,6 @@ class Attempts:
             keys=[
                 keys.job(job_id),
                 keys.job_fence(job_id),
-                *_COUNTERS,
             ],
             args=[json.dumps(started_at), json.dumps(worker), json.dumps(heartbeat_interval), job_id],
         )
@@ -233,7 +200,6 @@ class Attempts:
                 keys.job_fence(job_id),
                 keys.job_history(job_id),
                 keys.job_checkpoint(job_id),
-                *_COUNTERS,
             ],
             args=[
                 str(token),
@@ -293,7 +259,6 @@ class Attempts:
                 keys.model_versions(owner, name),
                 keys.model_version_counter(owner, name),
                 keys.models_named(name),
-                *_COUNTERS,
             ],
             args=[
                 str(token),
@@ -320,7 +285,6 @@ class Attempts:
             keys=[
                 keys.job(job_id),
                 keys.job_fence(job_id),
-                *_COUNTERS,
             ],
             args=[
                 ",".join(json.dumps(status) for status in allowed),
@@ -332,6 +296,19 @@ class Attempts:
         )
         return bool(result)
 
+    def requeue_or_fail(self, job_id: str, *, requeue: bool, reason: str) -> JobStatus | None:
+        """A running or stalled job whose attempt died: back to `queued` (RQ re-runs it) or `failed` with
+        `reason`; returns the new status, None when the job was no longer running or stalled."""
+        alive = (JobStatus.RUNNING, JobStatus.STALLED)
+        if requeue:
+            if self.transition(job_id, allowed=alive, fields={"status": JobStatus.QUEUED}):
+                return JobStatus.QUEUED
+            return None
+        failed = {"status": JobStatus.FAILED, "error": reason, "finished_at": utc_now()}
+        if self.transition(job_id, allowed=alive, fields=failed, bump_fence=True):
+            return JobStatus.FAILED
+        return None
+
     def cancel(self, job_id: str, *, finished_at: str) -> str:
         """'canceled' (was queued/stalled), 'stopping' (running: stop flag set), else the status or ''."""
         result = self._cancel(
@@ -339,7 +316,6 @@ class Attempts:
                 keys.job(job_id),
                 keys.job_stop(job_id),
                 keys.job_fence(job_id),
-                *_COUNTERS,
             ],
             args=[json.dumps(finished_at), job_id],
         )

@@ -14,7 +14,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Retry
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
@@ -23,6 +24,7 @@ from rq.worker_registration import clean_worker_registry
 
 from worker import keys
 from worker.attempts import Attempts
+from worker.jobstate import JobStatus
 from worker.records import JobRecord, encode_job_fields, utc_now
 from worker.store import NotFoundError, Store
 
@@ -96,7 +98,7 @@ def cancel_job(redis: Redis, store: Store, job_id: str, *, queue_name: str) -> J
         raise NotFoundError(f"job {job_id} not found")
     if outcome == "canceled":
         rq_job = _fetch(redis, job_id)
-        if rq_job is not None and rq_job.get_status() in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+        if rq_job is not None and rq_job.get_status() in (RQStatus.QUEUED, RQStatus.SCHEDULED):
             with contextlib.suppress(InvalidJobOperation):  # already canceled by another request
                 rq_job.cancel()
         else:
@@ -166,53 +168,51 @@ def _reconcile(redis: Redis, attempts: Attempts, job_id: str, now: float) -> int
     status = fields["status"]
     rq_job = _fetch(redis, job_id)
     rq_status = rq_job.get_status() if rq_job is not None else None
-    if status in ("running", "stalled"):
-        if rq_status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
-            if attempts.transition(job_id, allowed=("running", "stalled"), fields={"status": "queued"}):
-                logger.warning("job %s: its worker died; re-queued to resume from its checkpoint", job_id)
-                return 1
-            return 0
-        if rq_status == JobStatus.STARTED:
-            interval = int(fields["heartbeat_interval"] or 10)
-            age = _worker_heartbeat_age(redis, fields["worker"] or "", now) if fields["worker"] else None
-            dead = age is None or age > 2 * interval + 5
-            if dead and status == "running":
-                if attempts.transition(job_id, allowed=("running",), fields={"status": "stalled"}):
-                    logger.warning("job %s: worker %s stopped heart-beating", job_id, fields["worker"])
-            elif not dead and status == "stalled":
-                attempts.transition(job_id, allowed=("stalled",), fields={"status": "running"})
-            return 0
-        reason = (
-            "the worker running the job died and no retries are left"
-            if rq_status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, None)
-            else "the job ended without recording a result"
-        )
-        if attempts.transition(
-            job_id,
-            allowed=("running", "stalled"),
-            fields={"status": "failed", "error": reason, "finished_at": utc_now()},
-            bump_fence=True,
-        ):
-            logger.error("job %s failed: %s", job_id, reason)
-            return 1
-        return 0
-    if status == "queued":
+    if status in (JobStatus.RUNNING, JobStatus.STALLED):
+        return _reconcile_started(redis, attempts, job_id, fields, rq_status, now)
+    if status == JobStatus.QUEUED:
         if rq_job is None:
             created = redis.zscore(keys.jobs(), job_id)
             if created is not None and now - float(created) > _ENQUEUE_GRACE_SECONDS:
                 reason = "the job was never enqueued"
             else:
                 return 0
-        elif rq_status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+        elif rq_status in (RQStatus.FAILED, RQStatus.STOPPED, RQStatus.CANCELED):
             reason = "the worker could not run the job"
         else:
             return 0
-        if attempts.transition(
-            job_id,
-            allowed=("queued",),
-            fields={"status": "failed", "error": reason, "finished_at": utc_now()},
-            bump_fence=True,
-        ):
+        failed = {"status": JobStatus.FAILED, "error": reason, "finished_at": utc_now()}
+        if attempts.transition(job_id, allowed=(JobStatus.QUEUED,), fields=failed, bump_fence=True):
             logger.error("job %s failed: %s", job_id, reason)
             return 1
     return 0
+
+
+def _reconcile_started(
+    redis: Redis, attempts: Attempts, job_id: str, fields: dict[str, Any], rq_status: RQStatus | None, now: float
+) -> int:
+    """A running or stalled job: stalled while its worker is silent, re-queued or failed once RQ gave up."""
+    status = fields["status"]
+    if rq_status == RQStatus.STARTED:
+        interval = int(fields["heartbeat_interval"] or 10)
+        age = _worker_heartbeat_age(redis, fields["worker"] or "", now) if fields["worker"] else None
+        dead = age is None or age > 2 * interval + 5
+        if dead and status == JobStatus.RUNNING:
+            stalled = {"status": JobStatus.STALLED}
+            if attempts.transition(job_id, allowed=(JobStatus.RUNNING,), fields=stalled):
+                logger.warning("job %s: worker %s stopped heart-beating", job_id, fields["worker"])
+        elif not dead and status == JobStatus.STALLED:
+            attempts.transition(job_id, allowed=(JobStatus.STALLED,), fields={"status": JobStatus.RUNNING})
+        return 0
+    requeue = rq_status in (RQStatus.QUEUED, RQStatus.SCHEDULED, RQStatus.DEFERRED)
+    reason = (
+        "the worker running the job died and no retries are left"
+        if rq_status in (RQStatus.FAILED, RQStatus.STOPPED, RQStatus.CANCELED, None)
+        else "the job ended without recording a result"
+    )
+    outcome = attempts.requeue_or_fail(job_id, requeue=requeue, reason=reason)
+    if outcome is JobStatus.QUEUED:
+        logger.warning("job %s: its worker died; re-queued to resume from its checkpoint", job_id)
+    elif outcome is JobStatus.FAILED:
+        logger.error("job %s failed: %s", job_id, reason)
+    return 0 if outcome is None else 1

@@ -16,8 +16,8 @@ from rq.worker import Worker
 import engine  # noqa: F401 - preloaded for every work-horse
 import worker.jobs  # noqa: F401 - preloaded: the work-horse resolves `worker.jobs.run_training` from here
 from worker.attempts import Attempts
+from worker.jobstate import JobStatus
 from worker.queue import rq_queue
-from worker.records import utc_now
 from worker.runtime import configure
 
 logger = logging.getLogger(__name__)
@@ -28,20 +28,11 @@ def _horse_killed(job: Job, retpid: int | None, ret_val: int | None, rusage: Any
     signal_text = (
         f"signal {os.WTERMSIG(ret_val)}" if ret_val and os.WIFSIGNALED(ret_val) else f"status {ret_val}"
     )
-    attempts = Attempts(job.connection)
-    if job.retries_left:
-        if attempts.transition(job.id, allowed=("running", "stalled"), fields={"status": "queued"}):
-            logger.warning(
-                "job %s: work-horse died (%s); re-queued to resume from its checkpoint", job.id, signal_text
-            )
-        return
     reason = f"the worker process died ({signal_text}) and no retries are left"
-    if attempts.transition(
-        job.id,
-        allowed=("running", "stalled"),
-        fields={"status": "failed", "error": reason, "finished_at": utc_now()},
-        bump_fence=True,
-    ):
+    outcome = Attempts(job.connection).requeue_or_fail(job.id, requeue=bool(job.retries_left), reason=reason)
+    if outcome is JobStatus.QUEUED:
+        logger.warning("job %s: work-horse died (%s); re-queued to resume from its checkpoint", job.id, signal_text)
+    elif outcome is JobStatus.FAILED:
         logger.error("job %s failed: %s", job.id, reason)
 
 

@@ -10,10 +10,11 @@ from fastapi import APIRouter, Depends, Response
 from engine import TrainConfig
 from service.deps import Caller, Limit, Offset, State, job_or_404
 from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
-from service.schemas import EpochPublic, JobCreate, JobList, JobPublic, JobStatus, ProgressPublic
+from service.schemas import EpochPublic, JobCreate, JobList, JobPublic, ProgressPublic
 from worker import (
     TERMINAL_STATUSES,
     JobRecord,
+    JobStatus,
     cancel_job,
     enqueue_training,
     job_timeout,
