@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
@@ -134,8 +135,12 @@ def _job_fields(redis: Redis, job_id: str) -> dict[str, Any]:
     }
 
 
-def reap(redis: Redis, store: Store, *, queue_name: str, now: float | None = None) -> int:
+def reap(
+    redis: Redis, store: Store, *, queue_name: str, now: float | None = None, job_retention_seconds: float = 0.0
+) -> int:
     """Clean RQ's registries and reconcile our job records with RQ; returns jobs re-queued or failed.
+
+    With `job_retention_seconds` > 0, finished jobs that ended longer ago than that are deleted too.
 
     A running job whose worker stopped heart-beating shows `stalled`; once RQ's StartedJobRegistry cleanup
     (after the worker's heartbeat TTL) re-queues it, it is `queued` again, and when no retries are left it
@@ -160,6 +165,11 @@ def reap(redis: Redis, store: Store, *, queue_name: str, now: float | None = Non
             raise
         except Exception:
             logger.exception("job %s: reaper could not reconcile the job", job_id)
+    if job_retention_seconds > 0:
+        cutoff = datetime.fromtimestamp(moment - job_retention_seconds, UTC)
+        purged = store.purge_finished_jobs(finished_before=cutoff)
+        if purged:
+            logger.info("deleted %d finished job(s) older than the retention period", purged)
     return changed
 
 
