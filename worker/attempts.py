@@ -104,6 +104,19 @@ set_fields(ARGV[#ARGV], status, 4, tonumber(ARGV[3]))
 return 1
 """
 
+# KEYS: job. ARGV: limit, job_id. A queued job starts running only while its owner has fewer than `limit`
+# jobs running; the move happens here so two workers cannot both take the last slot. 1: run it, 0: not now.
+_ADMIT = MOVE_LUA + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= '"queued"' then return 1 end
+local owner = redis.call('HGET', KEYS[1], 'owner') or 'null'
+local running = tonumber(redis.call('HGET', COUNTS, 'running_of:' .. owner) or '0')
+if running >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'status', '"running"')
+move(KEYS[1], ARGV[#ARGV], status, '"running"')
+return 1
+"""
+
 # KEYS: job, stop, fence. ARGV: finished_at, job_id.
 # Queued/stalled -> canceled now; running -> stop flag.
 _CANCEL = MOVE_LUA + """
@@ -163,6 +176,7 @@ class Attempts:
         self._commit = redis.register_script(_COMMIT_MODEL)
         self._transition = redis.register_script(_TRANSITION)
         self._cancel = redis.register_script(_CANCEL)
+        self._admit = redis.register_script(_ADMIT)
 
     # --- the worker's side (fenced) ------------------------------------------------------------------
     def begin(self, job_id: str, *, started_at: str, worker: str | None, heartbeat_interval: int) -> Begin:
@@ -295,6 +309,11 @@ class Attempts:
             ],
         )
         return bool(result)
+
+    def admit(self, job_id: str, *, running_limit: int) -> bool:
+        """Whether a worker may start the job now: its owner runs fewer than `running_limit` jobs (a queued
+        job is marked running at once, taking the slot)."""
+        return bool(self._admit(keys=[keys.job(job_id)], args=[str(running_limit), job_id]))
 
     def requeue_or_fail(self, job_id: str, *, requeue: bool, reason: str) -> JobStatus | None:
         """A running or stalled job whose attempt died: back to `queued` (RQ re-runs it) or `failed` with

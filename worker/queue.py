@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Retry
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
@@ -127,6 +128,24 @@ def _worker_heartbeat_age(redis: Redis, worker_name: str, now: float) -> float |
     return now - utcparse(text).timestamp()
 
 
+def _worker_alive(redis: Redis, fields: dict[str, Any], now: float) -> bool:
+    """Whether the worker of the job's current attempt still heart-beats."""
+    if not fields["worker"]:
+        return False
+    interval = int(fields["heartbeat_interval"] or 10)
+    age = _worker_heartbeat_age(redis, fields["worker"], now)
+    return age is not None and age <= 2 * interval + 5
+
+
+def _attempt_live(redis: Redis, job_id: str, fields: dict[str, Any], now: float) -> bool:
+    """Whether the worker of the job's current attempt is alive and busy with this job."""
+    if not _worker_alive(redis, fields, now):
+        return False
+    running = redis.smembers(WORKER_EXECUTIONS_KEY_TEMPLATE.format(fields["worker"]))
+    texts = (raw.decode() if isinstance(raw, bytes) else str(raw) for raw in running)  # type: ignore[union-attr]
+    return any(text.startswith(f"{job_id}:") for text in texts)  # members are "<job id>:<execution id>"
+
+
 def _job_fields(redis: Redis, job_id: str) -> dict[str, Any]:
     raw = redis.hmget(keys.job(job_id), ["status", "worker", "heartbeat_interval"])
     names = ("status", "worker", "heartbeat_interval")
@@ -160,7 +179,7 @@ def reap(
     changed = 0
     for job_id in store.active_job_ids():
         try:
-            changed += _reconcile(redis, attempts, job_id, moment)
+            changed += _reconcile(redis, attempts, job_id, moment, queue_name=queue_name)
         except (RedisConnectionError, RedisTimeoutError):
             raise
         except Exception:
@@ -173,12 +192,14 @@ def reap(
     return changed
 
 
-def _reconcile(redis: Redis, attempts: Attempts, job_id: str, now: float) -> int:
+def _reconcile(redis: Redis, attempts: Attempts, job_id: str, now: float, *, queue_name: str) -> int:
     fields = _job_fields(redis, job_id)
     status = fields["status"]
     rq_job = _fetch(redis, job_id)
     rq_status = rq_job.get_status() if rq_job is not None else None
     if status in (JobStatus.RUNNING, JobStatus.STALLED):
+        if rq_status == RQStatus.QUEUED and queue_position(redis, job_id, queue_name=queue_name) is None:
+            return 0  # a worker dequeued it and is starting it (admission marks it running first)
         return _reconcile_started(redis, attempts, job_id, fields, rq_status, now)
     if status == JobStatus.QUEUED:
         if rq_job is None:
@@ -204,9 +225,7 @@ def _reconcile_started(
     """A running or stalled job: stalled while its worker is silent, re-queued or failed once RQ gave up."""
     status = fields["status"]
     if rq_status == RQStatus.STARTED:
-        interval = int(fields["heartbeat_interval"] or 10)
-        age = _worker_heartbeat_age(redis, fields["worker"] or "", now) if fields["worker"] else None
-        dead = age is None or age > 2 * interval + 5
+        dead = not _worker_alive(redis, fields, now)
         if dead and status == JobStatus.RUNNING:
             stalled = {"status": JobStatus.STALLED}
             if attempts.transition(job_id, allowed=(JobStatus.RUNNING,), fields=stalled):
@@ -215,6 +234,10 @@ def _reconcile_started(
             attempts.transition(job_id, allowed=(JobStatus.STALLED,), fields={"status": JobStatus.RUNNING})
         return 0
     requeue = rq_status in (RQStatus.QUEUED, RQStatus.SCHEDULED, RQStatus.DEFERRED)
+    if not requeue and _attempt_live(redis, job_id, fields, now):
+        # RQ's status is shared by every attempt of the job: an abandoned attempt that returned marks it
+        # finished (or failed) while the current attempt, named in our record, still runs it
+        return 0
     reason = (
         "the worker running the job died and no retries are left"
         if rq_status in (RQStatus.FAILED, RQStatus.STOPPED, RQStatus.CANCELED, None)
