@@ -17,7 +17,8 @@ from rq.serializers import JSONSerializer
 
 import engine
 from tests.worker.conftest import QUEUE, blobs_dataset, children, wait_for
-from worker import Store, cancel_job, enqueue_training, keys, reap, workers_alive
+from worker import Store, cancel_job, enqueue_training, keys, queue_position, reap, workers_alive
+from worker.attempts import Attempts
 from worker.records import JobRecord
 from worker.runner import build_worker
 from worker.runtime import WorkerConfig
@@ -301,3 +302,23 @@ def test_abandoned_attempt_returning_does_not_fail_the_live_one(
     assert record.status == "succeeded", record.error
     assert record.attempts == 2
     _assert_same_weights(store, record, X, y, spec)
+
+
+def test_running_limit_per_key_holds_back_an_owners_jobs_and_runs_others_first(
+    redis_conn: redis.Redis, store: Store, worker_process: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    dataset = store.create_dataset(*blobs_dataset(), owner=None)
+    attempts = Attempts(redis_conn)
+    busy = store.create_job(SPEC, owner="alice", dataset_id=dataset.id, name="busy")  # runs elsewhere
+    token = attempts.begin(busy.id, started_at="t", worker="elsewhere", heartbeat_interval=10).token
+    submitted = {}
+    for owner in ("alice", "bob"):  # alice's job is first in the queue
+        job = store.create_job(SPEC, owner=owner, dataset_id=dataset.id, name=owner)
+        enqueue_training(redis_conn, job, queue_name=QUEUE, timeout=120, retries=0)
+        submitted[owner] = job.id
+    worker_process("limited-worker", running_limit=1)
+    wait_for(lambda: _job(store, submitted["bob"]).status == "succeeded", timeout=30, what="bob's job")
+    assert _job(store, submitted["alice"]).status == "queued"
+    assert queue_position(redis_conn, submitted["alice"], queue_name=QUEUE) is not None
+    assert attempts.write(busy.id, token, {"status": "canceled", "finished_at": "t"})[0]  # alice's slot frees
+    wait_for(lambda: _job(store, submitted["alice"]).status == "succeeded", timeout=30, what="alice's job")
