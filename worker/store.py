@@ -37,17 +37,18 @@ _INDEX_VERSION = "3"
 _RECOUNT = MOVE_LUA + """
 if redis.call('HGET', KEYS[1], 'built') == ARGV[5] then return 0 end
 local ids = redis.call('ZRANGE', KEYS[3], 0, -1)
-local stale = {KEYS[1], KEYS[2], KEYS[4]}
+local owners = {}
+for _, id in ipairs(ids) do
+  local owner = redis.call('HGET', ARGV[1] .. id .. ARGV[2], 'owner')
+  if owner and owner ~= 'null' then owners[owner] = true end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 for status, _ in pairs(NEXT) do
   if status ~= '' then
-    table.insert(stale, by_status(status))
-    for _, id in ipairs(ids) do
-      local owner = redis.call('HGET', ARGV[1] .. id .. ARGV[2], 'owner')
-      if owner and owner ~= 'null' then table.insert(stale, by_owner_status(owner, status)) end
-    end
+    redis.call('DEL', by_status(status))
+    for owner, _ in pairs(owners) do redis.call('DEL', by_owner_status(owner, status)) end
   end
 end
-for _, key in ipairs(stale) do redis.call('DEL', key) end
 local epochs = 0
 for _, id in ipairs(ids) do
   local job = ARGV[1] .. id .. ARGV[2]

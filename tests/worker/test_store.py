@@ -369,3 +369,14 @@ def test_store_create_job_queue_limit_is_atomic(redis_url: str, store: Store) ->
         accepted = list(pool.map(at_once, range(20)))
     assert sum(accepted) == 1
     assert store.count_queued_jobs("alice") == 1 and store.list_jobs(owner="alice")[1] == 1
+
+
+def test_store_status_indexes_are_rebuilt_for_an_older_store(redis_conn: redis.Redis, store: Store) -> None:
+    jobs = [store.create_job({}, owner=owner, dataset_id="d", name="n") for owner in ("alice", "bob", None)]
+    store.set_job_fields(jobs[1].id, status="failed", error="x")
+    stale = [keys.jobs_with_status(s.value, o) for s in JOB_STATUSES for o in ("alice", "bob", None)]
+    redis_conn.delete(*stale)
+    redis_conn.hset(keys.job_counts(), "built", "2")  # indexes of the previous version: no per-status sets
+    assert [job.id for job in store.list_jobs(owner="bob", status="failed")[0]] == [jobs[1].id]
+    assert store.list_jobs(owner=None, status="queued")[1] == 2
+    assert store.count_queued_jobs("alice") == 1 and store.count_queued_jobs("bob") == 0
