@@ -51,11 +51,6 @@ TRANSITIONS: Mapping[JobStatus | None, frozenset[JobStatus | None]] = {
 }
 
 
-def may_move(old: JobStatus | None, new: JobStatus | None) -> bool:
-    """Whether a job may go from `old` to `new` (staying is always allowed; None: created / deleted)."""
-    return old == new or new in TRANSITIONS[old]
-
-
 def _lua_text(text: str) -> str:
     return json.dumps(text)  # an ASCII JSON string literal is a Lua string literal
 
