@@ -33,6 +33,7 @@ redis.call('HSET', KEYS[1], 'status', '"running"', 'attempts', tostring(attempts
 local started = redis.call('HGET', KEYS[1], 'started_at')
 if not started or started == 'null' then redis.call('HSET', KEYS[1], 'started_at', ARGV[1]) end
 move(KEYS[1], job_id, status, '"running"')
+if status == '"running"' then announce(KEYS[1], job_id, status) end  -- a new attempt of a running job
 return {token, status}
 """
 
@@ -113,7 +114,7 @@ local owner = redis.call('HGET', KEYS[1], 'owner') or 'null'
 local running = tonumber(redis.call('HGET', COUNTS, 'running_of:' .. owner) or '0')
 if running >= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'status', '"running"')
-move(KEYS[1], ARGV[#ARGV], status, '"running"')
+move(KEYS[1], ARGV[#ARGV], status, '"running"', true)
 return 1
 """
 

@@ -120,17 +120,19 @@ local function enter(job_id, owner, new)
   if ACTIVE[new] then redis.call('SADD', {_lua_text(keys.jobs_active())}, job_id) end
 end
 -- Move job `job_id` (hash `job`) from status `old` to `new` (nil: not yet created / being deleted).
--- Callers check may_move first, before any write of theirs. `quiet` skips the event (index rebuilds).
+-- Callers check may_move first, before any write of theirs. `quiet` skips the event (index rebuilds, and a
+-- worker's admission: the attempt's begin announces it).
+local function announce(job, job_id, status)
+  local attempt = tonumber(redis.call('HGET', job, 'attempts') or '0') or 0
+  redis.call('PUBLISH', {_lua_key(keys.job_events, "job_id")},
+             cjson.encode({{event = 'status', status = string.sub(status, 2, -2), attempt = attempt}}))
+end
 local function move(job, job_id, old, new, quiet)
   if old == new then return end
   local owner = redis.call('HGET', job, 'owner') or 'null'
   if old then leave(job_id, owner, old) end
   if new then enter(job_id, owner, new) end
-  if new and not quiet then
-    local attempt = tonumber(redis.call('HGET', job, 'attempts') or '0') or 0
-    redis.call('PUBLISH', {_lua_key(keys.job_events, "job_id")},
-               cjson.encode({{event = 'status', status = string.sub(new, 2, -2), attempt = attempt}}))
-  end
+  if new and not quiet then announce(job, job_id, new) end
 end
 -- The status among the n field/value pairs ARGV[first..], or nil.
 local function target(first, n)

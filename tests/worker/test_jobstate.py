@@ -197,6 +197,9 @@ class JobStateMachine(RuleBasedStateMachine):
         job.attempts += 1
         assert begin.token == job.fence
         job.tokens.append(begin.token)
+        if job.status is JobStatus.RUNNING:  # a new attempt of a running job is announced too
+            expected = {"event": "status", "status": "running", "attempt": job.attempts}
+            self.events.setdefault(job_id, []).append(expected)
         self._moved(job_id, job, JobStatus.RUNNING)
 
     def _write(self, index: int, choice: int, fields: dict[str, Any], status: JobStatus | None) -> None:
