@@ -372,15 +372,6 @@ class Store:
         records = [self.get_job(job_id) for job_id in selected]
         return [record for record in records if record is not None], total
 
-    def count_queued_jobs(self, owner: str | None) -> int:
-        """Jobs of `owner` (None: everyone) that are queued: one kept counter."""
-        field = json.dumps("queued") if owner is None else keys.queued_of(owner)
-        built, value = self.redis.hmget(keys.job_counts(), ["built", field])
-        if built is None or _text(built) != _INDEX_VERSION:
-            self._build_indexes()
-            value = self.redis.hget(keys.job_counts(), field)
-        return max(0, int(value or 0))
-
     def active_job_ids(self) -> list[str]:
         """Ids of jobs that are queued, running or stalled (what the reaper looks at), from a kept index."""
         self._job_counts_raw()  # make sure the index was built
