@@ -9,18 +9,63 @@ from typing import Any
 
 import numpy  # noqa: F401 - preloaded for every work-horse
 from redis import Redis
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
 import engine  # noqa: F401 - preloaded for every work-horse
 import worker.jobs  # noqa: F401 - preloaded: the work-horse resolves `worker.jobs.run_training` from here
 from worker.attempts import Attempts
+from worker.jobs import ENTRY_POINTS
 from worker.queue import rq_queue
 from worker.records import utc_now
 from worker.runtime import configure
 
 logger = logging.getLogger(__name__)
+
+
+class ForbiddenJobError(RuntimeError):
+    """An RQ job that names a function, callback or webhook that is not one of Backprop's own."""
+
+
+class EntryPointJob(Job):
+    """An RQ job that runs only Backprop's entry points, whatever its hash in Redis says.
+
+    The function name is checked before anything is imported. Backprop's jobs have no callbacks and no
+    webhooks: a job that names some is refused, and the names are never imported or called.
+    """
+
+    def refusal(self) -> str | None:
+        """Why this job must not run, or None when it is one of ours."""
+        if self.func_name not in ENTRY_POINTS or self.instance is not None:
+            return f"refused to run {self.func_name!r}: not one of Backprop's job functions"
+        hooks = (self._success_callback_name, self._failure_callback_name, self._stopped_callback_name)
+        if any(hooks) or self.webhooks:
+            return "refused to run a job with callbacks or webhooks: Backprop's jobs have none"
+        return None
+
+    def perform(self) -> Any:
+        refusal = self.refusal()
+        if refusal is not None:
+            self.retries_left = None  # a forged job is not retried either
+            logger.error("RQ job %s: %s", self.id, refusal)
+            raise ForbiddenJobError(refusal)
+        return super().perform()
+
+    @property
+    def success_callback(self) -> None:
+        return None
+
+    @property
+    def failure_callback(self) -> None:
+        return None
+
+    @property
+    def stopped_callback(self) -> None:
+        return None
+
+    def send_webhooks(self, status: str | JobStatus, *, exc_string: str | None = None) -> None:
+        return None
 
 
 def _horse_killed(job: Job, retpid: int | None, ret_val: int | None, rusage: Any) -> None:
@@ -53,11 +98,15 @@ def build_worker(
     job_monitoring_interval: int = 10,
     name: str | None = None,
 ) -> Worker:
-    """A forking RQ worker on the training queue, JSON serializer, with our work-horse-killed handler."""
+    """A forking RQ worker on the training queue, JSON serializer, running only EntryPointJobs, with our
+    work-horse-killed handler."""
+    queue = rq_queue(connection, queue_name)
+    queue.job_class = EntryPointJob  # its registries' clean-ups fetch jobs as EntryPointJobs too
     return Worker(
-        [rq_queue(connection, queue_name)],
+        [queue],
         connection=connection,
         serializer=JSONSerializer,
+        job_class=EntryPointJob,
         name=name,
         worker_ttl=worker_ttl,
         job_monitoring_interval=job_monitoring_interval,
