@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import ipaddress
 import logging
 import os
 import signal
@@ -20,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, ValidationError
 
-from service.settings import Settings, get_settings
+from service.settings import Settings, get_settings, is_loopback
 
 logger = logging.getLogger("backprop")
 
@@ -96,14 +95,17 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
-def is_loopback(host: str) -> bool:
-    """Whether binding to `host` keeps the API on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+def check_open_access(settings: Settings, host: str) -> None:
+    """Exit 2 when the API would listen on `host` open to anyone; warn when that is allowed on purpose."""
+    refusal = settings.open_access_refusal(host)
+    if refusal is not None:
+        _fail(EXIT_CONFIG, refusal)
+    if not settings.parsed_api_keys() and not is_loopback(host):
+        logger.warning(
+            "BACKPROP_ALLOW_NO_AUTH=true and no API keys (BACKPROP_API_KEYS): anyone who can reach %s "
+            "has full access",
+            host,
+        )
 
 
 def port_number(text: str) -> int:
@@ -127,12 +129,7 @@ def run_api(args: argparse.Namespace) -> int:
     configure_logging(settings)
     host = args.host if args.host is not None else settings.host
     port = args.port if args.port is not None else settings.port
-    if not settings.parsed_api_keys() and not is_loopback(host):
-        logger.warning(
-            "no API keys configured (BACKPROP_API_KEYS) and the API listens on %s: "
-            "anyone who can reach this port has full access",
-            host,
-        )
+    check_open_access(settings, host)
     import uvicorn
 
     uvicorn.run(
@@ -210,17 +207,10 @@ def run_serve(args: argparse.Namespace) -> int:
         _fail(EXIT_CONFIG, "--workers must be at least 1")
     host = args.host if args.host is not None else settings.host
     port = args.port if args.port is not None else settings.port
+    check_open_access(settings, host)
     data_dir = Path(args.data_dir if args.data_dir is not None else settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_data_dir(data_dir)
-
-    if not settings.parsed_api_keys() and not is_loopback(host):
-        print(
-            f"backprop: no API keys configured (BACKPROP_API_KEYS): refusing to listen on {host}; "
-            "binding to 127.0.0.1 instead",
-            file=sys.stderr,
-        )
-        host = "127.0.0.1"
 
     env = dict(os.environ)
     env.update(
