@@ -14,12 +14,15 @@ import urllib.request
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO, TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, ValidationError
 
 from service.settings import Settings, get_settings, is_loopback
+
+if TYPE_CHECKING:
+    from backprop.embedded_redis import RedisServer
 
 logger = logging.getLogger("backprop")
 
@@ -196,9 +199,26 @@ def _api_ready(url: str) -> bool:
         return False
 
 
+def _embedded_redis(data_dir: Path) -> RedisServer:
+    """The embedded Redis of `data_dir`: AOF and password (0600) under data_dir/redis, on a free port."""
+    from backprop.embedded_redis import (
+        RedisServer,
+        RedisServerNotFoundError,
+        find_redis_server,
+        free_port,
+        stored_password,
+    )
+
+    try:
+        find_redis_server()
+    except RedisServerNotFoundError as exc:
+        _fail(1, str(exc))
+    redis_dir = data_dir / "redis"
+    return RedisServer(redis_dir, free_port(), persistent=True, password=stored_password(redis_dir))
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Embedded (or external) Redis, N workers and the API, each a supervised child process."""
-    from backprop.embedded_redis import RedisServer, RedisServerNotFoundError, find_redis_server, free_port
     from backprop.supervisor import Child, ProcessChild, RedisChild, Supervisor
 
     settings = load_settings()
@@ -220,16 +240,14 @@ def run_serve(args: argparse.Namespace) -> int:
         PYTHONUNBUFFERED="1",
     )
     redis_tier: list[Child] = []
+    redis_port: int | None = None
     external = any(name in os.environ for name in ("REDIS_URL", "BACKPROP_REDIS_URL"))
     if external:
         logger.info("using the external Redis at %s", redact_url(settings.redis_url))
     else:
-        try:
-            find_redis_server()
-        except RedisServerNotFoundError as exc:
-            _fail(1, str(exc))
-        server = RedisServer(data_dir / "redis", free_port(), persistent=True)
-        env["REDIS_URL"] = server.url
+        server = _embedded_redis(data_dir)
+        env["REDIS_URL"] = server.url  # the password reaches the children here, never on a command line
+        redis_port = server.port
         redis_tier.append(RedisChild("redis", server))
 
     command = [sys.executable, "-m", "backprop.cli"]
@@ -247,6 +265,7 @@ def run_serve(args: argparse.Namespace) -> int:
             "api_url": base_url,
             "data_dir": str(data_dir),
             "redis": "external" if external else "embedded",
+            "redis_port": redis_port,
         },
     )
     supervisor.install_signal_handlers()
