@@ -25,7 +25,9 @@ class Settings(BaseSettings):
         description="Redis URL (redis://[:password@]host:port/db). `backprop serve` embeds its own Redis "
         "unless REDIS_URL is set.",
     )
-    data_dir: Path = Field(Path("./var"), description="Data directory: blobs, embedded Redis' AOF, logs.")
+    data_dir: Path = Field(
+        Path("./var"), description="Data directory: blobs, the embedded Redis' AOF and password, logs."
+    )
     blob_dir: Path | None = Field(
         None, description="Directory of dataset and model arrays shared by API and workers (default DATA_DIR/blobs)."
     )
