@@ -370,7 +370,8 @@ class Model:
     def metrics(self) -> dict[str, Any]:
         return dict(self.data.get("metrics") or {})
 
-    def _predict(self, X: Any) -> dict[str, Any]:
+    def prediction(self, X: Any) -> dict[str, Any]:
+        """The server's whole answer for the rows of `X`: `predictions`, `probabilities`, `classes`, `version`."""
         instances = np.asarray(X, dtype=np.float64)
         if instances.ndim == 1:
             instances = instances.reshape(1, -1)
@@ -382,11 +383,11 @@ class Model:
 
     def predict(self, X: Any) -> np.ndarray:
         """The predicted label of each row of `X` (n_samples, n_features)."""
-        return np.asarray(self._predict(X)["predictions"])
+        return np.asarray(self.prediction(X)["predictions"])
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (n_samples, n_classes), columns in the order of `classes`."""
-        return np.asarray(self._predict(X)["probabilities"], dtype=np.float64)
+        return np.asarray(self.prediction(X)["probabilities"], dtype=np.float64)
 
 
 @dataclass
