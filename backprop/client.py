@@ -13,7 +13,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -271,14 +271,17 @@ class Job:
     def wait(self, progress: bool = True, timeout: float | None = None) -> Model:
         """Follow the job until it ends: its Model on success; JobFailed (the server's reason) or JobCanceled
         otherwise. With `progress` and a terminal on stdout, a live progress bar."""
-        display = _ProgressDisplay.start() if progress and sys.stdout.isatty() else None
-        try:
-            for event in self.events(timeout=timeout):
-                if display is not None:
+        if progress and sys.stdout.isatty():
+            from rich.console import Console  # rich only when a bar is shown
+
+            from backprop.progress_display import LiveProgress
+
+            with LiveProgress(Console(), self.id) as display:
+                for event in self.events(timeout=timeout):
                     display.show(event)
-        finally:
-            if display is not None:
-                display.stop()
+        else:
+            for _event in self.events(timeout=timeout):
+                pass
         if self.status == "succeeded" and self.model_id is not None:
             return self.client.model(self.model_id)
         if self.status == "canceled":
@@ -388,57 +391,6 @@ class Model:
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (n_samples, n_classes), columns in the order of `classes`."""
         return np.asarray(self.prediction(X)["probabilities"], dtype=np.float64)
-
-
-@dataclass
-class _ProgressDisplay:
-    """A rich progress bar for `Job.wait` (rich is imported only when one is shown)."""
-
-    progress: Any
-    task: Any = None
-    lines: list[str] = field(default_factory=list)
-
-    @classmethod
-    def start(cls) -> _ProgressDisplay:
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-
-        progress = Progress(
-            TextColumn("epoch {task.completed:.0f}/{task.total:.0f}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[metrics]}"),
-            TimeRemainingColumn(),
-        )
-        progress.start()
-        return cls(progress)
-
-    def show(self, event: Event) -> None:
-        if event.event == "status":
-            data = event.data
-            self.progress.console.print(f"status: {data.get('status')} (attempt {data.get('attempt')})")
-        elif event.event == "progress":
-            data = event.data
-            if self.task is None:
-                self.task = self.progress.add_task("training", total=data.get("epochs") or None, metrics="")
-            self.progress.update(self.task, completed=data["epoch"], metrics=_metrics_text(data))
-
-    def stop(self) -> None:
-        self.progress.stop()
-
-
-def _metrics_text(progress: dict[str, Any]) -> str:
-    parts = []
-    names = (
-        ("train_loss", "loss"),
-        ("train_accuracy", "acc"),
-        ("validation_loss", "val_loss"),
-        ("validation_accuracy", "val_acc"),
-    )
-    for key, label in names:
-        value = progress.get(key)
-        if value is not None:
-            parts.append(f"{label} {value:.4f}")
-    return "  ".join(parts)
 
 
 def _answer(response: httpx.Response) -> Any:

@@ -44,7 +44,7 @@ def status_line(data: dict[str, Any]) -> str:
     attempt = int(data.get("attempt") or 0)
     line = f"status: {status}" + (f" (attempt {attempt})" if attempt else "")
     if status == "stalled":
-        line += ": its worker stopped reporting; the job is re-queued from its last checkpoint"
+        line += ": its worker stopped reporting; it will be re-queued"
     elif status == "queued" and attempt > 1:
         line += ": re-queued after its worker was lost"
     return line
@@ -147,10 +147,10 @@ class LiveProgress:
             "speed": speed_text(progress),
             "eta": eta_text(progress),
         }
+        self.progress.metrics = metrics_text(progress)
         if self.task is None:
             self.task = self.progress.add_task(self.job_id, total=epochs or None, **fields)
-        self.progress.update(self.task, completed=epoch, **fields)
-        self.progress.metrics = metrics_text(progress)
+        self.progress.update(self.task, completed=epoch, refresh=True, **fields)  # every epoch is drawn
 
 
 class PlainProgress:
