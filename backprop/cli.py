@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from backprop.client import (
     BackpropError,
@@ -82,13 +80,6 @@ def print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
 
 
-def stdout_console() -> Console:
-    """Tables for people; wide and plain when stdout is not a terminal, so ids are never cut."""
-    if sys.stdout.isatty():
-        return Console(highlight=False)
-    return Console(width=500, highlight=False, no_color=True)
-
-
 def fail(code: int, message: str, *details: str) -> NoReturn:
     """The error on stderr, then exit `code`."""
     print(f"backprop: {message}", *details, sep="\n", file=sys.stderr)
@@ -104,37 +95,44 @@ def exit_code(error: BackpropError) -> int:
 
 
 def report(error: BackpropError) -> int:
-    """A server error on stderr (each detail with its field); the exit code for it."""
-    details = []
+    """A server error on stderr, each detail with its field (or row, column, limit); the exit code for it."""
+    lines = []
     for detail in error.details:
         where = detail.get("field") or ", ".join(
             f"{key} {detail[key]}" for key in ("row", "column", "limit") if detail.get(key) is not None
         )
         message = str(detail.get("message") or "")
-        details.append(f"  {where}: {message}" if where else f"  {message}")
-    if details == [f"  {error.message}"]:
-        details = []
-    print(f"backprop: {error.message}", *details, sep="\n", file=sys.stderr)
+        lines.append(f"{where}: {message}" if where else message)
+    if lines and "; ".join(lines) == error.message:  # the message is the details: one line each
+        print(*(f"backprop: {line}" for line in lines), sep="\n", file=sys.stderr)
+    else:
+        print(f"backprop: {error.message}", *(f"  {line}" for line in lines), sep="\n", file=sys.stderr)
     return exit_code(error)
 
 
+def text(value: Any) -> str:
+    """A value for a table: numbers short (integral floats as integers), None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.4g}"
+    return str(value)
+
+
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Rows under a header on stdout."""
-    grid = Table(*columns, box=None, pad_edge=False, header_style="bold")
-    for row in rows:
-        grid.add_row(*("" if cell is None else str(cell) for cell in row))
-    stdout_console().print(grid)
+    """Rows under a header on stdout, in aligned columns (plain text: it is read by people and by awk)."""
+    cells = [list(columns), *([text(cell) for cell in row] for row in rows)]
+    widths = [max(len(row[index]) for row in cells) for index in range(len(columns))]
+    for row in cells:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def fields(pairs: Sequence[tuple[str, Any]]) -> None:
-    """Name/value lines on stdout (values that are None left out)."""
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    for name, value in pairs:
-        if value is not None and value != "":
-            grid.add_row(name, str(value))
-    stdout_console().print(grid)
+    """`name  value` lines on stdout, empty values left out."""
+    shown = [(name, text(value)) for name, value in pairs if text(value)]
+    width = max((len(name) for name, _ in shown), default=0)
+    for name, value in shown:
+        print(f"{name.ljust(width)}  {value}")
 
 
 app = typer.Typer(
@@ -468,7 +466,7 @@ def show_model(
     if opts.json:
         print_json(model.data)
         return
-    metrics = ", ".join(f"{key} {value}" for key, value in sorted(model.metrics.items()))
+    metrics = ", ".join(f"{key} {text(value)}" for key, value in sorted(model.metrics.items()))
     fields(
         [
             ("id", model.id),
