@@ -7,6 +7,7 @@ little memory above the data itself.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,16 @@ Array = NDArray[Any]
 Label = int | str
 
 _CHUNK_ELEMENTS = 1 << 20
+MAX_LABEL_CHARS = 256
+_INTEGER = re.compile(r"[+-]?\d{1,18}")
+
+
+class LabelError(ValueError):
+    """A label that cannot be a class: empty or too long. ``index`` is its 0-based position in the input."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 def row_chunks(n_rows: int, n_cols: int) -> range:
@@ -86,16 +97,45 @@ def check_labels(y: object, n_samples: int, name: str = "y") -> Array:
         if not (arr == np.round(arr)).all():
             raise TypeError(f"{name} holds non-integer floats; class labels must be ints or strings")
         return arr.astype(np.int64)
-    if arr.dtype.kind == "U":
-        return arr
-    if arr.dtype.kind == "T":  # NumPy 2's variable-width StringDType
-        return np.array(arr.tolist(), dtype=str)
+    if arr.dtype.kind in "UT":  # "T": NumPy 2's variable-width StringDType
+        return normalize_labels(arr)
     if arr.dtype == object:
         if all(isinstance(v, str) for v in arr):
-            return np.array(arr.tolist(), dtype=str)
+            return normalize_labels(np.array(arr.tolist(), dtype=str))
         if all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in arr):
             return arr.astype(np.int64)
     raise TypeError(f"{name} must hold class labels that are all ints or all strings, got dtype {arr.dtype}")
+
+
+def normalize_labels(labels: object) -> Array:
+    """Class labels as int64 when every label is an integer or integer-like text, else as a str array.
+
+    Text is stripped; ``"1"``, ``"01"`` and ``"+1"`` are the same class 1. The work is done on the distinct
+    values (``np.unique``), so a long column with few classes costs one sort. Raises :class:`LabelError`
+    (with the 0-based position of the first offending label) for an empty label or one longer than
+    ``MAX_LABEL_CHARS`` characters.
+    """
+    arr = np.asarray(labels)
+    if arr.dtype.kind in "biu":
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "S":
+        arr = np.strings.decode(arr, "utf-8")  # UnicodeDecodeError (a ValueError) for other bytes
+    elif arr.dtype.kind != "U":
+        arr = np.array([str(label) for label in arr.reshape(-1).tolist()], dtype=str)
+    if arr.size == 0:
+        return np.empty(0, dtype=np.int64)
+    uniques, inverse = np.unique(arr.reshape(-1), return_inverse=True)
+    texts = np.strings.strip(uniques)
+    lengths = np.strings.str_len(texts)
+    for bad, problem in ((lengths == 0, "empty label"), (lengths > MAX_LABEL_CHARS, "label longer than")):
+        if bad.any():
+            first = int(np.flatnonzero(np.isin(inverse, np.flatnonzero(bad)))[0])
+            suffix = f" {MAX_LABEL_CHARS} characters" if problem != "empty label" else ""
+            raise LabelError(f"{problem}{suffix} at index {first}", first)
+    values = texts.tolist()
+    if all(_INTEGER.fullmatch(text) for text in values):
+        return np.array([int(text) for text in values], dtype=np.int64)[inverse]
+    return texts[inverse]
 
 
 def encode_labels(y: Array, name: str = "y") -> tuple[list[Label], NDArray[np.intp]]:
