@@ -24,8 +24,9 @@ _INTEGER = re.compile(r"[+-]?\d{1,18}")
 class LabelError(ValueError):
     """A label that cannot be a class: empty or too long. ``index`` is its 0-based position in the input."""
 
-    def __init__(self, message: str, index: int) -> None:
-        super().__init__(message)
+    def __init__(self, reason: str, index: int) -> None:
+        super().__init__(f"{reason} (label at index {index})")
+        self.reason = reason
         self.index = index
 
 
@@ -127,11 +128,10 @@ def normalize_labels(labels: object) -> Array:
     uniques, inverse = np.unique(arr.reshape(-1), return_inverse=True)
     texts = np.strings.strip(uniques)
     lengths = np.strings.str_len(texts)
-    for bad, problem in ((lengths == 0, "empty label"), (lengths > MAX_LABEL_CHARS, "label longer than")):
+    too_long = f"label longer than {MAX_LABEL_CHARS} characters"
+    for bad, reason in ((lengths == 0, "empty label"), (lengths > MAX_LABEL_CHARS, too_long)):
         if bad.any():
-            first = int(np.flatnonzero(np.isin(inverse, np.flatnonzero(bad)))[0])
-            suffix = f" {MAX_LABEL_CHARS} characters" if problem != "empty label" else ""
-            raise LabelError(f"{problem}{suffix} at index {first}", first)
+            raise LabelError(reason, int(np.flatnonzero(np.isin(inverse, np.flatnonzero(bad)))[0]))
     values = texts.tolist()
     if all(_INTEGER.fullmatch(text) for text in values):
         return np.array([int(text) for text in values], dtype=np.int64)[inverse]
