@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return get_swagger_ui_html(openapi_url="/openapi.json", title="Backprop API")
 
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, max_json_bytes=settings.max_json_bytes)
     responses_by_status = state.metrics.http_responses
     app.add_middleware(
         AccessLogMiddleware, on_response=lambda status: responses_by_status.labels(str(status)).inc()

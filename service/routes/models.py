@@ -14,10 +14,11 @@ import time
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 import engine
+from service.body_limit import read_json
 from service.deps import AppState, Caller, Limit, Offset, State, find_model, model_or_404
 from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
 from service.schemas import EpochPublic, ModelList, ModelPublic, Name, PredictCreate, PredictionPublic
@@ -113,6 +114,10 @@ def _probabilities(model: engine.Model, X: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict_proba(X), dtype=np.float64)
 
 
+PREDICT_BODY: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": PredictCreate.model_json_schema()}}}
+}
+
 INLINE_ROWS = 256
 """Requests up to this many rows are computed on the event loop (microseconds of NumPy work, cheaper than a
 thread-pool hop); larger ones in the thread pool, so they never stall other requests."""
@@ -123,11 +128,13 @@ thread-pool hop); larger ones in the thread pool, so they never stall other requ
     summary="Predict with a model",
     response_model=PredictionPublic,
     responses=responses(400, 401, 404, 409, 413, 422, 503),
+    openapi_extra=PREDICT_BODY,
 )
-async def predict(model_id: str, body: PredictCreate, state: State, caller: Caller) -> Response:
+async def predict(model_id: str, request: Request, state: State, caller: Caller) -> Response:
     """Class labels and probabilities (columns in the order of `classes`) for raw feature rows; a name
     means the caller's latest version (admins: 409 when several owners use the name)."""
     started = time.perf_counter()
+    body = await read_json(request, PredictCreate)  # off the event loop when large
     # Fast path without Redis nor a thread hop: a model id whose existence was confirmed within
     # `ModelRecords.recheck_seconds` (the staleness bound for deletes by other API processes).
     record = state.records.fresh(model_id)
