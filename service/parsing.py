@@ -111,7 +111,7 @@ def _first_non_finite(X: np.ndarray) -> tuple[int, int] | None:
 # small integer code. Anything the fast path refuses is located by a second, row-by-row pass with the csv
 # module (`_locate_csv_error`), so messages name the row, line, column and value exactly.
 
-_BLOCK_BYTES = 4 * 1024 * 1024
+_BLOCK_BYTES = 1024 * 1024  # NumPy's loader holds a block as UCS-4 text: 4 bytes per character
 _HEADER_CHUNK = 64 * 1024
 _NAME_BYTES = 1024  # a header may use up to this many bytes per column before it is refused by size
 _NUMBER = re.compile(r"\s*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)\s*", re.IGNORECASE)
