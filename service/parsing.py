@@ -524,6 +524,9 @@ def _npz_labels(y: np.ndarray) -> np.ndarray:
 # --- JSON -----------------------------------------------------------------------------------------
 
 
+_JSON_ROWS = 4096
+
+
 def from_lists(
     features: Sequence[Sequence[float]], labels: Sequence[int | str], *, limits: Limits, dtype: DTypeLike = np.float64
 ) -> Dataset:
@@ -544,8 +547,10 @@ def from_lists(
             )
     if len(labels) != len(features):
         raise DatasetError(f"labels: {len(labels)} labels for {len(features)} rows of features", field="labels")
+    X = np.empty((len(features), width), dtype=dtype)
     with np.errstate(over="ignore"):  # beyond the dtype's range becomes inf, refused below
-        X = np.array(features, dtype=dtype).reshape(len(features), width)
+        for start in range(0, len(features), _JSON_ROWS):  # in pieces: other threads get the GIL between them
+            X[start : start + _JSON_ROWS] = features[start : start + _JSON_ROWS]
     bad = _first_non_finite(X)
     if bad is not None:  # e.g. 1e400 overflowing to inf
         raise DatasetError(f"features[{bad[0]}][{bad[1]}]: not a finite number", field=f"features[{bad[0]}][{bad[1]}]")
