@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.data import MAX_LABEL_CHARS, LabelError, check_labels, normalize_labels
+from engine.data import MAX_LABEL_CHARS, LabelError, check_labels, distinct, encode_labels, normalize_labels
 
 
 def test_normalize_labels_integer_text_merges_into_ints() -> None:
@@ -44,3 +44,16 @@ def test_normalize_labels_a_million_rows_map_through_the_distinct_values() -> No
 def test_check_labels_uses_the_same_rule_for_text() -> None:
     assert check_labels(np.array(["1", "01", "2"]), 3).tolist() == [1, 1, 2]
     assert check_labels(np.array([" a", "b "], dtype=object), 2).tolist() == ["a", "b"]
+
+
+def test_distinct_survives_a_hash_collision() -> None:
+    # "\x01\x00" and "\x00" + chr(1_000_003) have the same polynomial hash (1 * 1_000_003 + 0)
+    values = np.array(["\x01\x00", "\x00" + chr(1_000_003), "\x01\x00"])
+    uniques, inverse = distinct(values)
+    assert sorted(uniques.tolist()) == sorted({"\x01\x00", "\x00" + chr(1_000_003)})
+    assert uniques[inverse].tolist() == values.tolist()
+
+
+def test_encode_labels_sorted_classes_and_indices() -> None:
+    classes, indices = encode_labels(np.array(["b", "c", "a", "b"]))
+    assert classes == ["a", "b", "c"] and indices.tolist() == [1, 2, 0, 1]
