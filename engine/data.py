@@ -125,7 +125,9 @@ def distinct(values: Array) -> tuple[Array, NDArray[np.intp]]:
     for column in range(width):  # wraps modulo 2**64, as a hash should
         hashes *= np.uint64(1_000_003)
         hashes += points[:, column]
-    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    found, inverse = np.unique(hashes, return_inverse=True)
+    first = np.empty(len(found), dtype=np.intp)
+    first[inverse] = np.arange(len(values))  # one element of each group (any will do: all are checked)
     if not np.array_equal(points[first][inverse], points):
         uniques, inverse = np.unique(values, return_inverse=True)
         return uniques, inverse.astype(np.intp, copy=False)

@@ -22,7 +22,7 @@ from typing import IO, Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-from engine.data import MAX_LABEL_CHARS, LabelError, normalize_labels
+from engine.data import MAX_LABEL_CHARS, LabelError, distinct, normalize_labels
 
 NPZ_MAGIC = b"PK\x03\x04"
 
@@ -87,7 +87,7 @@ def check_dataset(X: np.ndarray, y: np.ndarray, limits: Limits) -> Dataset:
         raise _limit("rows", "max_rows", n_samples, limits.max_rows)
     if n_features > limits.max_features:
         raise _limit("features", "max_features", n_features, limits.max_features)
-    classes = np.unique(y)
+    classes = np.sort(distinct(y)[0])
     if len(classes) < 2:
         only = classes[0].item() if len(classes) else None
         raise DatasetError(
@@ -99,9 +99,9 @@ def check_dataset(X: np.ndarray, y: np.ndarray, limits: Limits) -> Dataset:
 
 
 def _first_non_finite(X: np.ndarray) -> tuple[int, int] | None:
-    bad = np.argwhere(~np.isfinite(X))
-    if len(bad) == 0:
+    if np.isfinite(X).all():
         return None
+    bad = np.argwhere(~np.isfinite(X))
     return int(bad[0][0]), int(bad[0][1])
 
 
@@ -453,11 +453,14 @@ def _read_member(
     return array.T if fortran_order else array
 
 
+_NPY_PIECE = 16 * 1024 * 1024
+
+
 def _read_into(fp: IO[bytes], view: memoryview) -> None:
     """Fill `view` from `fp` in pieces (no second copy of the whole array)."""
     position = 0
     while position < len(view):
-        count = fp.readinto(view[position : position + _BLOCK_BYTES])  # type: ignore[attr-defined]
+        count = fp.readinto(view[position : position + _NPY_PIECE])  # type: ignore[attr-defined]
         if not count:
             raise EOFError("the array data is shorter than its header says")
         position += count
