@@ -63,9 +63,10 @@ def write_csv(path: Path, megabytes: int, seed: int = 0) -> int:
     return rows
 
 
-def write_npz(path: Path, rows: int, seed: int = 0) -> None:
+def write_npz(path: Path, rows: int, text_labels: bool, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
-    np.savez(path, X=rng.normal(size=(rows, FEATURES)).astype(np.float32), y=LABELS[rng.integers(0, 4, rows)])
+    codes = rng.integers(0, len(LABELS), rows)
+    np.savez(path, X=rng.normal(size=(rows, FEATURES)).astype(np.float32), y=LABELS[codes] if text_labels else codes)
 
 
 # --- one measurement in a fresh process ------------------------------------------------------------------
@@ -257,8 +258,8 @@ def run(sizes: list[int], write: bool) -> str:
             )
             files_loadtxt = base
             path.with_suffix(".loadtxt").write_text(str(files_loadtxt))
-        npz_line, npz_target = _npz(work, files)
-        targets.append(npz_target)
+        npz_lines, npz_targets = _npz(work, files)
+        targets += npz_targets
         json_path = work / "data.json"
         write_json(json_path, 30_000)
         (work / "stack").mkdir()
@@ -282,32 +283,36 @@ def run(sizes: list[int], write: bool) -> str:
                 f"| JSON {_mb(json_path.stat().st_size)} | {result['seconds']:.2f} | - | {_mb(result['rss_growth'])} "
                 f"({result['rss_growth'] / json_path.stat().st_size:.2f}x) | {result['healthz_max'] * 1000:.0f} ms |"
             )
-    body = _section(started, load_before, csv_rows, npz_line, e2e_rows, targets)
+    body = _section(started, load_before, csv_rows, npz_lines, e2e_rows, targets)
     if write:
         replace_section(DOC, "ingest", body)
     return body
 
 
-def _npz(work: Path, files: dict[int, Path]) -> tuple[str, Target]:
+def _npz(work: Path, files: dict[int, Path]) -> tuple[list[str], list[Target]]:
     size = max(files)
     rows = sum(1 for _ in files[size].open("rb")) - 1
-    path = work / "data.npz"
-    write_npz(path, rows)
-    ours, numpy_load = measure("parse_npz", path), measure("np_load", path)
-    ratio = ours["seconds"] / numpy_load["seconds"]
-    line = (
-        f"NPZ of {_mb(path.stat().st_size)} ({rows} rows, float32 X, text y): `parse_npz` {ours['seconds']:.2f} s, "
-        f"`numpy.load` of X and y {numpy_load['seconds']:.2f} s ({ratio:.2f}x); peak memory "
-        f"{_mb(ours['peak_bytes'])} vs {_mb(numpy_load['peak_bytes'])}."
-    )
-    return line, Target("parse_npz vs numpy.load", f"{ratio:.2f}x", "<= 1.5x", ratio <= 1.5)
+    lines: list[str] = []
+    targets: list[Target] = []
+    for text_labels in (False, True):
+        kind = "text" if text_labels else "int64"
+        path = work / f"data-{kind}.npz"
+        write_npz(path, rows, text_labels)
+        ours, numpy_load = measure("parse_npz", path), measure("np_load", path)
+        ratio = ours["seconds"] / numpy_load["seconds"]
+        lines.append(
+            f"| {_mb(path.stat().st_size)} | {rows} | {kind} | {ours['seconds']:.2f} | {numpy_load['seconds']:.2f} "
+            f"| {ratio:.2f}x | {_mb(ours['peak_bytes'])} | {_mb(numpy_load['peak_bytes'])} |"
+        )
+        targets.append(Target(f"parse_npz vs numpy.load ({kind} y)", f"{ratio:.2f}x", "<= 1.5x", ratio <= 1.5))
+    return lines, targets
 
 
 def _section(
     started: dt.datetime,
     load_before: str,
     csv_rows: list[str],
-    npz_line: str,
+    npz_lines: list[str],
     e2e_rows: list[str],
     targets: list[Target],
 ) -> str:
@@ -333,7 +338,14 @@ def _section(
         "|---|---|---|---|---|---|",
         *csv_rows,
         "",
-        npz_line,
+        "### NPZ: `parse_npz` (checks, labels normalised, X as float32) vs `numpy.load` of X and y",
+        "",
+        "| file | rows | y | parse_npz s | numpy.load s | ratio | parse_npz peak | numpy.load peak |",
+        "|---|---|---|---|---|---|---|---|",
+        *npz_lines,
+        "",
+        "Text labels cost the label rule numpy.load does not apply (strip, integer-like text to ints, distinct",
+        "values by a verified hash).",
         "",
         "### `POST /v1/datasets` through `backprop serve` (multipart file; JSON body)",
         "",
