@@ -2,10 +2,11 @@
 `POST /v1/datasets` end to end through a running `backprop serve`; writes its section of docs/benchmarks.md.
 
 Files of about 10, 50 and 100 MB are generated (30 numeric features, a string label column). Parser timings
-and peak memory are measured in a fresh child process each (`--child`): peak = the kernel's high-water mark
-(`VmHWM`, reset through /proc/self/clear_refs) minus the resident size before the call. The end-to-end
-upload is timed from the first byte sent to the 201, while a second client polls /healthz; the API process'
-peak RSS growth is read the same way from /proc/<api pid>.
+and peak memory are measured in a fresh child process per run (`--child`), best of 3 interleaved rounds;
+peak = the kernel's high-water mark (`VmHWM`, reset through /proc/self/clear_refs) minus the resident size
+before the call. The end-to-end upload is timed from the first byte sent to the 201 (best of 2, each right
+after a `numpy.loadtxt` run on the same file, its baseline), while a second client polls /healthz; the API
+process' peak RSS growth is read the same way from /proc/<api pid>.
 
 Run from the repository root: `python -m bench.ingest [--sizes 10 50 100] [--no-write]`.
 """
@@ -109,18 +110,29 @@ def _run(method: str, path: Path) -> None:
 
 
 def child(method: str, path: Path) -> dict[str, float]:
-    """Seconds (best of two) and peak extra bytes of one method on one file; runs in a fresh process."""
+    """Seconds and peak extra bytes of one method on one file; runs in a fresh process."""
     import service.parsing  # noqa: F401 - imports are not part of the measurement
 
     before = _status_bytes("VmRSS")
     _reset_peak()
     started = time.perf_counter()
     _run(method, path)
-    first = time.perf_counter() - started
-    peak = _status_bytes("VmHWM") - before
-    started = time.perf_counter()
-    _run(method, path)
-    return {"seconds": min(first, time.perf_counter() - started), "peak_bytes": peak}
+    return {"seconds": time.perf_counter() - started, "peak_bytes": _status_bytes("VmHWM") - before}
+
+
+ROUNDS = 3
+
+
+def measure_all(methods: tuple[str, ...], path: Path) -> dict[str, dict[str, float]]:
+    """Each method's best time and peak over ROUNDS interleaved rounds (the shared machine's load drifts
+    within seconds: interleaving gives every method the same chances)."""
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(ROUNDS):
+        for method in methods:
+            result = measure(method, path)
+            previous = best.setdefault(method, result)
+            best[method] = {key: min(previous[key], result[key]) for key in result}
+    return best
 
 
 def measure(method: str, path: Path) -> dict[str, float]:
@@ -213,6 +225,17 @@ def upload(url: str, api_pid: int, path: Path, media: str) -> dict[str, float]:
     }
 
 
+def _upload_rounds(url: str, api_pid: int, path: Path, rounds: int = 2) -> tuple[float, dict[str, float]]:
+    """Best loadtxt time and best upload (each upload right after a loadtxt run on the same file)."""
+    base = float("inf")
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        base = min(base, measure("loadtxt", path)["seconds"])
+        result = upload(url, api_pid, path, "csv")
+        best = {key: min(best.get(key, value), value) for key, value in result.items()}
+    return base, best
+
+
 def write_json(path: Path, rows: int) -> None:
     rng = np.random.default_rng(1)
     X = rng.normal(size=(rows, FEATURES)).round(6)
@@ -241,7 +264,7 @@ def run(sizes: list[int], write: bool) -> str:
             write_csv(files[size], size)
         for path in files.values():
             file_bytes = path.stat().st_size
-            results = {m: measure(m, path) for m in ("loadtxt", "loadtxt_float32", "parse_csv", "parse_csv_float64")}
+            results = measure_all(("loadtxt", "loadtxt_float32", "parse_csv", "parse_csv_float64"), path)
             base = results["loadtxt"]["seconds"]
             for method, result in results.items():
                 csv_rows.append(
@@ -256,8 +279,6 @@ def run(sizes: list[int], write: bool) -> str:
             targets.append(
                 Target(f"parse_csv {_mb(file_bytes)} peak memory", f"{peak:.2f}x the file", "<= 3x", peak <= 3)
             )
-            files_loadtxt = base
-            path.with_suffix(".loadtxt").write_text(str(files_loadtxt))
         npz_lines, npz_targets = _npz(work, files)
         targets += npz_targets
         json_path = work / "data.json"
@@ -266,13 +287,12 @@ def run(sizes: list[int], write: bool) -> str:
         with local_stack(work / "stack") as (url, api_pid):
             for path in files.values():
                 file_bytes = path.stat().st_size
-                result = upload(url, api_pid, path, "csv")
-                base = float(path.with_suffix(".loadtxt").read_text())
+                base, result = _upload_rounds(url, api_pid, path)
                 ratio = result["seconds"] / base
                 growth = result["rss_growth"] / file_bytes
                 e2e_rows.append(
-                    f"| CSV {_mb(file_bytes)} | {result['seconds']:.2f} | {ratio:.2f}x | {_mb(result['rss_growth'])} "
-                    f"({growth:.2f}x) | {result['healthz_max'] * 1000:.0f} ms |"
+                    f"| CSV {_mb(file_bytes)} | {result['seconds']:.2f} | {base:.2f} | {ratio:.2f}x "
+                    f"| {_mb(result['rss_growth'])} ({growth:.2f}x) | {result['healthz_max'] * 1000:.0f} ms |"
                 )
                 targets.append(Target(f"upload {_mb(file_bytes)} vs loadtxt", f"{ratio:.2f}x", "<= 2.5x", ratio <= 2.5))
                 targets.append(
@@ -280,8 +300,9 @@ def run(sizes: list[int], write: bool) -> str:
                 )
             result = upload(url, api_pid, json_path, "json")
             e2e_rows.append(
-                f"| JSON {_mb(json_path.stat().st_size)} | {result['seconds']:.2f} | - | {_mb(result['rss_growth'])} "
-                f"({result['rss_growth'] / json_path.stat().st_size:.2f}x) | {result['healthz_max'] * 1000:.0f} ms |"
+                f"| JSON {_mb(json_path.stat().st_size)} | {result['seconds']:.2f} | - | - "
+                f"| {_mb(result['rss_growth'])} ({result['rss_growth'] / json_path.stat().st_size:.2f}x) "
+                f"| {result['healthz_max'] * 1000:.0f} ms |"
             )
     body = _section(started, load_before, csv_rows, npz_lines, e2e_rows, targets)
     if write:
@@ -298,7 +319,8 @@ def _npz(work: Path, files: dict[int, Path]) -> tuple[list[str], list[Target]]:
         kind = "text" if text_labels else "int64"
         path = work / f"data-{kind}.npz"
         write_npz(path, rows, text_labels)
-        ours, numpy_load = measure("parse_npz", path), measure("np_load", path)
+        both = measure_all(("parse_npz", "np_load"), path)
+        ours, numpy_load = both["parse_npz"], both["np_load"]
         ratio = ours["seconds"] / numpy_load["seconds"]
         lines.append(
             f"| {_mb(path.stat().st_size)} | {rows} | {kind} | {ours['seconds']:.2f} | {numpy_load['seconds']:.2f} "
@@ -329,7 +351,7 @@ def _section(
         *(target.line() for target in targets),
         "```",
         "",
-        f"### Parsers on the same files ({FEATURES} float columns + a string label; fresh process each, best of 2)",
+        f"### Parsers on the same files ({FEATURES} float columns + a string label; best of {ROUNDS} interleaved runs)",
         "",
         "`loadtxt` reads only the feature columns (it cannot read the label column as float); `parse_csv` reads",
         "features and labels and checks everything. Peak = growth of the process' resident set while parsing.",
@@ -352,8 +374,8 @@ def _section(
         "Seconds from the first byte sent to the 201 (includes parsing, storing the blob and the Redis record);",
         '"vs loadtxt" divides by `numpy.loadtxt`\'s time on the same file above. /healthz was polled meanwhile.',
         "",
-        "| upload | seconds | vs loadtxt | API peak RSS growth (x file) | slowest /healthz |",
-        "|---|---|---|---|---|",
+        "| upload | seconds | loadtxt s | vs loadtxt | API peak RSS growth (x file) | slowest /healthz |",
+        "|---|---|---|---|---|---|",
         *e2e_rows,
     ]
     return "\n".join(lines)
