@@ -76,6 +76,13 @@ def _labels(labels: object, *, where: str) -> np.ndarray:
         raise DatasetError(f"{where} {row}: {exc.reason}", field="labels", row=row) from None
 
 
+def _classes(y: np.ndarray) -> np.ndarray:
+    """The sorted distinct labels (small non-negative ints by counting: no sort of every label)."""
+    if y.dtype.kind in "iu" and len(y) and y.min() >= 0 and y.max() < 1 << 20:
+        return np.flatnonzero(np.bincount(y))
+    return np.sort(distinct(y)[0])
+
+
 def check_dataset(X: np.ndarray, y: np.ndarray, limits: Limits) -> Dataset:
     """Shared checks: shapes, finite features, at least two classes, caps."""
     n_samples, n_features = X.shape
@@ -87,7 +94,7 @@ def check_dataset(X: np.ndarray, y: np.ndarray, limits: Limits) -> Dataset:
         raise _limit("rows", "max_rows", n_samples, limits.max_rows)
     if n_features > limits.max_features:
         raise _limit("features", "max_features", n_features, limits.max_features)
-    classes = np.sort(distinct(y)[0])
+    classes = _classes(y)
     if len(classes) < 2:
         only = classes[0].item() if len(classes) else None
         raise DatasetError(
@@ -453,7 +460,7 @@ def _read_member(
     return array.T if fortran_order else array
 
 
-_NPY_PIECE = 16 * 1024 * 1024
+_NPY_PIECE = 256 * 1024  # as NumPy reads: pieces that stay in cache while inflated, checksummed, copied
 
 
 def _read_into(fp: IO[bytes], view: memoryview) -> None:
@@ -509,7 +516,7 @@ def _npz_labels(y: np.ndarray) -> np.ndarray:
     if y.dtype.kind in "biu":
         if y.dtype.kind == "u" and len(y) and int(y.max()) > np.iinfo(np.int64).max:
             raise DatasetError("y: labels exceed the int64 range", field="y")
-        return y.astype(np.int64)
+        return y.astype(np.int64, copy=False)
     if y.dtype.kind == "f":
         finite = np.isfinite(y)
         if not finite.all():
