@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 import engine
-from service.body_limit import read_json
+from service.body_limit import json_request_body, read_json
 from service.deps import AppState, Caller, Limit, Offset, State, find_model, model_or_404
 from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
 from service.schemas import EpochPublic, ModelList, ModelPublic, Name, PredictCreate, PredictionPublic
@@ -114,10 +114,6 @@ def _probabilities(model: engine.Model, X: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict_proba(X), dtype=np.float64)
 
 
-PREDICT_BODY: dict[str, Any] = {
-    "requestBody": {"required": True, "content": {"application/json": {"schema": PredictCreate.model_json_schema()}}}
-}
-
 INLINE_ROWS = 256
 """Requests up to this many rows are computed on the event loop (microseconds of NumPy work, cheaper than a
 thread-pool hop); larger ones in the thread pool, so they never stall other requests."""
@@ -128,7 +124,7 @@ thread-pool hop); larger ones in the thread pool, so they never stall other requ
     summary="Predict with a model",
     response_model=PredictionPublic,
     responses=responses(400, 401, 404, 409, 413, 422, 503),
-    openapi_extra=PREDICT_BODY,
+    openapi_extra=json_request_body(PredictCreate),
 )
 async def predict(model_id: str, request: Request, state: State, caller: Caller) -> Response:
     """Class labels and probabilities (columns in the order of `classes`) for raw feature rows; a name
