@@ -2,7 +2,7 @@
 `POST /v1/datasets` end to end through a running `backprop serve`; writes its section of docs/benchmarks.md.
 
 Files of about 10, 50 and 100 MB are generated (30 numeric features, a string label column). Parser timings
-and peak memory are measured in a fresh child process per run (`--child`), best of 3 interleaved rounds;
+and peak memory are measured in a fresh child process per run (`--child`), best of 5 interleaved rounds;
 peak = the kernel's high-water mark (`VmHWM`, reset through /proc/self/clear_refs) minus the resident size
 before the call. The end-to-end upload is timed from the first byte sent to the 201 (best of 2, each right
 after a `numpy.loadtxt` run on the same file, its baseline), while a second client polls /healthz; the API
@@ -120,7 +120,7 @@ def child(method: str, path: Path) -> dict[str, float]:
     return {"seconds": time.perf_counter() - started, "peak_bytes": _status_bytes("VmHWM") - before}
 
 
-ROUNDS = 3
+ROUNDS = 5
 
 
 def measure_all(methods: tuple[str, ...], path: Path) -> dict[str, dict[str, float]]:
