@@ -107,6 +107,8 @@ def report(error: BackpropError) -> int:
         print(*(f"backprop: {line}" for line in lines), sep="\n", file=sys.stderr)
     else:
         print(f"backprop: {error.message}", *(f"  {line}" for line in lines), sep="\n", file=sys.stderr)
+    if isinstance(error, Unauthorized):
+        print("backprop: give the key with --api-key or BACKPROP_API_KEY", file=sys.stderr)
     return exit_code(error)
 
 

@@ -328,7 +328,7 @@ def test_cli_unreachable_server_or_refused_key_exits_3(server: ApiServer) -> Non
     assert "Traceback" not in nobody.stderr and nobody.stdout == ""
     refused = run(server, "--api-key", "wrong-key", "--json", "models", "list")
     assert refused.returncode == 3 and refused.stdout == ""
-    assert "backprop:" in refused.stderr
+    assert "--api-key or BACKPROP_API_KEY" in refused.stderr
     missing = run(server, "jobs", "show", "no-such-job")
     assert missing.returncode == 1 and "no-such-job" in missing.stderr
 
