@@ -120,17 +120,11 @@ def slow_dataset(server: ApiServer) -> str:
     return str(dataset["id"])
 
 
-_slow = slow_options(10_000)
-SLOW = [
-    "--hidden",
-    "32",
-    "--epochs",
-    "10000",
-    "--batch-size",
-    "4",
-    "--set",
-    f"validation_fraction={_slow['validation_fraction']}",
-]
+_slow = slow_options(10_000)  # as train flags
+SLOW = (
+    f"--hidden {_slow['hidden_layers'][0]} --epochs {_slow['epochs']} --batch-size {_slow['batch_size']} "
+    f"--set validation_fraction={_slow['validation_fraction']}"
+).split()
 
 
 # --- imports ------------------------------------------------------------------------------------------
@@ -168,30 +162,9 @@ def test_cli_datasets_upload_and_list(server: ApiServer, blobs_csv: Path) -> Non
 
 
 def test_cli_train_waits_then_predicts_what_the_api_predicts(server: ApiServer, blobs_csv: Path) -> None:
-    job = run_json(
-        server,
-        "train",
-        str(blobs_csv),
-        "--label",
-        "color",
-        "--name",
-        "colors",
-        "--hidden",
-        "8,4",
-        "--epochs",
-        "4",
-        "--batch-size",
-        "16",
-        "--optimizer",
-        "adam",
-        "--learning-rate",
-        "0.01",
-        "--set",
-        "activation=tanh",
-        "--set",
-        "validation_fraction=0.2",
-        "--wait",
-    )
+    flags = "--label color --name colors --hidden 8,4 --epochs 4 --batch-size 16 --optimizer adam "
+    flags += "--learning-rate 0.01 --set activation=tanh --set validation_fraction=0.2 --wait"
+    job = run_json(server, "train", str(blobs_csv), *flags.split())
     assert job["status"] == "succeeded" and job["model_id"]
     config = job["config"]
     assert config["hidden_layers"] == [8, 4] and config["epochs"] == 4 and config["batch_size"] == 16
@@ -208,6 +181,9 @@ def test_cli_train_waits_then_predicts_what_the_api_predicts(server: ApiServer, 
     predicted = run(server, "predict", "colors", "-", stdin="a,b,c,d\n" + rows)  # a header row, from stdin
     assert predicted.returncode == 0, predicted.stderr
     assert predicted.stdout.split() == answer["predictions"]
+    rows_file = blobs_csv.with_name("rows.csv")
+    rows_file.write_text(rows)
+    assert run(server, "predict", "colors", str(rows_file)).stdout == predicted.stdout
     as_json = run_json(server, "predict", job["model_id"], "-", stdin=rows)
     assert as_json == {"predictions": answer["predictions"], "probabilities": answer["probabilities"]}
     with_proba = run(server, "predict", "colors", "-", "--proba", stdin=rows)
