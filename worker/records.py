@@ -88,6 +88,9 @@ class ModelRecord:
     config: dict[str, Any]
     sha256: str
     size_bytes: int
+    validation_report: dict[str, Any] | None = None
+    receipt: dict[str, Any] | None = None
+    parent_model_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict."""

@@ -14,6 +14,7 @@ import numpy as np
 from redis import Redis
 
 from worker import keys
+from worker.aliases import Aliases, split_ref, valid_name
 from worker.attempts import Attempts
 from worker.blobs import BlobError, BlobStore
 from worker.records import (
@@ -114,6 +115,7 @@ class Store:
         self.redis = redis
         self.blobs = BlobStore(Path(blob_dir))
         self._recount = redis.register_script(_RECOUNT)
+        self.aliases = Aliases(redis)
 
     def _ids(self, index: str, start: int = 0, stop: int = -1) -> list[str]:
         """Members of a sorted set, highest score first."""
@@ -176,9 +178,7 @@ class Store:
         data = self._dataset_data(dataset_id)
         return None if data is None else DatasetRecord.from_dict(data)
 
-    def list_datasets(
-        self, *, owner: str | None, offset: int = 0, limit: int = 50
-    ) -> tuple[list[DatasetRecord], int]:
+    def list_datasets(self, *, owner: str | None, offset: int = 0, limit: int = 50) -> tuple[list[DatasetRecord], int]:
         """Datasets newest first (owner None: everyone's) and the total."""
         index = keys.datasets() if owner is None else keys.datasets_of(owner)
         total = int(self.redis.zcard(index))
@@ -354,31 +354,46 @@ class Store:
         """Whether a model with this id exists (one cheap call; records never change once written)."""
         return bool(self.redis.exists(keys.model(model_id)))
 
-    def resolve_model_id(self, id_or_name: str, *, owner: str | None = None) -> str | None:
-        """The id of a model given by id, or by name: the latest version of the lineage (owner, name).
-
-        With `owner` None (everyone: admins, or no authentication) a name used by a single owner means that
-        owner's latest version; a name used by several owners raises AmbiguousModelNameError.
-        """
-        if self.model_exists(id_or_name):
-            return id_or_name
+    def _lineage_owner(self, name: str, owner: str | None) -> tuple[bool, str | None]:
+        """(found, owner) of the lineage called `name` that `owner` resolves to: `owner`'s own; for owner
+        None (everyone) the single owner using the name (AmbiguousModelNameError if several)."""
         if owner is not None:
-            latest = self._ids(keys.model_versions(owner, id_or_name), 0, 0)
-            return latest[0] if latest else None
-        ids = self._ids(keys.models_named(id_or_name))
-        if not ids:
-            return None
+            return True, owner
+        ids = self._ids(keys.models_named(name))
         with self.redis.pipeline(transaction=False) as pipe:
             for model_id in ids:
                 pipe.hget(keys.model(model_id), "owner")
             owners = {_text(raw) for raw in pipe.execute() if raw is not None}
         if len(owners) > 1:
-            raise AmbiguousModelNameError(id_or_name, len(owners))
+            raise AmbiguousModelNameError(name, len(owners))
         if not owners:
-            return None
+            return False, None
         only: str | None = json.loads(owners.pop())
-        latest = self._ids(keys.model_versions(only, id_or_name), 0, 0)
-        return latest[0] if latest else None
+        return True, only
+
+    def resolve_model_id(self, ref: str, *, owner: str | None = None) -> str | None:
+        """The id of a model given by reference: a model id; a name, meaning the latest version of the
+        lineage (owner, name); or `name@alias`, the version the lineage's alias points at.
+
+        With `owner` None (everyone: admins, or no authentication) a name used by a single owner means that
+        owner's lineage; a name used by several owners raises AmbiguousModelNameError. This is the one place
+        references are resolved; it reads Redis every time, so a moved alias applies to the next call.
+        """
+        if self.model_exists(ref):
+            return ref
+        name, alias = split_ref(ref)
+        if not valid_name(name) or (alias is not None and not valid_name(alias)):
+            return None
+        found, lineage_owner = self._lineage_owner(name, owner)
+        if not found:
+            return None
+        if alias is None:
+            latest = self._ids(keys.model_versions(lineage_owner, name), 0, 0)
+            return latest[0] if latest else None
+        pointer = self.aliases.get(lineage_owner, name, alias)
+        if pointer is None or not self.model_exists(pointer.model_id):
+            return None
+        return pointer.model_id
 
     def resolve_model(self, id_or_name: str, *, owner: str | None = None) -> ModelRecord | None:
         """A model by id, or by name (see `resolve_model_id`: `owner`'s latest version, or everyone's)."""
@@ -417,6 +432,7 @@ class Store:
                 pipe.zrem(keys.models_of(data["owner"]), model_id)
             pipe.zrem(keys.model_versions(data.get("owner"), data["name"]), model_id)
             pipe.zrem(keys.models_named(data["name"]), model_id)
+            pipe.delete(keys.model_evaluations(model_id), keys.model_verifications(model_id))
             deleted = pipe.execute()[0]
         self.blobs.delete(data["blob"])
         return bool(deleted)
@@ -427,3 +443,29 @@ class Store:
         if data is None:
             raise NotFoundError(f"model {model_id} not found")
         return self.blobs.read(data["blob"], data["sha256"])
+
+    # --- evaluations and verifications of a model -------------------------------------------------
+    def add_evaluation(self, model_id: str, entry: dict[str, Any]) -> None:
+        """Append an evaluation report to the model's (oldest first)."""
+        self.redis.rpush(keys.model_evaluations(model_id), json.dumps(entry))
+
+    def list_evaluations(self, model_id: str) -> list[dict[str, Any]]:
+        """The model's evaluation reports, oldest first."""
+        raw: list[bytes] = self.redis.lrange(keys.model_evaluations(model_id), 0, -1)  # type: ignore[assignment]
+        return [json.loads(entry) for entry in raw]
+
+    def find_evaluation(self, model_id: str, dataset_id: str, dataset_sha256: str) -> dict[str, Any] | None:
+        """The newest stored evaluation of the model on that dataset (same content), or None."""
+        for entry in reversed(self.list_evaluations(model_id)):
+            if entry.get("dataset_id") == dataset_id and entry.get("dataset_sha256") == dataset_sha256:
+                return dict(entry)
+        return None
+
+    def add_verification(self, model_id: str, entry: dict[str, Any]) -> None:
+        """Append a verification result to the model's (oldest first)."""
+        self.redis.rpush(keys.model_verifications(model_id), json.dumps(entry))
+
+    def list_verifications(self, model_id: str) -> list[dict[str, Any]]:
+        """The model's verification results, oldest first."""
+        raw: list[bytes] = self.redis.lrange(keys.model_verifications(model_id), 0, -1)  # type: ignore[assignment]
+        return [json.loads(entry) for entry in raw]
