@@ -157,7 +157,7 @@ def calibration(top: NDArray[np.float64], correct: NDArray[np.bool_], bins: int 
     return {"ece": ece, "bins": table}
 
 
-def evaluate(y: object, probabilities: object, classes: list[Label]) -> dict[str, Any]:
+def evaluation_report(y: object, probabilities: object, classes: list[Label]) -> dict[str, Any]:
     """The evaluation report of a classifier's probabilities against true labels.
 
     Parameters

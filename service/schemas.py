@@ -8,9 +8,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
 
+from worker.aliases import NAME_MAX_LENGTH, NAME_REGEX
+
 # Strict numbers: booleans and numeric strings are not numbers; NaN and infinities are refused.
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_REGEX)]
 ResourceId = Annotated[str, Field(min_length=1, max_length=128)]
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled", "stalled"]
@@ -78,9 +80,7 @@ class DatasetCreate(_Request):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [
-                {"features": [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]], "labels": [1, 1, 0, 0]}
-            ]
+            "examples": [{"features": [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]], "labels": [1, 1, 0, 0]}]
         },
     )
     features: list[list[FiniteFloat]] = Field(min_length=1)
@@ -221,6 +221,11 @@ class ModelPublic(BaseModel):
     metrics: dict[str, MaybeFloat | int | str]
     history: list[EpochPublic]
     config: dict[str, Any]
+    validation_report: dict[str, Any] | None = Field(
+        None, description="Evaluation report on the validation split at the end of training."
+    )
+    receipt: dict[str, Any] | None = Field(None, description="What `verify` needs to retrain it bit for bit.")
+    parent_model_id: str | None = Field(None, description="The model training started from (`init_model`).")
 
 
 class ModelList(BaseModel):
@@ -243,6 +248,129 @@ class PredictionPublic(BaseModel):
     classes: list[int | str]
     predictions: list[int | str]
     probabilities: list[list[float]] = Field(description="One column per class, in the order of `classes`.")
+
+
+# --- aliases, evaluations, verifications ---------------------------------------------------------------
+
+Metric = Literal["accuracy", "log_loss", "macro_f1"]
+
+
+class PromotionGuard(_Request):
+    """Promote only when the new version is at least as good as the alias' current holder on a dataset."""
+
+    dataset_id: ResourceId
+    metric: Metric = Field(description="`log_loss` is better when lower; the others when higher.")
+    min_delta: float = Field(
+        0.0, strict=True, ge=0, le=1e6, allow_inf_nan=False, description="How much better the new version must be."
+    )
+
+
+class AliasCreate(_Request):
+    """Point an alias at a version of the name, optionally guarded by an evaluation."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"version": 2},
+                {"version": 3, "require": {"dataset_id": "8c1f0c2e5d8a4f8e", "metric": "accuracy", "min_delta": 0.0}},
+            ]
+        },
+    )
+    version: int = Field(strict=True, ge=1, le=2**31)
+    require: PromotionGuard | None = None
+
+
+class AliasMovePublic(BaseModel):
+    """One move of an alias: from which version to which (null: absent), when and by which key."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    alias: str
+    from_: int | None = Field(alias="from", serialization_alias="from")
+    to: int | None
+    at: datetime
+    by: str | None = Field(description="Id of the API key (sha256 of the key; null without authentication).")
+
+
+class ComparisonPublic(BaseModel):
+    """The figures a guarded promotion compared."""
+
+    metric: Metric
+    min_delta: float
+    dataset_id: str
+    candidate: dict[str, Any] = Field(description="`version`, `value` and the `evaluation_id` of the new version.")
+    current: dict[str, Any] | None = Field(description="The same for the alias' holder; null when it had none.")
+
+
+class AliasPublic(BaseModel):
+    alias: str
+    name: str
+    version: int
+    model_id: str
+    updated_at: datetime
+    updated_by: str | None
+    comparison: ComparisonPublic | None = None
+    history: list[AliasMovePublic] = []
+
+
+class AliasList(BaseModel):
+    name: str
+    items: list[AliasPublic] = Field(description="Current aliases, each with its own moves.")
+    history: list[AliasMovePublic] = Field(description="Every move of every alias of the name, oldest first.")
+
+
+class EvaluationCreate(_Request):
+    dataset_id: ResourceId
+
+
+class ConfusionMatrixPublic(BaseModel):
+    labels: list[int | str] = Field(description="The model's classes, in its order.")
+    matrix: list[list[int]] = Field(description="Rows: true label; columns: predicted label.")
+
+
+class ClassMetricsPublic(BaseModel):
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class CalibrationBinPublic(BaseModel):
+    lower: float
+    upper: float
+    count: int
+    confidence: float | None
+    accuracy: float | None
+
+
+class CalibrationPublic(BaseModel):
+    ece: float = Field(description="Expected calibration error over 10 equal-width bins of the top probability.")
+    bins: list[CalibrationBinPublic]
+
+
+class EvaluationPublic(BaseModel):
+    """An evaluation report of a model on a dataset."""
+
+    id: str
+    model_id: str
+    name: str
+    version: int
+    dataset_id: str
+    dataset_sha256: str
+    created_at: datetime
+    n_samples: int
+    accuracy: float
+    log_loss: float
+    macro_f1: float
+    confusion_matrix: ConfusionMatrixPublic
+    per_class: dict[str, ClassMetricsPublic]
+    calibration: CalibrationPublic
+    unknown_labels: list[int | str] = Field(description="True labels the model never saw (counted as errors).")
+
+
+class EvaluationList(BaseModel):
+    items: list[EvaluationPublic]
+    total: int
 
 
 # --- health -----------------------------------------------------------------------------------------

@@ -18,9 +18,10 @@ from redis.client import Pipeline
 from worker import keys
 from worker.records import utc_now
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-"""Model names and aliases: letters, digits, `-`, `_`, `.`; at most 64 characters, not starting with a
-punctuation mark."""
+NAME_REGEX = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+NAME_MAX_LENGTH = 64
+"""Model names and aliases: letters, digits, `-`, `_`, `.` (not first); at most 64 characters."""
+_NAME = re.compile(NAME_REGEX)
 
 SEPARATOR = "@"
 
@@ -33,7 +34,7 @@ def split_ref(ref: str) -> tuple[str, str | None]:
 
 def valid_name(value: str) -> bool:
     """Whether `value` is a valid model name or alias."""
-    return NAME_PATTERN.fullmatch(value) is not None
+    return len(value) <= NAME_MAX_LENGTH and _NAME.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)

@@ -354,7 +354,7 @@ class Store:
         """Whether a model with this id exists (one cheap call; records never change once written)."""
         return bool(self.redis.exists(keys.model(model_id)))
 
-    def _lineage_owner(self, name: str, owner: str | None) -> tuple[bool, str | None]:
+    def lineage_owner(self, name: str, owner: str | None) -> tuple[bool, str | None]:
         """(found, owner) of the lineage called `name` that `owner` resolves to: `owner`'s own; for owner
         None (everyone) the single owner using the name (AmbiguousModelNameError if several)."""
         if owner is not None:
@@ -384,7 +384,7 @@ class Store:
         name, alias = split_ref(ref)
         if not valid_name(name) or (alias is not None and not valid_name(alias)):
             return None
-        found, lineage_owner = self._lineage_owner(name, owner)
+        found, lineage_owner = self.lineage_owner(name, owner)
         if not found:
             return None
         if alias is None:

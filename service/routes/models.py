@@ -53,6 +53,9 @@ def model_public(record: ModelRecord) -> ModelPublic:
         metrics=_metrics(record.metrics),  # type: ignore[arg-type]
         history=[EpochPublic.model_validate(entry) for entry in record.history],
         config=dict(record.config),
+        validation_report=record.validation_report,
+        receipt=record.receipt,
+        parent_model_id=record.parent_model_id,
     )
 
 
@@ -80,9 +83,7 @@ def read_model(record: Model) -> ModelPublic:
     return model_public(record)
 
 
-@router.delete(
-    "/{model_id}", status_code=204, summary="Delete a model", responses=responses(401, 404, 409, 503)
-)
+@router.delete("/{model_id}", status_code=204, summary="Delete a model", responses=responses(401, 404, 409, 503))
 def delete_model(record: Model, state: State) -> Response:
     """Delete one model version (a name means the caller's latest version; admins: 409 when several owners
     use the name)."""

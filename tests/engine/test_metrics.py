@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from engine.metrics import calibration, evaluate, higher_is_better
+from engine.metrics import calibration, evaluation_report, higher_is_better
 
 
 def _case(n: int, k: int, seed: int, labels: list[Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -25,7 +25,7 @@ def _case(n: int, k: int, seed: int, labels: list[Any]) -> tuple[np.ndarray, np.
 )
 def test_evaluate_matches_sklearn(classes: list[Any], seed: int) -> None:
     y, P = _case(300, len(classes), seed, classes)
-    report = evaluate(y, P, classes)
+    report = evaluation_report(y, P, classes)
     predicted = np.asarray(classes)[np.argmax(P, axis=1)]
     assert report["n_samples"] == 300
     assert abs(report["accuracy"] - sk.accuracy_score(y, predicted)) <= 1e-9
@@ -51,7 +51,7 @@ def test_evaluate_counts_unknown_labels_as_errors() -> None:
     y[:30] = "zebra"
     y[30:35] = "yak"
     predicted = np.asarray(classes)[np.argmax(P, axis=1)]
-    report = evaluate(y, P, classes)
+    report = evaluation_report(y, P, classes)
     assert report["unknown_labels"] == ["yak", "zebra"]
     assert abs(report["accuracy"] - sk.accuracy_score(y, predicted)) <= 1e-9
     assert sum(map(sum, report["confusion_matrix"]["matrix"])) == 165
@@ -76,14 +76,14 @@ def test_evaluate_counts_unknown_labels_as_errors() -> None:
 
 def test_evaluate_class_never_predicted_has_zero_precision() -> None:
     P = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.1, 0.9, 0.0]])
-    report = evaluate([0, 2, 1], P, [0, 1, 2])
+    report = evaluation_report([0, 2, 1], P, [0, 1, 2])
     assert report["per_class"]["2"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
     assert report["confusion_matrix"]["matrix"] == [[1, 0, 0], [0, 1, 0], [1, 0, 0]]
 
 
 def test_calibration_matches_manual_bins() -> None:
     y, P = _case(500, 3, 6, [0, 1, 2])
-    report = evaluate(y, P, [0, 1, 2])["calibration"]
+    report = evaluation_report(y, P, [0, 1, 2])["calibration"]
     top = P.max(axis=1)
     correct = np.argmax(P, axis=1) == y
     bins = report["bins"]
@@ -110,7 +110,7 @@ def test_calibration_top_probability_one_lands_in_last_bin() -> None:
 
 def test_evaluate_wrong_shape_raises_naming_probabilities() -> None:
     with pytest.raises(ValueError, match="probabilities"):
-        evaluate([0, 1], np.ones((2, 3)) / 3, [0, 1])
+        evaluation_report([0, 1], np.ones((2, 3)) / 3, [0, 1])
 
 
 def test_higher_is_better_log_loss_is_lower_better() -> None:
