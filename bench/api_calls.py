@@ -58,7 +58,7 @@ def submit_job(client: httpx.Client, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_job(client: httpx.Client, job_id: str) -> dict[str, Any]:
-    response = client.get(f"/v1/jobs/{job_id}")
+    response = client.get(f"/v1/jobs/{job_id}", params={"history_limit": 10_000})  # the whole history
     response.raise_for_status()
     return dict(response.json())
 

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from service.schemas import ErrorPublic
+from worker import StorageFullError
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ _HTTP_CODES = {
     422: "validation_error",
     429: "too_many_requests",
     503: "service_unavailable",
+    507: "insufficient_storage",
 }
 
 
@@ -156,6 +158,12 @@ async def _redis_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _storage_full(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("disk full during %s %s: %s", request.method, request.url.path, exc)
+    message = "the server's disk is full: nothing was stored; retry later (an operator must free space)"
+    return JSONResponse(error_body("insufficient_storage", message), status_code=507)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error during %s %s", request.method, request.url.path)
     return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
@@ -167,6 +175,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(redis.RedisError, _redis_error)
+    app.add_exception_handler(StorageFullError, _storage_full)
     app.add_exception_handler(Exception, _unexpected)
 
 
@@ -184,6 +193,7 @@ _DESCRIPTIONS = {
     422: "Invalid input; the message names the field (or the row and column of a CSV).",
     429: "Too many queued jobs for this API key (max_queued_jobs_per_key).",
     503: "Redis is unavailable, or the queue is full (max_queue_depth).",
+    507: "The server's disk is full: nothing was stored.",
 }
 
 

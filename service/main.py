@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -19,7 +20,7 @@ from service.deps import AppState, Caller, make_redis
 from service.errors import install_error_handlers
 from service.logs import AccessLogMiddleware, configure_logging
 from service.metrics import Metrics, store_snapshot
-from service.model_cache import ModelCache, ModelRecords
+from service.model_cache import ModelCache, ModelRecords, model_nbytes
 from service.routes import aliases, datasets, evaluations, health, jobs, metrics, models, v2
 from service.settings import Settings, get_settings
 from worker import Store, reap
@@ -52,6 +53,25 @@ async def _reap_forever(state: AppState) -> None:
             logger.warning("reaper failed: %s: %s", type(exc).__name__, exc)
 
 
+def published_openapi(build: Callable[[], dict[str, Any]], *, keys: bool, metrics_public: bool) -> dict[str, Any]:
+    """The OpenAPI document as this server enforces it: without API keys no operation requires the bearer
+    scheme (and the scheme is not published); with keys, /metrics requires it too unless it is public."""
+    schema = build()
+    bearer: list[dict[str, list[str]]] = [{"HTTPBearer": []}]
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            if not keys:  # nobody is refused for want of a key, or for its role
+                operation.pop("security", None)
+                for status in ("401", "403"):
+                    operation.get("responses", {}).pop(status, None)
+            elif path == "/metrics" and not metrics_public:
+                operation["security"] = bearer
+    if not keys:
+        components = schema.get("components", {})
+        components.pop("securitySchemes", None)
+    return schema
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The Backprop API; with no argument it reads `get_settings()` (uvicorn's `--factory`)."""
     settings = settings if settings is not None else get_settings()
@@ -64,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis=client,
         probe=probe,
         store=store,
-        cache=ModelCache(settings.model_cache_size),
+        cache=ModelCache(settings.model_cache_size, settings.model_cache_bytes, model_nbytes),
         records=ModelRecords(store),
         metrics=Metrics(lambda: store_snapshot(probe, store, queue_name=settings.queue_name)),
         keyring=KeyRing(settings.parsed_api_keys()),
@@ -98,6 +118,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url="/redoc" if open_docs else None,
     )
     app.state.backprop = state
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = published_openapi(
+                build_openapi, keys=state.keyring.enabled, metrics_public=settings.metrics_public
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     if not open_docs:
 
         @app.get("/openapi.json", include_in_schema=False)

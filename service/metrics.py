@@ -14,10 +14,10 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from redis import Redis
 
-from worker import Store, queue_depth, workers_alive
+from worker import Store, checkpoint_failures, queue_depth, workers_alive
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class StoreSnapshot:
     workers_alive: int = 0
     epochs_trained: int = 0
     training_samples_per_second: float = 0.0
+    checkpoint_failures: int = 0
 
 
 class _StoreCollector:
@@ -70,6 +71,11 @@ class _StoreCollector:
             "Training throughput of the running jobs (sum of their last epoch's samples/s).",
             value=state.training_samples_per_second,
         )
+        yield CounterMetricFamily(
+            "backprop_checkpoint_failures",
+            "Checkpoints the workers could not write (full disk, I/O error); their jobs trained on.",
+            value=state.checkpoint_failures,
+        )
 
 
 class Metrics:
@@ -83,16 +89,14 @@ class Metrics:
         self.http_responses = Counter(
             "backprop_http_responses", "HTTP responses by status code.", ["status"], registry=self.registry
         )
+        # No per-model labels: /metrics may be public, and a model's name or id is its owner's business (a
+        # label per model would also grow with every model ever served).
         self.prediction_requests = Counter(
-            "backprop_prediction_requests",
-            "Prediction requests by model name.",
-            ["model"],
-            registry=self.registry,
+            "backprop_prediction_requests", "Prediction requests answered.", registry=self.registry
         )
         self.prediction_latency = Histogram(
             "backprop_prediction_latency_seconds",
-            "Time to compute a prediction request (model lookup and inference) by model name.",
-            ["model"],
+            "Time to compute a prediction request (model lookup and inference).",
             buckets=PREDICTION_BUCKETS,
             registry=self.registry,
         )
@@ -129,4 +133,5 @@ def store_snapshot(redis: Redis, store: Store, *, queue_name: str) -> StoreSnaps
         workers_alive=workers_alive(redis, queue_name=queue_name),
         epochs_trained=reader.epochs_trained(),
         training_samples_per_second=samples_per_second,
+        checkpoint_failures=checkpoint_failures(redis),
     )

@@ -8,11 +8,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
 
-from worker.aliases import NAME_MAX_LENGTH, NAME_REGEX
+from worker.aliases import NAME_MAX_LENGTH, NAME_PATTERN
 
 # Strict numbers: booleans and numeric strings are not numbers; NaN and infinities are refused.
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_REGEX)]
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
 ResourceId = Annotated[str, Field(min_length=1, max_length=128)]
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled", "stalled"]
@@ -178,7 +178,9 @@ class ProgressPublic(EpochPublic):
     updated_at: datetime | None = None
 
 
-class JobPublic(BaseModel):
+class JobSummaryPublic(BaseModel):
+    """A job as lists show it: everything but the per-epoch history (read the job for that)."""
+
     id: str
     name: str
     dataset_id: str
@@ -186,7 +188,6 @@ class JobPublic(BaseModel):
     config: dict[str, Any] = Field(description="The training configuration (engine TrainConfig).")
     queue_position: int | None = Field(None, description="0-based position in the queue while queued.")
     progress: ProgressPublic | None = None
-    history: list[EpochPublic] = []
     model_id: str | None = None
     error: str | None = None
     attempts: int = 0
@@ -195,8 +196,20 @@ class JobPublic(BaseModel):
     finished_at: datetime | None = None
 
 
+class HistoryPage(BaseModel):
+    """One page of a per-epoch history (`history_offset`/`history_limit` choose it) and its full length."""
+
+    history: list[EpochPublic] = []
+    history_total: int = Field(0, description="Epochs in the whole history.")
+    history_offset: int = Field(0, description="Index of the page's first epoch in the whole history.")
+
+
+class JobPublic(JobSummaryPublic, HistoryPage):
+    """A job with one page of its per-epoch history."""
+
+
 class JobList(BaseModel):
-    items: list[JobPublic]
+    items: list[JobSummaryPublic]
     total: int
     offset: int
     limit: int
@@ -205,7 +218,9 @@ class JobList(BaseModel):
 # --- models -----------------------------------------------------------------------------------------
 
 
-class ModelPublic(BaseModel):
+class ModelSummaryPublic(BaseModel):
+    """A model as lists show it: everything but the per-epoch history (read the model for that)."""
+
     id: str
     name: str
     version: int
@@ -219,17 +234,23 @@ class ModelPublic(BaseModel):
     n_features: int
     n_parameters: int
     metrics: dict[str, MaybeFloat | int | str]
-    history: list[EpochPublic]
     config: dict[str, Any]
-    validation_report: dict[str, Any] | None = Field(
-        None, description="Evaluation report on the validation split at the end of training."
-    )
-    receipt: dict[str, Any] | None = Field(None, description="What `verify` needs to retrain it bit for bit.")
     parent_model_id: str | None = Field(None, description="The model training started from (`init_model`).")
 
 
+class ModelPublic(ModelSummaryPublic, HistoryPage):
+    """A model with one page of its training history, its validation report and its receipt."""
+
+    validation_report: dict[str, Any] | None = Field(
+        None, description="Evaluation report on the validation split at the end of training."
+    )
+    receipt: dict[str, Any] | None = Field(
+        None, description="What `verify` needs to retrain it bit for bit, and the sha256 of its weights."
+    )
+
+
 class ModelList(BaseModel):
-    items: list[ModelPublic]
+    items: list[ModelSummaryPublic]
     total: int
     offset: int
     limit: int

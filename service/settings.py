@@ -77,7 +77,19 @@ class Settings(BaseSettings):
     max_predict_rows: int = Field(10_000, ge=1, description="Most instances in one predict request.")
     max_queued_jobs_per_key: int = Field(100, ge=1, description="Queued jobs one API key may have (429 above).")
     max_queue_depth: int = Field(1_000, ge=1, description="Jobs in the queue in all (503 above).")
-    model_cache_size: int = Field(32, ge=1, description="Models the API keeps loaded in memory.")
+    model_cache_size: int = Field(32, ge=1, description="Most models the API keeps loaded in memory.")
+    model_cache_bytes: int = Field(
+        512 * MiB,
+        ge=1,
+        description="Most bytes of model weights the API keeps loaded in memory, per API process "
+        "(least recently used models go first; a larger model is served without being kept).",
+    )
+    predict_inline_compute: int = Field(
+        1_000_000,
+        ge=0,
+        description="Predictions of at most this many rows x model parameters run on the event loop; "
+        "larger ones in the thread pool.",
+    )
 
     @field_validator("api_keys")
     @classmethod

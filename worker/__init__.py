@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from worker import keys
-from worker.blobs import BlobError
+from worker.blobs import BlobError, StorageFullError
+from worker.checkpoints import checkpoint_failures
 from worker.queue import (
     cancel_job,
     enqueue_training,
@@ -16,9 +17,10 @@ from worker.queue import (
 from worker.records import JOB_STATUSES, TERMINAL_STATUSES, DatasetRecord, JobRecord, ModelRecord
 from worker.runner import run_worker
 from worker.runtime import WorkerConfig, configure
-from worker.store import AmbiguousModelNameError, NotFoundError, Store
+from worker.store import ID_PATTERN, AmbiguousModelNameError, NotFoundError, Store, is_id
 
 __all__ = [
+    "ID_PATTERN",
     "JOB_STATUSES",
     "TERMINAL_STATUSES",
     "AmbiguousModelNameError",
@@ -27,11 +29,14 @@ __all__ = [
     "JobRecord",
     "ModelRecord",
     "NotFoundError",
+    "StorageFullError",
     "Store",
     "WorkerConfig",
     "cancel_job",
+    "checkpoint_failures",
     "configure",
     "enqueue_training",
+    "is_id",
     "job_timeout",
     "keys",
     "queue_depth",

@@ -18,10 +18,10 @@ from redis.client import Pipeline
 from worker import keys
 from worker.records import utc_now
 
-NAME_REGEX = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 NAME_MAX_LENGTH = 64
 """Model names and aliases: letters, digits, `-`, `_`, `.` (not first); at most 64 characters."""
-_NAME = re.compile(NAME_REGEX)
+_NAME = re.compile(NAME_PATTERN)
 
 SEPARATOR = "@"
 
@@ -35,6 +35,12 @@ def split_ref(ref: str) -> tuple[str, str | None]:
 def valid_name(value: str) -> bool:
     """Whether `value` is a valid model name or alias."""
     return len(value) <= NAME_MAX_LENGTH and _NAME.fullmatch(value) is not None
+
+
+def valid_ref(value: str) -> bool:
+    """Whether `value` has the shape of a model name or `name@alias` (ids are checked by `is_id`)."""
+    name, alias = split_ref(value)
+    return valid_name(name) and (alias is None or valid_name(alias))
 
 
 @dataclass(frozen=True)

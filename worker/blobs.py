@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -11,6 +12,20 @@ from pathlib import Path
 
 class BlobError(RuntimeError):
     """A blob is missing, outside the blob directory, or does not match its checksum."""
+
+
+class StorageFullError(RuntimeError):
+    """The blob directory's file system is full (or the user is over quota): nothing was stored."""
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def write_fd(fd: int, data: bytes) -> None:
+    """Write all of `data` to the file descriptor `fd` (the only place blob bytes reach the disk)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def sha256_hex(data: bytes) -> str:
@@ -33,19 +48,28 @@ class BlobStore:
         return path
 
     def write(self, relative: str, data: bytes) -> str:
-        """Write `data` atomically (temp file, fsync, rename, fsync dir); returns its sha256."""
+        """Write `data` atomically (temp file, fsync, rename, fsync dir); returns its sha256.
+
+        Any failure removes the temp file, so the blob is either whole or absent; a full disk raises
+        StorageFullError, other I/O errors their OSError.
+        """
         path = self.path(relative)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        tmp_name: str | None = None
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            try:
+                write_fd(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp_name, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_name)
+        except BaseException as exc:
+            if tmp_name is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp_name)
+            if isinstance(exc, OSError) and exc.errno in _FULL:
+                raise StorageFullError(f"no space left to write {relative!r} ({exc.strerror})") from exc
             raise
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:

@@ -8,7 +8,7 @@ from redis import Redis
 
 from worker import keys
 from worker.attempts import Attempts, SupersededAttemptError
-from worker.blobs import BlobError, BlobStore
+from worker.blobs import BlobError, BlobStore, StorageFullError
 
 logger = logging.getLogger(__name__)
 
@@ -20,16 +20,31 @@ def checkpoint_blob(job_id: str, token: int, epoch: int) -> str:
 
 def save_checkpoint(
     attempts: Attempts, blobs: BlobStore, job_id: str, token: int, *, epoch: int, state: bytes
-) -> None:
-    """Write the state blob, then point the job at it if `token` is current; drop the one before last."""
+) -> bool:
+    """Write the state blob, then point the job at it if `token` is current; drop the one before last.
+
+    A blob that cannot be written (full disk, I/O error) is logged and counted (`checkpoint_failures`), and
+    False returned: the job keeps training from where it is, and keeps its previous checkpoint.
+    """
     path = checkpoint_blob(job_id, token, epoch)
-    sha256 = blobs.write(path, state)
+    try:
+        sha256 = blobs.write(path, state)
+    except (OSError, StorageFullError) as exc:
+        logger.warning("job %s: checkpoint of epoch %d not written (%s); training goes on", job_id, epoch, exc)
+        attempts.redis.incr(keys.checkpoint_failures())
+        return False
     applied, previous = attempts.set_checkpoint(job_id, token, path=path, sha256=sha256, epoch=epoch)
     if not applied:
         blobs.delete(path)
         raise SupersededAttemptError(job_id, token)
     if previous and previous != path:
         blobs.delete(previous)
+    return True
+
+
+def checkpoint_failures(redis: Redis) -> int:
+    """Checkpoints that could not be written, by every worker, since the store began."""
+    return int(redis.get(keys.checkpoint_failures()) or 0)
 
 
 def load_checkpoint(redis: Redis, blobs: BlobStore, job_id: str) -> tuple[int, bytes] | None:

@@ -59,6 +59,11 @@ def job_checkpoint(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}:checkpoint"
 
 
+def checkpoint_failures() -> str:
+    """Checkpoints the workers could not write (counter)."""
+    return f"{PREFIX}checkpoint-failures"
+
+
 def job_counts() -> str:
     """Jobs per status (fields: JSON-encoded statuses), queued jobs per owner (fields: `queued_of:` + the
     JSON-encoded owner), `epochs` (history entries of all jobs) and `built` (the version of these indexes,

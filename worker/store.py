@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 import uuid
 from collections import Counter
@@ -14,7 +15,7 @@ import numpy as np
 from redis import Redis
 
 from worker import keys
-from worker.aliases import Aliases, split_ref, valid_name
+from worker.aliases import Aliases, split_ref, valid_ref
 from worker.attempts import Attempts
 from worker.blobs import BlobError, BlobStore
 from worker.records import (
@@ -75,9 +76,20 @@ def _key_parts(build: Any) -> tuple[str, str]:
     return prefix, suffix
 
 
+ID_PATTERN = r"^[0-9a-f]{32}$"
+"""Every id `new_id` makes: 32 lowercase hex digits (a uuid4 without dashes)."""
+_ID = re.compile(ID_PATTERN)
+
+
 def new_id() -> str:
     """A random id (uuid4, hex)."""
     return uuid.uuid4().hex
+
+
+def is_id(value: str) -> bool:
+    """Whether `value` has the shape of an id this store makes (anything else names no record, and must never
+    be spliced into a Redis key)."""
+    return _ID.fullmatch(value) is not None
 
 
 def dataset_blob(dataset_id: str) -> str:
@@ -170,6 +182,8 @@ class Store:
         return record
 
     def _dataset_data(self, dataset_id: str) -> dict[str, Any] | None:
+        if not is_id(dataset_id):
+            return None
         raw = self.redis.get(keys.dataset(dataset_id))
         return None if raw is None else dict(json.loads(raw))
 
@@ -237,15 +251,28 @@ class Store:
             pipe.execute()
         return record
 
-    def get_job(self, job_id: str) -> JobRecord | None:
-        """The job record with its history, or None."""
+    def get_job(self, job_id: str, *, with_history: bool = True) -> JobRecord | None:
+        """The job record with its whole history (or none: `with_history=False`), or None."""
+        if not is_id(job_id):
+            return None
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(keys.job(job_id))
-            pipe.lrange(keys.job_history(job_id), 0, -1)
-            raw, history = pipe.execute()
+            if with_history:
+                pipe.lrange(keys.job_history(job_id), 0, -1)
+            raw, *history = pipe.execute()
         if not raw:
             return None
-        return decode_job(raw, history)
+        return decode_job(raw, history[0] if history else [])
+
+    def job_history(self, job_id: str, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """Up to `limit` history entries of a job from index `offset`, and the length of its whole history."""
+        if not is_id(job_id):
+            return [], 0
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrange(keys.job_history(job_id), offset, offset + max(limit, 1) - 1)
+            pipe.llen(keys.job_history(job_id))
+            entries, total = pipe.execute()
+        return [json.loads(entry) for entry in entries], int(total)
 
     def job_status(self, job_id: str) -> str | None:
         """Just the status of a job, or None."""
@@ -277,7 +304,7 @@ class Store:
             matching = [job_id for job_id, value in zip(every, statuses, strict=True) if value == status]
             total = len(matching)
             selected = matching[offset : offset + max(limit, 0)]
-        records = [self.get_job(job_id) for job_id in selected]
+        records = [self.get_job(job_id, with_history=False) for job_id in selected]
         return [record for record in records if record is not None], total
 
     def count_queued_jobs(self, owner: str | None) -> int:
@@ -337,6 +364,8 @@ class Store:
 
     # --- models -----------------------------------------------------------------------------------
     def _model_data(self, model_id: str) -> dict[str, Any] | None:
+        if not is_id(model_id):
+            return None
         meta, version = self.redis.hmget(keys.model(model_id), ["meta", "version"])
         if meta is None or version is None:
             return None
@@ -352,6 +381,8 @@ class Store:
 
     def model_exists(self, model_id: str) -> bool:
         """Whether a model with this id exists (one cheap call; records never change once written)."""
+        if not is_id(model_id):
+            return False
         return bool(self.redis.exists(keys.model(model_id)))
 
     def lineage_owner(self, name: str, owner: str | None) -> tuple[bool, str | None]:
@@ -381,9 +412,9 @@ class Store:
         """
         if self.model_exists(ref):
             return ref
-        name, alias = split_ref(ref)
-        if not valid_name(name) or (alias is not None and not valid_name(alias)):
+        if not valid_ref(ref):
             return None
+        name, alias = split_ref(ref)
         found, lineage_owner = self.lineage_owner(name, owner)
         if not found:
             return None

@@ -25,12 +25,12 @@ from service.schemas import (
     PromotionGuard,
 )
 from worker import AmbiguousModelNameError, ModelRecord
-from worker.aliases import NAME_MAX_LENGTH, NAME_REGEX, AliasConflictError, AliasRecord
+from worker.aliases import NAME_MAX_LENGTH, NAME_PATTERN, AliasConflictError, AliasRecord
 
 router = APIRouter(prefix="/v1/models", tags=["aliases"])
 
-AliasName = Annotated[str, Path(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_REGEX)]
-ModelName = Annotated[str, Path(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_REGEX)]
+AliasName = Annotated[str, Path(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
+ModelName = Annotated[str, Path(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
 
 _ERRORS = responses(401, 404, 409, 422, 503)
 

@@ -30,6 +30,7 @@ _UPLOAD_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
+                    "additionalProperties": False,
                     "properties": {
                         "file": {
                             "type": "string",
@@ -56,6 +57,9 @@ _UPLOAD_BODY: dict[str, Any] = {
         },
     }
 }
+
+
+_FORM_FIELDS = frozenset(_UPLOAD_BODY["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"])
 
 
 def dataset_public(record: DatasetRecord) -> DatasetPublic:
@@ -96,6 +100,9 @@ async def _from_multipart(request: Request, limits: Limits) -> tuple[Dataset, st
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise invalid("file", "missing multipart file field `file` (a CSV or NPZ file)")
+        unknown = sorted(set(form.keys()) - _FORM_FIELDS)
+        if unknown:
+            raise invalid(unknown[0], f"unknown form field; the form takes {', '.join(sorted(_FORM_FIELDS))}")
         label_field = form.get("label_column")
         name_field = form.get("name")
         if label_field is not None and not isinstance(label_field, str):
@@ -136,7 +143,7 @@ async def _from_json(request: Request, limits: Limits) -> tuple[Dataset, str | N
     status_code=201,
     summary="Upload a dataset",
     responses={
-        **responses(400, 401, 413, 415, 422, 503),
+        **responses(400, 401, 413, 415, 422, 503, 507),
         201: {
             "description": "The dataset's summary.",
             "links": {

@@ -8,9 +8,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Response
 
 from engine import TrainConfig
-from service.deps import Caller, Limit, Offset, State, job_or_404
+from service.deps import HISTORY_LIMIT, AppState, Caller, History, HistoryWindow, Limit, Offset, State, job_or_404
 from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
-from service.schemas import EpochPublic, JobCreate, JobList, JobPublic, JobStatus, ProgressPublic
+from service.schemas import (
+    EpochPublic,
+    JobCreate,
+    JobList,
+    JobPublic,
+    JobStatus,
+    JobSummaryPublic,
+    ProgressPublic,
+)
 from worker import (
     TERMINAL_STATUSES,
     JobRecord,
@@ -34,8 +42,8 @@ def _progress(record: JobRecord) -> ProgressPublic | None:
     return progress
 
 
-def job_public(record: JobRecord, position: int | None = None) -> JobPublic:
-    return JobPublic(
+def job_summary(record: JobRecord, position: int | None = None) -> JobSummaryPublic:
+    return JobSummaryPublic(
         id=record.id,
         name=record.name,
         dataset_id=record.dataset_id,
@@ -43,7 +51,6 @@ def job_public(record: JobRecord, position: int | None = None) -> JobPublic:
         config=dict(record.spec),
         queue_position=position,
         progress=_progress(record),
-        history=[EpochPublic.model_validate(entry) for entry in record.history],
         model_id=record.model_id,
         error=record.error,
         attempts=record.attempts,
@@ -53,7 +60,19 @@ def job_public(record: JobRecord, position: int | None = None) -> JobPublic:
     )
 
 
-def _position(state: State, record: JobRecord) -> int | None:
+def job_public(state: AppState, record: JobRecord, window: HistoryWindow | None = None) -> JobPublic:
+    """The job with one page of its history (the first page by default)."""
+    window = window or HistoryWindow(0, HISTORY_LIMIT)
+    entries, total = state.store.job_history(record.id, window.offset, window.limit)
+    return JobPublic(
+        **job_summary(record, _position(state, record)).model_dump(),
+        history=[EpochPublic.model_validate(entry) for entry in entries],
+        history_total=total,
+        history_offset=window.offset,
+    )
+
+
+def _position(state: AppState, record: JobRecord) -> int | None:
     if record.status != "queued":
         return None
     return queue_position(state.redis, record.id, queue_name=state.settings.queue_name)
@@ -151,7 +170,7 @@ def create_job(body: JobCreate, response: Response, state: State, caller: Caller
         state.store.set_job_fields(record.id, status="failed", error="could not be queued")
         raise
     response.headers["Location"] = f"/v1/jobs/{record.id}"
-    return job_public(record, _position(state, record))
+    return job_public(state, record)
 
 
 @router.get("", summary="List jobs", responses=responses(401, 422, 503))
@@ -162,16 +181,20 @@ def list_jobs(
     offset: Offset = 0,
     limit: Limit = 50,
 ) -> JobList:
-    """The caller's jobs (every job for admins), newest first; `status` filters."""
+    """The caller's jobs (every job for admins), newest first; `status` filters. Histories are left out:
+    read a job for its history."""
     records, total = state.store.list_jobs(owner=caller.scope, status=status, offset=offset, limit=limit)
-    items = [job_public(record, _position(state, record)) for record in records]
+    items = [job_summary(record, _position(state, record)) for record in records]
     return JobList(items=items, total=total, offset=offset, limit=limit)
 
 
 @router.get("/{job_id}", summary="Read a job", responses=responses(401, 404, 503))
-def read_job(record: Annotated[JobRecord, Depends(job_or_404)], state: State) -> JobPublic:
-    """Status, progress (with ETA), per-epoch history, queue position while queued, model id once done."""
-    return job_public(record, _position(state, record))
+def read_job(record: Annotated[JobRecord, Depends(job_or_404)], state: State, window: History) -> JobPublic:
+    """Status, progress (with ETA), per-epoch history, queue position while queued, model id once done.
+
+    The history is paged: `history_offset` (default 0) and `history_limit` (default 1000) choose the entries,
+    `history_total` tells how many there are."""
+    return job_public(state, record, window)
 
 
 @router.post("/{job_id}/cancel", summary="Cancel a job", responses=responses(401, 404, 409, 503))
@@ -180,4 +203,4 @@ def cancel(record: Annotated[JobRecord, Depends(job_or_404)], state: State) -> J
     if record.status in TERMINAL_STATUSES:
         raise ApiError(409, "conflict", f"job {record.id!r} is already {record.status}")
     updated = cancel_job(state.redis, state.store, record.id, queue_name=state.settings.queue_name)
-    return job_public(updated, _position(state, updated))
+    return job_public(state, updated)

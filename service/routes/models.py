@@ -18,10 +18,18 @@ from fastapi import APIRouter, Depends, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 import engine
-from service.deps import AppState, Caller, Limit, Offset, State, find_model, model_or_404
+from service.deps import AppState, Caller, History, Limit, Offset, State, find_model, model_or_404
 from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
 from service.onnx_export import export_onnx
-from service.schemas import EpochPublic, ModelList, ModelPublic, Name, PredictCreate, PredictionPublic
+from service.schemas import (
+    EpochPublic,
+    ModelList,
+    ModelPublic,
+    ModelSummaryPublic,
+    Name,
+    PredictCreate,
+    PredictionPublic,
+)
 from worker import BlobError, ModelRecord, NotFoundError
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -36,8 +44,8 @@ def _metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
     return shown
 
 
-def model_public(record: ModelRecord) -> ModelPublic:
-    return ModelPublic(
+def model_summary(record: ModelRecord) -> ModelSummaryPublic:
+    return ModelSummaryPublic(
         id=record.id,
         name=record.name,
         version=record.version,
@@ -51,10 +59,7 @@ def model_public(record: ModelRecord) -> ModelPublic:
         n_features=record.n_features,
         n_parameters=record.n_parameters,
         metrics=_metrics(record.metrics),  # type: ignore[arg-type]
-        history=[EpochPublic.model_validate(entry) for entry in record.history],
         config=dict(record.config),
-        validation_report=record.validation_report,
-        receipt=record.receipt,
         parent_model_id=record.parent_model_id,
     )
 
@@ -71,16 +76,31 @@ def list_models(
     limit: Limit = 50,
 ) -> ModelList:
     """The caller's models (every model for admins), newest first; with `name`, the caller's versions of
-    that name, newest version first (admins: every owner's models of that name, newest first)."""
+    that name, newest version first (admins: every owner's models of that name, newest first). Histories
+    are left out: read a model for its history."""
     records, total = state.store.list_models(owner=caller.scope, name=name, offset=offset, limit=limit)
-    return ModelList(items=[model_public(r) for r in records], total=total, offset=offset, limit=limit)
+    return ModelList(items=[model_summary(r) for r in records], total=total, offset=offset, limit=limit)
 
 
 @router.get("/{model_id}", summary="Read a model", responses=responses(401, 404, 409, 503))
-def read_model(record: Model) -> ModelPublic:
+def read_model(record: Model, state: State, window: History) -> ModelPublic:
     """Architecture, classes, metrics and history of a model; a name means the caller's latest version of
-    it (admins: the latest version when one owner uses the name, else 409 asking for the id)."""
-    return model_public(record)
+    it (admins: the latest version when one owner uses the name, else 409 asking for the id).
+
+    The history is paged: `history_offset` (default 0) and `history_limit` (default 1000) choose the entries,
+    `history_total` tells how many there are."""
+    full = state.store.get_model(record.id)  # the cached record keeps no history
+    if full is None:
+        raise not_found("model", record.id)
+    page = full.history[window.offset : window.offset + window.limit]
+    return ModelPublic(
+        **model_summary(full).model_dump(),
+        history=[EpochPublic.model_validate(entry) for entry in page],
+        history_total=len(full.history),
+        history_offset=window.offset,
+        validation_report=full.validation_report,
+        receipt=full.receipt,
+    )
 
 
 @router.delete("/{model_id}", status_code=204, summary="Delete a model", responses=responses(401, 404, 409, 503))
@@ -119,9 +139,11 @@ def _probabilities(model: engine.Model, X: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict_proba(X), dtype=np.float64)
 
 
-INLINE_ROWS = 256
-"""Requests up to this many rows are computed on the event loop (microseconds of NumPy work, cheaper than a
-thread-pool hop); larger ones in the thread pool, so they never stall other requests."""
+def runs_inline(rows: int, n_parameters: int, max_inline_compute: int) -> bool:
+    """Whether a prediction is cheap enough for the event loop: its compute, rows x parameters (about the
+    multiply-adds of a forward pass), is within `max_inline_compute` (then the NumPy work costs less than a
+    thread-pool hop). Anything larger runs in the thread pool, so one big model never stalls other requests."""
+    return rows * n_parameters <= max_inline_compute
 
 
 @router.post(
@@ -157,7 +179,7 @@ async def predict(model_id: str, body: PredictCreate, state: State, caller: Call
     (state.metrics.model_cache_hits if hit else state.metrics.model_cache_misses).inc()
     X = np.asarray(body.instances, dtype=np.float64)
     try:
-        if rows <= INLINE_ROWS:
+        if runs_inline(rows, record.n_parameters, state.settings.predict_inline_compute):
             probabilities = _probabilities(model, X)
         else:
             probabilities = await run_in_threadpool(_probabilities, model, X)
@@ -170,8 +192,8 @@ async def predict(model_id: str, body: PredictCreate, state: State, caller: Call
         predictions = [classes[i] for i in np.argmax(probabilities, axis=1).tolist()]
     else:
         raise ApiError(500, "internal_error", "model output does not match its classes")
-    state.metrics.prediction_requests.labels(record.name).inc()
-    state.metrics.prediction_latency.labels(record.name).observe(time.perf_counter() - started)
+    state.metrics.prediction_requests.inc()
+    state.metrics.prediction_latency.observe(time.perf_counter() - started)
     # Serialised here: a PredictionPublic round trip (validate, then dump) would only re-check these types.
     payload = {
         "model_id": record.id,

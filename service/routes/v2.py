@@ -309,8 +309,8 @@ def _infer(state: AppState, record: ModelRecord, body: InferenceRequest) -> JSON
             "data": probabilities.astype(np.float32).ravel().tolist(),
         },
     }
-    state.metrics.prediction_requests.labels(record.name).inc()
-    state.metrics.prediction_latency.labels(record.name).observe(time.perf_counter() - started)
+    state.metrics.prediction_requests.inc()
+    state.metrics.prediction_latency.observe(time.perf_counter() - started)
     response: dict[str, Any] = {"model_name": record.name, "model_version": str(record.version)}
     if body.id is not None:
         response["id"] = body.id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -146,3 +147,44 @@ def test_keys_never_logged(make_client: Callable[..., TestClient], capfd: pytest
     err = capfd.readouterr().err
     assert '"path": "/v1/datasets"' in err
     assert "alice-key-1234" not in err and "wrong-secret-key" not in err
+
+
+def _operations(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    paths = spec["paths"]
+    return {f"{method.upper()} {path}": op for path, ops in paths.items() for method, op in ops.items()}
+
+
+def test_openapi_declares_no_security_without_keys(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert "securitySchemes" not in spec.get("components", {})
+    for name, operation in _operations(spec).items():
+        assert "security" not in operation, name
+        assert "401" not in operation["responses"] and "403" not in operation["responses"], name
+
+
+@pytest.mark.parametrize("metrics_public", [True, False])
+def test_openapi_declares_bearer_security_with_keys(
+    make_client: Callable[..., TestClient], metrics_public: bool
+) -> None:
+    spec = make_client(api_keys=KEYS, metrics_public=metrics_public).get("/openapi.json", headers=ALICE).json()
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    for name, operation in _operations(spec).items():
+        path = name.split()[1]
+        keyed_v2 = path.startswith("/v2") and not path.startswith("/v2/health")
+        secured = path.startswith("/v1/") or keyed_v2 or (name == "GET /metrics" and not metrics_public)
+        assert operation.get("security") == ([{"HTTPBearer": []}] if secured else None), name
+
+
+def test_upload_form_schema_is_exact_and_enforced(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    form = spec["paths"]["/v1/datasets"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["additionalProperties"] is False
+    assert set(form["properties"]) == {"file", "label_column", "name"} and form["required"] == ["file"]
+
+    extra = upload_csv(client, blobs_csv(n_per_class=4), name="ok", bogus="1")
+    assert extra.status_code == 422, extra.text
+    assert extra.json()["error"]["details"][0]["field"] == "bogus"
+    assert "file, label_column, name" in extra.json()["error"]["message"]
+    csv = b"a,b,y\n0,0,p\n1,1,q\n0,1,p\n1,0,q\n"
+    exact = upload_csv(client, csv, name="ok", label_column="y")
+    assert exact.status_code == 201, exact.text
