@@ -1,1 +1,37 @@
-"""Backprop as a product: the `backprop` command, its process supervisor, embedded Redis and a local stack."""
+"""Backprop: train and serve neural-network classifiers. `from backprop import Client` talks to the API."""
+
+from backprop.client import (
+    BackpropError,
+    Client,
+    Conflict,
+    Dataset,
+    Event,
+    Forbidden,
+    InvalidRequest,
+    Job,
+    JobCanceled,
+    JobFailed,
+    Model,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+)
+
+__all__ = [
+    "BackpropError",
+    "Client",
+    "Conflict",
+    "Dataset",
+    "Event",
+    "Forbidden",
+    "InvalidRequest",
+    "Job",
+    "JobCanceled",
+    "JobFailed",
+    "Model",
+    "NotFound",
+    "RateLimited",
+    "Unauthorized",
+    "Unavailable",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from worker import keys
 from worker.blobs import BlobError, StorageFullError
 from worker.checkpoints import checkpoint_failures
+from worker.progress import subscribe_job_events
 from worker.queue import (
     cancel_job,
     enqueue_training,
@@ -43,5 +44,6 @@ __all__ = [
     "queue_position",
     "reap",
     "run_worker",
+    "subscribe_job_events",
     "workers_alive",
 ]

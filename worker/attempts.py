@@ -9,12 +9,16 @@ and the job is running, so an orphaned or superseded attempt can never commit. T
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from worker import keys
+
+logger = logging.getLogger(__name__)
 
 # The keys every status change updates, in the scripts' order (the active set last: KEYS[#KEYS]).
 _COUNTERS = (keys.job_counts(), keys.jobs_running(), keys.jobs_active())
@@ -156,6 +160,21 @@ return status
 """
 
 
+def publish_status(redis: Redis, job_id: str) -> None:
+    """Announce the job's current status and attempt on its event channel (`keys.job_events`).
+
+    Best effort: the job record stays the source of truth, and event streams re-read it.
+    """
+    try:
+        status, attempt = redis.hmget(keys.job(job_id), ["status", "attempts"])
+        if status is None:
+            return
+        message = {"event": "status", "status": json.loads(status), "attempt": int(json.loads(attempt or b"0"))}
+        redis.publish(keys.job_events(job_id), json.dumps(message))
+    except RedisError as exc:
+        logger.warning("job %s: status event not published: %s", job_id, exc)
+
+
 class SupersededAttemptError(RuntimeError):
     """This attempt's fencing token is no longer current (another attempt took over, or the job ended)."""
 
@@ -207,6 +226,8 @@ class Attempts:
             ],
             args=[json.dumps(started_at), json.dumps(worker), json.dumps(heartbeat_interval), job_id],
         )
+        if int(token) > 0:
+            publish_status(self.redis, job_id)
         return Begin(int(token), json.loads(previous) if previous else None)
 
     def is_current(self, job_id: str, token: int) -> bool:
@@ -247,6 +268,8 @@ class Attempts:
         )
         if not result:
             return False, ""
+        if "status" in fields:
+            publish_status(self.redis, job_id)
         return True, _text(result[1])
 
     def set_checkpoint(
@@ -309,6 +332,8 @@ class Attempts:
         )
         if not result:
             return 0, ""
+        if "status" in job_fields:
+            publish_status(self.redis, job_id)
         return int(result[0]), _text(result[1])
 
     # --- the API's side (status-conditional) ---------------------------------------------------------
@@ -330,6 +355,8 @@ class Attempts:
                 job_id,
             ],
         )
+        if result and "status" in fields:
+            publish_status(self.redis, job_id)
         return bool(result)
 
     def cancel(self, job_id: str, *, finished_at: str) -> str:
@@ -344,6 +371,8 @@ class Attempts:
             args=[json.dumps(finished_at), job_id],
         )
         text = _text(result)
+        if text == "canceled":
+            publish_status(self.redis, job_id)
         return text if text in ("canceled", "stopping", "") else str(json.loads(text))
 
     def stop_requested(self, job_id: str) -> bool:

@@ -141,3 +141,8 @@ def model_evaluations(model_id: str) -> str:
 def model_verifications(model_id: str) -> str:
     """Verification results of one model, oldest first, one JSON entry each (list)."""
     return f"{PREFIX}model:{model_id}:verifications"
+
+
+def job_events(job_id: str) -> str:
+    """Pub/sub channel of one job's live events: status changes and reported epochs (JSON messages)."""
+    return f"{PREFIX}job:{job_id}:events"

@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from redis import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from worker import keys
 from worker.attempts import Attempts, SupersededAttemptError
 from worker.records import utc_now
+
+logger = logging.getLogger(__name__)
+
+
+def publish_progress(redis: Redis, job_id: str, reported: list[dict[str, Any]]) -> None:
+    """Announce reported epochs (each the job's `progress` object of that epoch) on the job's event channel.
+
+    Best effort: the stored history stays the source of truth; event streams fill gaps from it.
+    """
+    channel = keys.job_events(job_id)
+    try:
+        with redis.pipeline(transaction=False) as pipe:
+            for progress in reported:
+                message = {"event": "progress", "epoch": progress["epoch"], "progress": progress}
+                pipe.publish(channel, json.dumps(message))
+            pipe.execute()
+    except RedisError as exc:
+        logger.warning("job %s: progress events not published: %s", job_id, exc)
+
+
+async def subscribe_job_events(pubsub: PubSub, job_id: str) -> None:
+    """Subscribe an asyncio pub/sub connection to a job's events (JSON messages: `{"event": "progress",
+    "epoch", "progress"}` per stored epoch, `{"event": "status", "status", "attempt"}` per status change)."""
+    await pubsub.subscribe(keys.job_events(job_id))
 
 
 class ProgressReporter:
@@ -37,6 +68,7 @@ class ProgressReporter:
         self.started = clock()
         self.last_write: float | None = None
         self.pending: list[dict[str, Any]] = []
+        self.reported: list[dict[str, Any]] = []  # the progress object of each pending epoch, to publish
         self.progress: dict[str, Any] | None = None
         self.trimmed = False
         self.writes = 0
@@ -45,6 +77,7 @@ class ProgressReporter:
         """Record one finished epoch (`EpochMetrics.to_dict()`); write if due or `final`."""
         self.pending.append(metrics)
         self.progress = self._progress(metrics, final=final)
+        self.reported.append(self.progress)
         now = self.clock()
         if final or self.last_write is None or now - self.last_write >= self.min_interval:
             self.flush()
@@ -87,5 +120,8 @@ class ProgressReporter:
             raise SupersededAttemptError(self.job_id, self.token)
         self.trimmed = True
         self.pending = []
+        if self.reported:
+            publish_progress(self.attempts.redis, self.job_id, self.reported)
+            self.reported = []
         self.last_write = self.clock()
         self.writes += 1

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 import redis
 
-from worker import Store
+from worker import Store, keys
 from worker.attempts import Attempts, SupersededAttemptError
 from worker.progress import ProgressReporter
 
@@ -71,3 +74,35 @@ def test_progress_of_a_superseded_attempt_raises(redis_conn: redis.Redis, store:
     attempts.begin(job.id, started_at="t", worker="w2", heartbeat_interval=10)
     with pytest.raises(SupersededAttemptError):
         reporter.epoch(_metrics(1, 5), final=False)
+
+
+def test_progress_publishes_every_epoch_after_its_write_and_status_changes(
+    redis_conn: redis.Redis, store: Store
+) -> None:
+    job = store.create_job({}, owner=None, dataset_id="d", name="j")
+    pubsub = redis_conn.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.job_events(job.id))
+    attempts = Attempts(redis_conn)
+    token = attempts.begin(job.id, started_at="t", worker="w", heartbeat_interval=10).token
+    clock = FakeClock()
+    reporter = ProgressReporter(attempts, job.id, token, start_epoch=0, min_interval=1.0, clock=clock)
+    published: list[dict[str, Any]] = []
+    for epoch in range(1, 6):
+        clock.now += 0.3
+        reporter.epoch(_metrics(epoch, 5), final=epoch == 5)
+        while (message := pubsub.get_message(timeout=0.05)) is not None:
+            published.append(json.loads(message["data"]))
+            if published[-1]["event"] == "progress":  # published only once the epoch is stored
+                stored = store.get_job(job.id)
+                assert stored is not None and stored.history[-1]["epoch"] >= published[-1]["epoch"]
+    assert attempts.write(job.id, token, {"status": "failed", "error": "x"})[0]
+    while (message := pubsub.get_message(timeout=0.2)) is not None:
+        published.append(json.loads(message["data"]))
+    pubsub.close()
+    assert published[0] == {"event": "status", "status": "running", "attempt": 1}
+    progress = [entry for entry in published if entry["event"] == "progress"]
+    assert [entry["epoch"] for entry in progress] == [1, 2, 3, 4, 5]
+    assert all(entry["progress"]["epoch"] == entry["epoch"] for entry in progress)
+    record = store.get_job(job.id)
+    assert record is not None and progress[-1]["progress"] == record.progress
+    assert published[-1] == {"event": "status", "status": "failed", "attempt": 1}
