@@ -248,6 +248,11 @@ class Training:
         """Number of weights and biases."""
         return int(self._ws.theta.size)
 
+    @property
+    def validation_indices(self) -> NDArray[np.intp]:
+        """Rows of ``X`` held out for validation, shape (n_validation,) (empty without a split)."""
+        return self._val_idx.copy()
+
     def stop(self, reason: str = "callback") -> None:
         """Finish the run now (the next :meth:`result` reports ``reason``)."""
         if not self._finished:

@@ -15,6 +15,7 @@ FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
 ResourceId = Annotated[str, Field(min_length=1, max_length=128)]
 
+JobKind = Literal["train", "evaluate", "verify"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled", "stalled"]
 
 
@@ -182,10 +183,13 @@ class JobSummaryPublic(BaseModel):
     """A job as lists show it: everything but the per-epoch history (read the job for that)."""
 
     id: str
+    kind: JobKind = Field("train", description="`train`, `evaluate` (a model on a dataset) or `verify`.")
     name: str
     dataset_id: str
     status: JobStatus
-    config: dict[str, Any] = Field(description="The training configuration (engine TrainConfig).")
+    config: dict[str, Any] = Field(
+        description="The training configuration (engine TrainConfig); `{model_id}` for evaluate and verify jobs."
+    )
     queue_position: int | None = Field(None, description="0-based position in the queue while queued.")
     progress: ProgressPublic | None = None
     model_id: str | None = None
@@ -194,6 +198,9 @@ class JobSummaryPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    result: dict[str, Any] | None = Field(
+        None, description="What an evaluate or verify job found (the full report is stored with the model)."
+    )
 
 
 class HistoryPage(BaseModel):
@@ -391,6 +398,40 @@ class EvaluationPublic(BaseModel):
 
 class EvaluationList(BaseModel):
     items: list[EvaluationPublic]
+    total: int
+
+
+class EnvironmentDifference(BaseModel):
+    field: str = Field(description="`engine_version`, `numpy_version`, `blas_library`, `blas_version`, ...")
+    recorded: Any
+    current: Any
+
+
+class ChecksumPublic(BaseModel):
+    ok: bool = Field(description="Whether the stored model file matches its checksum.")
+    message: str | None = None
+
+
+class VerificationPublic(BaseModel):
+    """The result of retraining a model from its receipt."""
+
+    id: str
+    model_id: str
+    job_id: str | None = None
+    created_at: datetime
+    match: bool = Field(
+        description="Retrained weights equal the receipt's bit for bit, and the stored model is intact."
+    )
+    weights_sha256: str | None = Field(description="sha256 of the retrained weights.")
+    expected_sha256: str | None = Field(description="sha256 of the weights in the receipt.")
+    environment_differs: list[EnvironmentDifference]
+    checksum: ChecksumPublic
+    problems: list[str] = []
+    error: str | None = None
+
+
+class VerificationList(BaseModel):
+    items: list[VerificationPublic]
     total: int
 
 

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 import engine
-from worker.records import ModelRecord, utc_now
+from worker.attempts import Attempts, SupersededAttemptError
+from worker.records import JobRecord, ModelRecord, utc_now
 from worker.store import NotFoundError, Store, new_id
 
 
@@ -54,3 +55,47 @@ def evaluate_model(
     }
     store.add_evaluation(record.id, entry)
     return entry
+
+
+def validation_report(model: engine.Model, X: np.ndarray, y: np.ndarray, rows: np.ndarray) -> dict[str, Any] | None:
+    """The evaluation report of a freshly trained model on its validation split (None without one)."""
+    if len(rows) == 0:
+        return None
+    with np.errstate(all="ignore"):
+        probabilities = model.predict_proba(X[rows])
+    return engine.evaluation_report(y[rows], probabilities, list(model.classes))
+
+
+def run_evaluation_job(store: Store, attempts: Attempts, record: JobRecord, token: int) -> dict[str, Any]:
+    """The body of an `evaluate` job: evaluate `spec.model_id` on the job's dataset, store the report."""
+    model_id = str(record.spec.get("model_id"))
+    model = store.get_model(model_id)
+    if model is None:
+        return finish(attempts, record, token, "failed", error=f"model {model_id} not found (was it deleted?)")
+    entry = evaluate_model(store, model, record.dataset_id, by=record.owner)
+    summary = {name: entry[name] for name in ("id", "n_samples", "accuracy", "log_loss", "macro_f1")}
+    return finish(attempts, record, token, "succeeded", model_id=model_id, result={"evaluation": summary})
+
+
+def finish(
+    attempts: Attempts,
+    record: JobRecord,
+    token: int,
+    status: str,
+    *,
+    error: str | None = None,
+    model_id: str | None = None,
+    result: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """End a non-training job with `status` (fenced: a superseded attempt writes nothing)."""
+    fields: dict[str, Any] = {"status": status, "finished_at": utc_now()}
+    if error is not None:
+        fields["error"] = error
+    if model_id is not None:
+        fields["model_id"] = model_id
+    if result is not None:
+        fields["result"] = result
+    applied, _ = attempts.write(record.id, token, fields, drop_checkpoint=True)
+    if not applied:
+        raise SupersededAttemptError(record.id, token)
+    return {"job_id": record.id, "status": status, **({"error": error} if error else {})}

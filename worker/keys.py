@@ -64,6 +64,11 @@ def checkpoint_failures() -> str:
     return f"{PREFIX}checkpoint-failures"
 
 
+def job_attempt_log(job_id: str) -> str:
+    """How each attempt of a job started: attempt number, worker, epoch resumed from (list of JSON)."""
+    return f"{PREFIX}job:{job_id}:attempt-log"
+
+
 def job_counts() -> str:
     """Jobs per status (fields: JSON-encoded statuses), queued jobs per owner (fields: `queued_of:` + the
     JSON-encoded owner), `epochs` (history entries of all jobs) and `built` (the version of these indexes,

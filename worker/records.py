@@ -7,6 +7,9 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
+JOB_KINDS = ("train", "evaluate", "verify")
+"""What a job does: train a model, evaluate one on a dataset, or retrain one from its receipt to verify it."""
+
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled", "stalled")
 TERMINAL_STATUSES = ("succeeded", "failed", "canceled")
 
@@ -60,6 +63,8 @@ class JobRecord:
     finished_at: str | None = None
     attempts: int = 0
     timeout: int | None = None
+    kind: str = "train"
+    result: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict."""

@@ -19,6 +19,7 @@ from worker.aliases import Aliases, split_ref, valid_ref
 from worker.attempts import Attempts
 from worker.blobs import BlobError, BlobStore
 from worker.records import (
+    JOB_KINDS,
     JOB_STATUSES,
     DatasetRecord,
     JobRecord,
@@ -226,8 +227,13 @@ class Store:
             raise BlobError(f"dataset {dataset_id}: unreadable blob ({exc})") from exc
 
     # --- jobs -------------------------------------------------------------------------------------
-    def create_job(self, spec: dict[str, Any], *, owner: str | None, dataset_id: str, name: str) -> JobRecord:
-        """A new job record with status `queued` (enqueue it with `enqueue_training`)."""
+    def create_job(
+        self, spec: dict[str, Any], *, owner: str | None, dataset_id: str, name: str, kind: str = "train"
+    ) -> JobRecord:
+        """A new job record with status `queued` (enqueue it with `enqueue_training`); `kind` is one of
+        JOB_KINDS (`spec` of an evaluate or verify job: `{"model_id": ...}`)."""
+        if kind not in JOB_KINDS:
+            raise ValueError(f"kind must be one of {list(JOB_KINDS)}, got {kind!r}")
         record = JobRecord(
             id=new_id(),
             name=name,
@@ -236,6 +242,7 @@ class Store:
             spec=dict(spec),
             status="queued",
             created_at=utc_now(),
+            kind=kind,
         )
         fields = record.to_dict()
         del fields["history"]
@@ -499,4 +506,14 @@ class Store:
     def list_verifications(self, model_id: str) -> list[dict[str, Any]]:
         """The model's verification results, oldest first."""
         raw: list[bytes] = self.redis.lrange(keys.model_verifications(model_id), 0, -1)  # type: ignore[assignment]
+        return [json.loads(entry) for entry in raw]
+
+    # --- attempts of a job (for receipts) ---------------------------------------------------------
+    def log_attempt(self, job_id: str, entry: dict[str, Any]) -> None:
+        """Record how an attempt of the job started (its number, worker, the epoch it resumed from)."""
+        self.redis.rpush(keys.job_attempt_log(job_id), json.dumps(entry))
+
+    def attempt_log(self, job_id: str) -> list[dict[str, Any]]:
+        """How every attempt of the job started, oldest first."""
+        raw: list[bytes] = self.redis.lrange(keys.job_attempt_log(job_id), 0, -1)  # type: ignore[assignment]
         return [json.loads(entry) for entry in raw]

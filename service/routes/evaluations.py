@@ -1,7 +1,8 @@
-"""/v1/models/{ref}/evaluate and /evaluations: evaluation reports of a model on a dataset, stored with it.
+"""/v1/models/{ref}/evaluate, /evaluations, /verify and /verifications: evaluation reports of a model on a
+dataset, and verifications that retrain it from its receipt; both stored with the model.
 
-Up to `max_predict_rows` rows the report is computed in the request (in the thread pool, off the event
-loop); above that the request is queued as an evaluation job and answered with 202.
+Up to `max_predict_rows` rows an evaluation is computed in the request (in the thread pool, off the event
+loop); above that it is queued as an `evaluate` job and answered with 202. A verification is always a job.
 """
 
 from __future__ import annotations
@@ -9,12 +10,21 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
 
 from service.auth import Principal
 from service.deps import AppState, Caller, State, model_or_404
-from service.errors import invalid, limit_exceeded, not_found, responses
+from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
+from service.routes.jobs import job_public, submit_job
 from service.routes.models import _loaded
-from service.schemas import EvaluationCreate, EvaluationList, EvaluationPublic
+from service.schemas import (
+    EvaluationCreate,
+    EvaluationList,
+    EvaluationPublic,
+    JobPublic,
+    VerificationList,
+    VerificationPublic,
+)
 from worker import BlobError, DatasetRecord, ModelRecord, NotFoundError
 from worker.evaluation import FeatureMismatchError, evaluate_model
 
@@ -68,17 +78,78 @@ def evaluate_now(
         raise invalid(field, str(exc)) from None
 
 
+_ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {
+        "model": JobPublic,
+        "description": "Accepted: queued as a job; its report is stored with the model when it succeeds.",
+        "headers": {"Location": {"schema": {"type": "string"}, "description": "URL of the job."}},
+    }
+}
+
+
+def _queued(state: AppState, caller: Principal, record: ModelRecord, dataset: DatasetRecord, kind: str) -> JSONResponse:
+    epochs = 1 if kind == "evaluate" else int(record.config.get("epochs", 1))
+    job = submit_job(
+        state,
+        caller,
+        {"model_id": record.id},
+        dataset,
+        name=record.name,
+        parameters=record.n_parameters,
+        epochs=epochs,
+        kind=kind,
+    )
+    body = job_public(state, job).model_dump(mode="json")
+    return JSONResponse(body, status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+
 @router.post(
     "/{model_id}/evaluate",
     summary="Evaluate a model on a dataset",
     response_model=EvaluationPublic,
-    responses=responses(401, 404, 409, 422, 503),
+    responses={**responses(401, 404, 409, 422, 429, 503), **_ACCEPTED},
 )
 def evaluate(record: Model, body: EvaluationCreate, state: State, caller: Caller) -> Any:
     """The evaluation report of the model on a dataset (stored with the model): accuracy, log loss,
-    macro F1, confusion matrix, per-class figures and calibration."""
+    macro F1, confusion matrix, per-class figures and calibration. Above `max_predict_rows` rows: 202 and
+    an `evaluate` job (follow it at `Location`; the report then appears in the model's evaluations)."""
     dataset = body_dataset(state, caller, body.dataset_id, "dataset_id")
+    check_features(record, dataset, "dataset_id")
+    if dataset.n_samples > state.settings.max_predict_rows:
+        return _queued(state, caller, record, dataset, "evaluate")
     return evaluate_now(state, caller, record, dataset, "dataset_id")
+
+
+@router.post(
+    "/{model_id}/verify",
+    status_code=202,
+    summary="Verify a model by retraining it",
+    response_model=JobPublic,
+    responses={**responses(401, 404, 409, 422, 429, 503), **_ACCEPTED},
+)
+def verify(record: Model, state: State, caller: Caller) -> Any:
+    """Queue a `verify` job: a worker retrains the model from its receipt (same data, config, seed and
+    BLAS thread count) and compares the weights bit for bit; the result is stored with the model."""
+    if record.receipt is None:
+        raise ApiError(422, "no_receipt", f"model {record.id!r} has no receipt (it was trained before receipts)")
+    dataset_id = str(record.receipt.get("dataset_id", record.dataset_id))
+    dataset = state.store.get_dataset(dataset_id)
+    if dataset is None:
+        raise ApiError(
+            422, "dataset_gone", f"the dataset {dataset_id!r} the model was trained on was deleted; cannot retrain"
+        )
+    return _queued(state, caller, record, dataset, "verify")
+
+
+@router.get(
+    "/{model_id}/verifications",
+    summary="List a model's verifications",
+    responses=responses(401, 404, 409, 503),
+)
+def list_verifications(record: Model, state: State) -> VerificationList:
+    """Every verification result of the model, oldest first."""
+    entries = state.store.list_verifications(record.id)
+    return VerificationList(items=[VerificationPublic.model_validate(e) for e in entries], total=len(entries))
 
 
 @router.get(

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Response
 
 from engine import TrainConfig
+from service.auth import Principal
 from service.deps import HISTORY_LIMIT, AppState, Caller, History, HistoryWindow, Limit, Offset, State, job_or_404
 from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
 from service.schemas import (
@@ -21,6 +22,7 @@ from service.schemas import (
 )
 from worker import (
     TERMINAL_STATUSES,
+    DatasetRecord,
     JobRecord,
     cancel_job,
     enqueue_training,
@@ -45,6 +47,7 @@ def _progress(record: JobRecord) -> ProgressPublic | None:
 def job_summary(record: JobRecord, position: int | None = None) -> JobSummaryPublic:
     return JobSummaryPublic(
         id=record.id,
+        kind=record.kind,  # type: ignore[arg-type]
         name=record.name,
         dataset_id=record.dataset_id,
         status=record.status,  # type: ignore[arg-type]
@@ -57,6 +60,7 @@ def job_summary(record: JobRecord, position: int | None = None) -> JobSummaryPub
         created_at=record.created_at,  # type: ignore[arg-type]
         started_at=record.started_at,  # type: ignore[arg-type]
         finished_at=record.finished_at,  # type: ignore[arg-type]
+        result=record.result,
     )
 
 
@@ -135,7 +139,6 @@ def _train_config(body: JobCreate) -> dict[str, Any]:
 )
 def create_job(body: JobCreate, response: Response, state: State, caller: Caller) -> JobPublic:
     """Queue training of a classifier on a dataset; poll the job at the `Location` it returns."""
-    settings = state.settings
     dataset = state.store.get_dataset(body.dataset_id)
     if dataset is None or not caller.may_see(dataset.owner):
         error = not_found("dataset", body.dataset_id)
@@ -143,6 +146,25 @@ def create_job(body: JobCreate, response: Response, state: State, caller: Caller
         raise error
     parameters = _check_compute(body, dataset.n_features, len(dataset.classes), state)
     spec = _train_config(body)
+    name = body.name or dataset.name or f"dataset-{dataset.id[:8]}"
+    record = submit_job(state, caller, spec, dataset, name=name, parameters=parameters, epochs=body.epochs)
+    response.headers["Location"] = f"/v1/jobs/{record.id}"
+    return job_public(state, record)
+
+
+def submit_job(
+    state: AppState,
+    caller: Principal,
+    spec: dict[str, Any],
+    dataset: DatasetRecord,
+    *,
+    name: str,
+    parameters: int,
+    epochs: int,
+    kind: str = "train",
+) -> JobRecord:
+    """Create and queue a job within the per-key and queue-depth limits (429 / 503 otherwise)."""
+    settings = state.settings
     queued = state.store.count_queued_jobs(caller.owner)
     if queued >= settings.max_queued_jobs_per_key:
         raise limit_exceeded(
@@ -153,14 +175,9 @@ def create_job(body: JobCreate, response: Response, state: State, caller: Caller
         error = limit_exceeded(503, "queue depth", "max_queue_depth", depth + 1, settings.max_queue_depth)
         error.headers = {"Retry-After": "30"}
         raise error
-    name = body.name or dataset.name or f"dataset-{dataset.id[:8]}"
-    record = state.store.create_job(spec, owner=caller.owner, dataset_id=dataset.id, name=name)
+    record = state.store.create_job(spec, owner=caller.owner, dataset_id=dataset.id, name=name, kind=kind)
     timeout = job_timeout(
-        dataset.n_samples,
-        parameters,
-        body.epochs,
-        minimum=settings.job_timeout_min,
-        maximum=settings.job_timeout_max,
+        dataset.n_samples, parameters, epochs, minimum=settings.job_timeout_min, maximum=settings.job_timeout_max
     )
     try:
         enqueue_training(
@@ -169,8 +186,7 @@ def create_job(body: JobCreate, response: Response, state: State, caller: Caller
     except Exception:
         state.store.set_job_fields(record.id, status="failed", error="could not be queued")
         raise
-    response.headers["Location"] = f"/v1/jobs/{record.id}"
-    return job_public(state, record)
+    return record
 
 
 @router.get("", summary="List jobs", responses=responses(401, 422, 503))
