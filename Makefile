@@ -35,7 +35,7 @@ test: install-test lint
 	$(BIN)/python -m pytest
 
 lint: install-test
-	$(BIN)/ruff check engine worker service backprop tests bench
+	$(BIN)/ruff check engine worker service backprop tests bench scripts
 	$(BIN)/mypy
 
 ## Benchmarks (needs the bench extra: torch 2.13.0 CPU wheel).

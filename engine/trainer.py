@@ -1,7 +1,8 @@
 """The training loop: minibatches, optimizers, schedules, validation, early stopping, checkpoints.
 
 :class:`Training` is one resumable run (the worker drives it epoch by epoch and checkpoints it with
-:meth:`Training.state_bytes`); :func:`train` is the simple loop around it with an ``on_epoch`` callback.
+:meth:`Training.state_bytes`, a packed :class:`engine.TrainingState`); :func:`train` is the simple loop
+around it with an ``on_epoch`` callback.
 
 Randomness comes from one ``np.random.Generator`` seeded with ``config.seed``, consumed in a fixed order
 (validation split, initial weights, then one permutation per epoch), and its state is part of a
@@ -25,13 +26,11 @@ from engine.losses import targets
 from engine.model import Model
 from engine.network import init_params
 from engine.optimizers import OPTIMIZERS, Hyperparameters, State, clip_by_global_norm
-from engine.serialization import ModelFormatError, finite_or_none, pack, unpack
+from engine.serialization import ModelFormatError, TrainingState, json_safe
 from engine.workspace import Workspace
 
 Array = NDArray[Any]
 
-STATE_FORMAT = "backprop-training-state"
-STATE_FORMAT_VERSION = 1
 _EVAL_ROWS = 512
 
 
@@ -100,14 +99,6 @@ def learning_rate_at(config: TrainConfig, epoch: int) -> float:
     return lr
 
 
-def _resolve_output(config: TrainConfig, n_classes: int) -> str:
-    if config.output == "auto":
-        return "sigmoid" if n_classes == 2 else "softmax"
-    if config.output == "sigmoid" and n_classes != 2:
-        raise ValueError(f"output 'sigmoid' needs exactly 2 classes, got {n_classes}")
-    return config.output
-
-
 class Training:
     """One resumable training run.
 
@@ -117,7 +108,9 @@ class Training:
         Raw features (finite numbers).
     y : array-like, shape (n_samples,)
         Class labels, all ints or all strings; at least two distinct ones.
-    config : TrainConfig, optional
+    config : TrainConfig or TrainingState, optional
+        A new run's options, or a checkpoint (:meth:`state`) to continue on the same ``X`` and ``y``
+        (``ValueError`` if their shape or classes differ).
 
     Examples
     --------
@@ -125,41 +118,35 @@ class Training:
     >>> while not run.finished:                              # doctest: +SKIP
     ...     metrics = run.run_epoch()
     ...     checkpoint = run.state_bytes()
+    >>> run = Training.resume(X, y, checkpoint)              # doctest: +SKIP
     >>> model = run.result().model                          # doctest: +SKIP
     """
 
-    def __init__(self, X: object, y: object, config: TrainConfig | None = None) -> None:
+    def __init__(self, X: object, y: object, config: TrainConfig | TrainingState | None = None) -> None:
         if config is None:
             config = TrainConfig()
-        if not isinstance(config, TrainConfig):
-            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        if not isinstance(config, TrainConfig | TrainingState):
+            raise TypeError(f"config must be a TrainConfig (or a TrainingState), got {type(config).__name__}")
         features = check_features(X, "X")
+        if isinstance(config, TrainingState):
+            state = config
+            if features.shape != (state.n_samples, state.n_features):
+                raise ValueError(
+                    f"X has shape {features.shape} but the training state was made on "
+                    f"{(state.n_samples, state.n_features)}"
+                )
         labels = check_labels(y, features.shape[0], "y")
         classes, y_idx = encode_labels(labels, "y")
-        output = _resolve_output(config, len(classes))
-        rng = np.random.default_rng(config.seed)
-        train_idx, val_idx = stratified_split(y_idx, config.validation_fraction, rng)
-        if config.standardize:
-            mean, scale = standardisation(features, train_idx)
-        else:
-            mean, scale = np.zeros(features.shape[1]), np.ones(features.shape[1])
-        self._setup(config, features, y_idx, classes, output, train_idx, val_idx, mean, scale, rng)
-        self._ws.set_params(init_params(self._layer_sizes, config.activation, rng, self._dtype))
+        if isinstance(config, TrainConfig):
+            state = _new_state(config, features, classes, y_idx)
+        elif classes != state.classes:
+            raise ValueError(f"y has classes {classes} but the training state was made with {state.classes}")
+        self._setup(features, y_idx, state)
+        self._restore(state)
 
-    def _setup(
-        self,
-        config: TrainConfig,
-        X: Array,
-        y_idx: NDArray[np.intp],
-        classes: list[Label],
-        output: str,
-        train_idx: NDArray[np.intp],
-        val_idx: NDArray[np.intp],
-        mean: Array,
-        scale: Array,
-        rng: np.random.Generator,
-    ) -> None:
-        self._config = config
+    def _setup(self, X: Array, y_idx: NDArray[np.intp], state: TrainingState) -> None:
+        """The data, the split, the workspace and the optimizer of the run ``state`` describes."""
+        config = self._config = state.config
         self._dtype = np.dtype(config.dtype)
         with np.errstate(over="ignore"):  # reported below
             self._X = np.ascontiguousarray(X, dtype=self._dtype)
@@ -171,23 +158,21 @@ class Training:
                     "X has values beyond float32's range (about 3.4e38); rescale them or use dtype='float64'"
                 ) from None
         self._y_idx = y_idx
-        self._classes = classes
-        self._output = output
-        n_out = 1 if output == "sigmoid" else len(classes)
-        self._layer_sizes = [X.shape[1], *config.hidden_layers, n_out]
+        self._classes = state.classes
+        self._output, self._layer_sizes = config.network_shape(X.shape[1], len(state.classes))
         # Column c is class c's target (one-hot, or the 0/1 of a sigmoid), shape (k, n_classes); a batch's
         # targets are gathered from it, transposed as the workspace keeps them, so no (n_samples, k) target
         # matrix is ever held.
-        rows = targets(np.arange(len(classes)), len(classes), output, self._dtype)
+        rows = targets(np.arange(len(state.classes)), len(state.classes), self._output, self._dtype)
         self._Y_cols = np.ascontiguousarray(rows.T)
-        self._train_idx = train_idx
-        self._val_idx = val_idx
-        self._mean = mean
-        self._scale = scale
-        self._mean_d = mean.astype(self._dtype)
-        self._inv_scale_d = (1.0 / scale).astype(self._dtype)
-        self._rng = rng
-        self._ws = Workspace(self._layer_sizes, config.activation, output, self._dtype, config.l2)
+        self._train_idx = state.train_idx
+        self._val_idx = state.val_idx
+        self._mean = state.mean
+        self._scale = state.scale
+        self._mean_d = state.mean.astype(self._dtype)
+        self._inv_scale_d = (1.0 / state.scale).astype(self._dtype)
+        self._rng = state.rng
+        self._ws = Workspace(self._layer_sizes, config.activation, self._output, self._dtype, config.l2)
         self._optimizer = OPTIMIZERS[config.optimizer]
         self._opt_state: State = self._optimizer.init(self._ws.theta)
         self._hp = Hyperparameters(
@@ -198,18 +183,30 @@ class Training:
             weight_decay=float(config.weight_decay),
             n_decay=self._ws.n_weights,
         )
-        n_train = len(train_idx)
+        n_train = len(state.train_idx)
         self._stat_a = np.empty(n_train, dtype=self._dtype)
         self._stat_b = np.empty(n_train, dtype=self._dtype)
-        self._epoch = 0
-        self._step = 0
-        self._history: list[EpochMetrics] = []
-        self._best_loss: float | None = None
-        self._best_epoch = 0
-        self._best_theta: Array | None = None
-        self._wait = 0
-        self._finished = False
-        self._stop_reason: str | None = None
+
+    def _restore(self, state: TrainingState) -> None:
+        """Parameters, optimizer slots and counters from ``state`` (new weights when it has none)."""
+        if state.theta is None:
+            self._ws.set_params(init_params(self._layer_sizes, self._config.activation, self._rng, self._dtype))
+        else:
+            self._ws.theta[...] = state.theta
+        for slot, value in state.opt_state.items():
+            self._opt_state[slot][...] = value
+        self._best_theta: Array | None = None if state.best_theta is None else state.best_theta.copy()
+        self._epoch = state.epoch
+        self._step = state.step
+        try:
+            self._history = [EpochMetrics.from_dict(entry) for entry in state.history]
+        except TypeError as exc:
+            raise ModelFormatError(f"training state history is invalid: {exc}") from None
+        self._best_loss = state.best_loss
+        self._best_epoch = state.best_epoch
+        self._wait = state.wait
+        self._finished = state.finished
+        self._stop_reason = state.stop_reason
 
     # --- public state ----------------------------------------------------------------------------------
 
@@ -407,9 +404,9 @@ class Training:
             m = self._history[model_epoch - 1]
             metrics.update(
                 epoch=model_epoch,
-                train_loss=finite_or_none(m.train_loss),
+                train_loss=json_safe(m.train_loss),
                 train_accuracy=m.train_accuracy,
-                validation_loss=finite_or_none(m.validation_loss),
+                validation_loss=json_safe(m.validation_loss),
                 validation_accuracy=m.validation_accuracy,
             )
         model = Model(
@@ -427,42 +424,35 @@ class Training:
 
     # --- checkpoints -----------------------------------------------------------------------------------
 
-    def state_bytes(self) -> bytes:
-        """Everything needed to continue this run, as ``.npz`` bytes (no pickle).
+    def state(self) -> TrainingState:
+        """A copy of everything needed to continue this run (see :class:`engine.TrainingState`)."""
+        return TrainingState(
+            config=self._config,
+            classes=list(self._classes),
+            output=self._output,
+            n_samples=int(self._X.shape[0]),
+            n_features=int(self._X.shape[1]),
+            train_idx=self._train_idx.copy(),
+            val_idx=self._val_idx.copy(),
+            mean=self._mean.copy(),
+            scale=self._scale.copy(),
+            rng=_copy_rng(self._rng),
+            theta=self._ws.theta.copy(),
+            opt_state={slot: value.copy() for slot, value in self._opt_state.items()},
+            best_theta=None if self._best_theta is None else self._best_theta.copy(),
+            epoch=self._epoch,
+            step=self._step,
+            wait=self._wait,
+            best_epoch=self._best_epoch,
+            best_loss=self._best_loss,
+            finished=self._finished,
+            stop_reason=self._stop_reason,
+            history=[h.to_dict() for h in self._history],
+        )
 
-        Holds the parameters, optimizer state, RNG state, epoch and step counters, best-so-far weights and
-        loss, patience counter, history, the validation split and the standardisation statistics.
-        """
-        arrays: dict[str, Array] = {
-            "theta": self._ws.theta,
-            "train_idx": self._train_idx.astype(np.int64),
-            "val_idx": self._val_idx.astype(np.int64),
-            "mean": self._mean,
-            "scale": self._scale,
-        }
-        for slot, value in self._opt_state.items():
-            arrays[f"opt_{slot}"] = value
-        if self._best_theta is not None:
-            arrays["best_theta"] = self._best_theta
-        meta = {
-            "format": STATE_FORMAT,
-            "format_version": STATE_FORMAT_VERSION,
-            "config": self._config.to_dict(),
-            "epoch": self._epoch,
-            "step": self._step,
-            "rng": self._rng.bit_generator.state,
-            "best_loss": self._best_loss,
-            "best_epoch": self._best_epoch,
-            "wait": self._wait,
-            "finished": self._finished,
-            "stop_reason": self._stop_reason,
-            "history": [h.to_dict() for h in self._history],
-            "classes": self._classes,
-            "output": self._output,
-            "n_samples": int(self._X.shape[0]),
-            "n_features": int(self._X.shape[1]),
-        }
-        return pack(arrays, meta)
+    def state_bytes(self) -> bytes:
+        """:meth:`state` as ``.npz`` bytes (no pickle); :meth:`resume` reads them."""
+        return self.state().pack()
 
     @classmethod
     def resume(cls, X: object, y: object, state: bytes) -> Training:
@@ -475,79 +465,7 @@ class Training:
         ValueError
             ``X`` / ``y`` do not match the state (shape or classes).
         """
-        arrays, meta = unpack(state, "training state")
-        if meta.get("format") != STATE_FORMAT or meta.get("format_version") != STATE_FORMAT_VERSION:
-            raise ModelFormatError(
-                f"not a training state this engine reads: format {meta.get('format')!r} "
-                f"version {meta.get('format_version')!r}"
-            )
-        try:
-            config = TrainConfig.from_dict(meta["config"])
-            rng = np.random.Generator(np.random.PCG64())
-            rng.bit_generator.state = meta["rng"]
-            epoch, step, wait = int(meta["epoch"]), int(meta["step"]), int(meta["wait"])
-            best_epoch = int(meta["best_epoch"])
-            best_loss = None if meta["best_loss"] is None else float(meta["best_loss"])
-            history = [EpochMetrics.from_dict(h) for h in meta["history"]]
-            classes_state = list(meta["classes"])
-            output = str(meta["output"])
-            finished = bool(meta["finished"])
-            stop_reason = meta["stop_reason"]
-            n_samples, n_features = int(meta["n_samples"]), int(meta["n_features"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFormatError(f"training state metadata is invalid: {exc}") from None
-
-        features = check_features(X, "X")
-        if features.shape != (n_samples, n_features):
-            raise ValueError(
-                f"X has shape {features.shape} but the training state was made on {(n_samples, n_features)}"
-            )
-        labels = check_labels(y, n_samples, "y")
-        classes, y_idx = encode_labels(labels, "y")
-        if classes != classes_state:
-            raise ValueError(f"y has classes {classes} but the training state was made with {classes_state}")
-
-        run = cls.__new__(cls)
-        try:
-            train_idx = arrays["train_idx"].astype(np.intp)
-            val_idx = arrays["val_idx"].astype(np.intp)
-            mean = arrays["mean"].astype(np.float64)
-            scale = arrays["scale"].astype(np.float64)
-        except KeyError as exc:
-            raise ModelFormatError(f"training state is missing {exc}") from None
-        if (
-            train_idx.ndim != 1
-            or val_idx.ndim != 1
-            or len(train_idx) + len(val_idx) != n_samples
-            or len(train_idx) == 0
-            or (len(train_idx) and (train_idx.min() < 0 or train_idx.max() >= n_samples))
-            or (len(val_idx) and (val_idx.min() < 0 or val_idx.max() >= n_samples))
-            or mean.shape != (n_features,)
-            or scale.shape != (n_features,)
-        ):
-            raise ModelFormatError("training state split or standardisation arrays have the wrong shape")
-        run._setup(config, features, y_idx, classes, output, train_idx, val_idx, mean, scale, rng)
-        ws = run._ws
-        theta = arrays.get("theta")
-        if theta is None or theta.shape != ws.theta.shape or theta.dtype != ws.theta.dtype:
-            raise ModelFormatError(f"training state theta must be {ws.theta.dtype} of shape {ws.theta.shape}")
-        ws.theta[...] = theta
-        for slot in run._opt_state:
-            value = arrays.get(f"opt_{slot}")
-            if value is None or value.shape != ws.theta.shape or value.dtype != ws.theta.dtype:
-                raise ModelFormatError(f"training state optimizer slot {slot!r} is missing or has the wrong shape")
-            run._opt_state[slot][...] = value
-        best = arrays.get("best_theta")
-        if best is not None:
-            if best.shape != ws.theta.shape or best.dtype != ws.theta.dtype:
-                raise ModelFormatError("training state best_theta has the wrong shape")
-            run._best_theta = best.copy()
-        run._epoch, run._step, run._wait = epoch, step, wait
-        run._best_epoch, run._best_loss = best_epoch, best_loss
-        run._history = history
-        run._finished = finished
-        run._stop_reason = stop_reason
-        return run
+        return cls(X, y, TrainingState.unpack(state))
 
 
 def train(
@@ -578,3 +496,21 @@ def train(
         if on_epoch is not None and on_epoch(metrics) is True:
             run.stop("callback")
     return run.result()
+
+
+def _new_state(config: TrainConfig, X: Array, classes: list[Label], y_idx: NDArray[np.intp]) -> TrainingState:
+    """The state of a run before its first epoch: the split and standardisation, weights not drawn yet."""
+    output = config.network_shape(X.shape[1], len(classes)).output
+    rng = np.random.default_rng(config.seed)
+    train_idx, val_idx = stratified_split(y_idx, config.validation_fraction, rng)
+    if config.standardize:
+        mean, scale = standardisation(X, train_idx)
+    else:
+        mean, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
+    return TrainingState(config, classes, output, X.shape[0], X.shape[1], train_idx, val_idx, mean, scale, rng)
+
+
+def _copy_rng(rng: np.random.Generator) -> np.random.Generator:
+    copied = np.random.Generator(type(rng.bit_generator)())
+    copied.bit_generator.state = rng.bit_generator.state
+    return copied

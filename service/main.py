@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.auth import KeyRing
 from service.body_limit import BodyLimitMiddleware
+from service.dashboard import mount_dashboard
 from service.deps import AppState, Caller, make_redis
 from service.errors import install_error_handlers
 from service.logs import AccessLogMiddleware, configure_logging
@@ -154,4 +155,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.include_router(v2.router)
     app.include_router(events.router)
+    mount_dashboard(app)
     return app

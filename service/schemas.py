@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema, create_model
 
+from engine import OptionSpec, TrainConfig, json_safe, option_fields
 from worker.aliases import NAME_MAX_LENGTH, NAME_PATTERN
 
 # Strict numbers: booleans and numeric strings are not numbers; NaN and infinities are refused.
@@ -19,14 +19,8 @@ JobKind = Literal["train", "evaluate", "verify"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled", "stalled"]
 
 
-def _finite_or_none(value: Any) -> Any:
-    """Non-finite floats (a diverged loss) are shown as null: JSON has no NaN."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-MaybeFloat = Annotated[float | None, BeforeValidator(_finite_or_none)]
+# Non-finite floats (a diverged loss) are shown as null: JSON has no NaN.
+MaybeFloat = Annotated[float | None, BeforeValidator(json_safe)]
 
 
 def _label(value: Any) -> int | str:
@@ -108,7 +102,65 @@ class DatasetList(BaseModel):
 # --- jobs -------------------------------------------------------------------------------------------
 
 
-class JobCreate(_Request):
+# The service's own caps on the training options, on top of the rules TrainConfig enforces (its choices and
+# bounds, published from `engine.option_fields()`): an upper bound for every number the engine leaves
+# open, so that the wire bounds every number, and one tighter cap -- `validation_fraction` at most 0.5,
+# so that at least half of every class trains (the engine allows up to just below 1). The limits that
+# depend on the deployment (max_epochs, max_hidden_layers, max_layer_width, max_batch_size, max_parameters)
+# are settings, checked by the jobs route with a `limit_exceeded` error.
+OPTION_CAPS: dict[str, float] = {
+    "hidden_layers": 1_000_000,  # each width
+    "epochs": 1_000_000,
+    "batch_size": 100_000_000,
+    "learning_rate": 10,
+    "epsilon": 1,
+    "weight_decay": 1,
+    "l2": 100,
+    "lr_step_size": 1_000_000,
+    "clip_norm": 1e6,
+    "validation_fraction": 0.5,
+    "patience": 100_000,
+    "min_delta": 1e6,
+    "seed": 2**32 - 1,
+}
+MAX_HIDDEN_LAYERS_LISTED = 1000
+_CAP_NOTES = {"validation_fraction": " At most 0.5 through the API, so that at least half of every class trains."}
+
+
+def _bounds(spec: OptionSpec) -> dict[str, float]:
+    """The engine's bounds of `spec`, its upper bound replaced by the service's cap where there is one."""
+    bounds = {key: getattr(spec, key) for key in ("ge", "gt", "le", "lt") if getattr(spec, key) is not None}
+    cap = OPTION_CAPS.get(spec.name)
+    if cap is not None:
+        upper = bounds.pop("le", None) if "le" in bounds else bounds.pop("lt", None)
+        if upper is not None and cap > upper:
+            raise ValueError(f"service cap {spec.name} <= {cap} is looser than the engine's bound {upper}")
+        bounds["le"] = cap
+    return bounds
+
+
+def _option_field(spec: OptionSpec) -> tuple[Any, Any]:
+    """A JobCreate field (annotation, FieldInfo) for one TrainConfig option: same name, type, default."""
+    bounds = _bounds(spec)
+    default: Any = spec.default
+    extra: dict[str, Any] = {}
+    annotation: Any
+    if spec.kind is tuple:
+        annotation = list[Annotated[int, Field(strict=True, **bounds)]]
+        default, extra = list(spec.default), {"max_length": MAX_HIDDEN_LAYERS_LISTED}
+    elif spec.kind is str:
+        annotation = Literal.__getitem__(spec.choices)
+    elif spec.kind is float:
+        annotation, extra = float, {"strict": True, "allow_inf_nan": False, **bounds}
+    else:  # int and bool
+        annotation, extra = spec.kind, {"strict": True, **bounds}
+    if spec.nullable:
+        annotation = annotation | None
+    description = spec.description + _CAP_NOTES.get(spec.name, "")
+    return annotation, Field(default, description=description, **extra)
+
+
+class JobFields(_Request):
     """A training job: the dataset and the hyperparameters of the network and its training."""
 
     model_config = ConfigDict(
@@ -128,34 +180,23 @@ class JobCreate(_Request):
     )
     dataset_id: ResourceId
     name: Name | None = Field(None, description="Model name; default derived from the dataset.")
-    hidden_layers: list[Annotated[int, Field(strict=True, ge=1, le=1_000_000)]] = Field(
-        default=[100], max_length=1000, description="Widths of the hidden layers."
+
+    def train_config(self) -> TrainConfig:
+        """The request's training options as the engine's config."""
+        return TrainConfig.from_dict(self.model_dump(exclude={"dataset_id", "name"}))
+
+
+if TYPE_CHECKING:
+    JobCreate = JobFields
+else:
+    # Every TrainConfig field, with its type, default, choices and bounds (plus the caps above).
+    JobCreate = create_model(
+        "JobCreate",
+        __base__=JobFields,
+        __doc__=JobFields.__doc__,
+        __module__=__name__,
+        **{spec.name: _option_field(spec) for spec in option_fields()},
     )
-    activation: Literal["relu", "leaky_relu", "tanh", "sigmoid", "identity"] = "relu"
-    output: Literal["auto", "softmax", "sigmoid"] = Field(
-        "auto", description="`auto`: sigmoid for two classes, softmax otherwise."
-    )
-    epochs: int = Field(200, strict=True, ge=1, le=1_000_000)
-    batch_size: int = Field(32, strict=True, ge=1, le=100_000_000)
-    optimizer: Literal["sgd", "momentum", "nesterov", "adam"] = "adam"
-    learning_rate: float = Field(1e-3, strict=True, gt=0, le=10, allow_inf_nan=False)
-    momentum: float = Field(0.9, strict=True, ge=0, lt=1, allow_inf_nan=False)
-    beta1: float = Field(0.9, strict=True, ge=0, lt=1, allow_inf_nan=False)
-    beta2: float = Field(0.999, strict=True, ge=0, lt=1, allow_inf_nan=False)
-    epsilon: float = Field(1e-8, strict=True, gt=0, le=1, allow_inf_nan=False)
-    weight_decay: float = Field(0.0, strict=True, ge=0, le=1, allow_inf_nan=False)
-    l2: float = Field(1e-4, strict=True, ge=0, le=100, allow_inf_nan=False)
-    lr_schedule: Literal["constant", "step", "exponential", "cosine"] = "constant"
-    lr_step_size: int = Field(10, strict=True, ge=1, le=1_000_000)
-    lr_gamma: float = Field(0.5, strict=True, gt=0, le=1, allow_inf_nan=False)
-    clip_norm: float | None = Field(None, strict=True, gt=0, le=1e6, allow_inf_nan=False)
-    validation_fraction: float = Field(0.1, strict=True, ge=0, le=0.5, allow_inf_nan=False)
-    early_stopping: bool = Field(False, strict=True)
-    patience: int = Field(10, strict=True, ge=1, le=100_000)
-    min_delta: float = Field(1e-4, strict=True, ge=0, le=1e6, allow_inf_nan=False)
-    seed: int = Field(0, strict=True, ge=0, le=2**32 - 1)
-    dtype: Literal["float32", "float64"] = "float32"
-    standardize: bool = Field(True, strict=True, description="Standardize features with training statistics.")
 
 
 class EpochPublic(BaseModel):

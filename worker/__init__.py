@@ -5,7 +5,7 @@ from __future__ import annotations
 from worker import keys
 from worker.blobs import BlobError, StorageFullError
 from worker.checkpoints import checkpoint_failures
-from worker.progress import subscribe_job_events
+from worker.progress import eta_seconds, subscribe_job_events
 from worker.queue import (
     cancel_job,
     enqueue_training,
@@ -37,6 +37,7 @@ __all__ = [
     "checkpoint_failures",
     "configure",
     "enqueue_training",
+    "eta_seconds",
     "is_id",
     "job_timeout",
     "keys",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -27,21 +26,6 @@ from worker.store import NotFoundError, Store, model_blob, new_id
 from worker.verification import run_verification_job
 
 _REASON_LIMIT = 300
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, tuple | set):
-        return list(value)
-    raise TypeError(f"not JSON-serializable: {type(value).__name__}")
-
-
-def jsonable(value: Any) -> Any:
-    """`value` with NumPy scalars/arrays and tuples turned into JSON types."""
-    return json.loads(json.dumps(value, default=_json_default))
 
 
 def failure_reason(exc: BaseException, *, dataset_id: str | None = None, timeout: int | None = None) -> str:
@@ -166,7 +150,7 @@ def _train(store: Store, attempts: Attempts, record: JobRecord, token: int, log:
         except Exception:
             reporter.flush()  # the epochs that did finish stay in the history
             raise
-        reporter.epoch(jsonable(metrics.to_dict()), final=training.finished)
+        reporter.epoch(engine.json_safe(metrics.to_dict()), final=training.finished)
         due = time.monotonic() - last_checkpoint >= config.checkpoint_seconds
         if not training.finished and due:
             reporter.flush()
@@ -201,7 +185,7 @@ def _commit(
     model_id = new_id()
     blob = model_blob(model_id)
     sha256 = store.blobs.write(blob, data)
-    meta = jsonable(
+    meta = engine.json_safe(
         {
             "id": model_id,
             "name": record.name,

@@ -41,6 +41,16 @@ async def subscribe_job_events(pubsub: PubSub, job_id: str) -> None:
     await pubsub.subscribe(keys.job_events(job_id))
 
 
+def eta_seconds(epoch: int, epochs: int, seconds_per_epoch: float | None) -> float | None:
+    """Estimated seconds until the last of `epochs` ends, `epoch` done: the epochs left times one's seconds.
+
+    None when the seconds per epoch are not known yet.
+    """
+    if seconds_per_epoch is None:
+        return None
+    return round(max(epochs - epoch, 0) * seconds_per_epoch, 3)
+
+
 class ProgressReporter:
     """Buffers history entries and writes progress at most every `min_interval` seconds (always the last).
 
@@ -87,7 +97,7 @@ class ProgressReporter:
         epochs = int(metrics["epochs"])
         done = epoch - self.start_epoch
         elapsed = self.clock() - self.started
-        eta = 0.0 if final else (elapsed / done) * max(epochs - epoch, 0) if done > 0 else None
+        eta = 0.0 if final else eta_seconds(epoch, epochs, elapsed / done if done > 0 else None)
         return {
             "epoch": epoch,
             "epochs": epochs,
@@ -98,7 +108,7 @@ class ProgressReporter:
             "learning_rate": metrics.get("learning_rate"),
             "seconds": metrics.get("seconds"),
             "samples_per_second": metrics.get("samples_per_second"),
-            "eta_seconds": None if eta is None else round(eta, 3),
+            "eta_seconds": eta,
             "updated_at": utc_now(),
         }
 

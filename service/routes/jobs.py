@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
@@ -26,6 +25,7 @@ from worker import (
     JobRecord,
     cancel_job,
     enqueue_training,
+    eta_seconds,
     job_timeout,
     queue_depth,
     queue_position,
@@ -38,9 +38,8 @@ def _progress(record: JobRecord) -> ProgressPublic | None:
     if not record.progress:
         return None
     progress = ProgressPublic.model_validate(record.progress)
-    if progress.eta_seconds is None and record.status == "running" and progress.seconds is not None:
-        remaining = (progress.epochs or progress.epoch) - progress.epoch
-        progress.eta_seconds = max(remaining, 0) * progress.seconds
+    if progress.eta_seconds is None and record.status == "running":
+        progress.eta_seconds = eta_seconds(progress.epoch, progress.epochs or progress.epoch, progress.seconds)
     return progress
 
 
@@ -82,41 +81,34 @@ def _position(state: AppState, record: JobRecord) -> int | None:
     return queue_position(state.redis, record.id, queue_name=state.settings.queue_name)
 
 
-def n_parameters(layer_sizes: list[int]) -> int:
-    """Weights and biases of a fully connected network with these layer widths."""
-    return sum((n_in + 1) * n_out for n_in, n_out in itertools.pairwise(layer_sizes))
-
-
-def _check_compute(body: JobCreate, n_features: int, n_classes: int, state: State) -> int:
+def _check_compute(config: TrainConfig, n_features: int, n_classes: int, state: State) -> int:
     """Caps on the network and the training run; returns the network's parameter count."""
     settings = state.settings
-    if len(body.hidden_layers) > settings.max_hidden_layers:
+    if len(config.hidden_layers) > settings.max_hidden_layers:
         raise limit_exceeded(
-            422, "hidden_layers", "max_hidden_layers", len(body.hidden_layers), settings.max_hidden_layers
+            422, "hidden_layers", "max_hidden_layers", len(config.hidden_layers), settings.max_hidden_layers
         )
-    for index, width in enumerate(body.hidden_layers):
+    for index, width in enumerate(config.hidden_layers):
         if width > settings.max_layer_width:
             raise limit_exceeded(
                 422, f"hidden_layers[{index}]", "max_layer_width", width, settings.max_layer_width
             )
-    if body.epochs > settings.max_epochs:
-        raise limit_exceeded(422, "epochs", "max_epochs", body.epochs, settings.max_epochs)
-    if body.batch_size > settings.max_batch_size:
-        raise limit_exceeded(422, "batch_size", "max_batch_size", body.batch_size, settings.max_batch_size)
-    if body.output == "sigmoid" and n_classes != 2:
-        raise invalid("output", f"'sigmoid' needs exactly 2 classes; the dataset has {n_classes}")
-    binary = n_classes == 2 and body.output in ("auto", "sigmoid")
-    layer_sizes = [n_features, *body.hidden_layers, 1 if binary else n_classes]
-    parameters = n_parameters(layer_sizes)
+    if config.epochs > settings.max_epochs:
+        raise limit_exceeded(422, "epochs", "max_epochs", config.epochs, settings.max_epochs)
+    if config.batch_size > settings.max_batch_size:
+        raise limit_exceeded(422, "batch_size", "max_batch_size", config.batch_size, settings.max_batch_size)
+    try:
+        parameters = config.network_shape(n_features, n_classes).n_parameters
+    except ValueError:  # the one rule network_shape enforces: a sigmoid output needs two classes
+        raise invalid("output", f"'sigmoid' needs exactly 2 classes; the dataset has {n_classes}") from None
     if parameters > settings.max_parameters:
         raise limit_exceeded(422, "hidden_layers", "max_parameters", parameters, settings.max_parameters)
     return parameters
 
 
-def _train_config(body: JobCreate) -> dict[str, Any]:
-    spec = body.model_dump(exclude={"dataset_id", "name"})
+def _train_config(body: JobCreate) -> TrainConfig:
     try:
-        return TrainConfig.from_dict(spec).to_dict()
+        return body.train_config()
     except (ValueError, TypeError) as exc:
         raise invalid("body", str(exc)) from None
 
@@ -144,10 +136,12 @@ def create_job(body: JobCreate, response: Response, state: State, caller: Caller
         error = not_found("dataset", body.dataset_id)
         error.details = [{"field": "dataset_id", "message": error.message}]
         raise error
-    parameters = _check_compute(body, dataset.n_features, len(dataset.classes), state)
-    spec = _train_config(body)
+    config = _train_config(body)
+    parameters = _check_compute(config, dataset.n_features, len(dataset.classes), state)
     name = body.name or dataset.name or f"dataset-{dataset.id[:8]}"
-    record = submit_job(state, caller, spec, dataset, name=name, parameters=parameters, epochs=body.epochs)
+    record = submit_job(
+        state, caller, config.to_dict(), dataset, name=name, parameters=parameters, epochs=config.epochs
+    )
     response.headers["Location"] = f"/v1/jobs/{record.id}"
     return job_public(state, record)
 

@@ -9,7 +9,6 @@ latest version, and a name used by several owners gives 409 asking for the model
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Annotated, Any, Literal
 
@@ -36,12 +35,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 def _metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
-    shown: dict[str, float | None] = {}
-    for key, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        shown[key] = float(value) if math.isfinite(value) else None
-    return shown
+    numbers = {key: float(value) for key, value in metrics.items() if type(value) in (int, float)}
+    return engine.json_safe(numbers)  # type: ignore[no-any-return]
 
 
 def model_summary(record: ModelRecord) -> ModelSummaryPublic:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine import Model, ModelFormatError, TrainConfig, dumps, loads, train
+from engine import Model, ModelFormatError, TrainConfig, Training, TrainingState, dumps, json_safe, loads, train
 from engine.serialization import pack, unpack
 
 
@@ -193,3 +193,56 @@ def test_predict_checks_features(model: Model) -> None:
         model.predict_proba([[0.0, 1.0, np.nan, 2.0]])
     with pytest.raises(ValueError, match="X must be 2-D"):
         model.predict(np.zeros(4))
+
+
+def test_json_safe_turns_non_finite_numbers_into_null_recursively() -> None:
+    value = {"a": float("nan"), "b": [1.5, float("inf"), (np.float32(2.0), np.int64(3))], "c": np.array([1.0])}
+    safe = json_safe(value)
+    assert safe == {"a": None, "b": [1.5, None, [2.0, 3]], "c": [1.0]}
+    assert type(safe["b"][2][1]) is int
+    json.dumps(safe, allow_nan=False)
+
+
+@pytest.fixture(scope="module")
+def training_state() -> bytes:
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((40, 3))
+    y = np.array([0, 1, 2, 1] * 10)
+    run = Training(X, y, TrainConfig(hidden_layers=(5,), epochs=4, validation_fraction=0.25, early_stopping=True))
+    run.run_epoch()
+    return run.state_bytes()
+
+
+def test_training_state_pack_unpack_round_trip(training_state: bytes) -> None:
+    state = TrainingState.unpack(training_state)
+    assert state.epoch == 1 and state.classes == [0, 1, 2] and state.output == "softmax"
+    assert state.theta is not None and state.theta.shape == (3 * 5 + 5 + 5 * 3 + 3,)
+    assert set(state.opt_state) == {"m", "v"} and state.best_theta is not None
+    assert len(state.train_idx) + len(state.val_idx) == 40 and len(state.history) == 1
+    again = TrainingState.unpack(state.pack())
+    np.testing.assert_array_equal(again.theta, state.theta)  # type: ignore[arg-type]
+    assert again.rng.bit_generator.state == state.rng.bit_generator.state
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda a, m: m.update(format_version=2), "unsupported training state format_version 2"),
+        (lambda a, m: m.pop("wait"), "metadata keys"),
+        (lambda a, m: m.update(extra=1), "metadata keys"),
+        (lambda a, m: m.update(epoch="1"), "'epoch' has the wrong type"),
+        (lambda a, m: m.update(output="sigmoid"), "output"),
+        (lambda a, m: m.update(rng={"bit_generator": "MT19937"}), "metadata is invalid"),
+        (lambda a, m: m["config"].update(optimizer="sgd"), "unexpected"),
+        (lambda a, m: a.pop("opt_m"), "missing"),
+        (lambda a, m: a.update(bogus=np.zeros(1)), "unexpected"),
+        (lambda a, m: a.update(theta=a["theta"][:-1]), "theta must be float32 of shape"),
+        (lambda a, m: a.update(theta=a["theta"].astype(np.float64)), "theta must be float32"),
+        (lambda a, m: a.update(train_idx=a["train_idx"][:-1]), "split does not cover"),
+        (lambda a, m: a.update(val_idx=a["val_idx"] + 100), "val_idx must be 1-D row indices below 40"),
+        (lambda a, m: a.update(mean=np.zeros(2)), "mean must be float64 of shape"),
+    ],
+)
+def test_training_state_unpack_is_strict(training_state: bytes, change: Any, match: str) -> None:
+    with pytest.raises(ModelFormatError, match=match):
+        TrainingState.unpack(_rewrite(training_state, change))

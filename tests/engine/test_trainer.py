@@ -408,3 +408,27 @@ def test_train_accepts_object_and_stringdtype_labels() -> None:
         model = train(X, labels, TrainConfig(hidden_layers=(4,), epochs=1)).model
         assert model.classes == ["no", "yes"]
         assert 0.0 <= model.score(X, labels) <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("output", "n_classes", "expected"),
+    [
+        ("auto", 2, ("sigmoid", [4, 8, 1])),
+        ("auto", 3, ("softmax", [4, 8, 3])),
+        ("softmax", 2, ("softmax", [4, 8, 2])),
+        ("sigmoid", 2, ("sigmoid", [4, 8, 1])),
+    ],
+)
+def test_train_config_network_shape_chooses_the_output_layer(
+    output: str, n_classes: int, expected: tuple[str, list[int]]
+) -> None:
+    shape = TrainConfig(hidden_layers=(8,), output=output).network_shape(4, n_classes)
+    assert (shape.output, shape.layer_sizes) == expected
+    assert shape.n_parameters == (4 + 1) * 8 + (8 + 1) * expected[1][-1]
+
+
+def test_training_layer_sizes_come_from_network_shape() -> None:
+    X, y = _blobs(k=2)
+    run = Training(X, y, TrainConfig(hidden_layers=(3,), epochs=1))
+    assert run.layer_sizes == list(TrainConfig(hidden_layers=(3,)).network_shape(X.shape[1], 2).layer_sizes)
+    assert run.n_parameters == TrainConfig(hidden_layers=(3,)).network_shape(X.shape[1], 2).n_parameters

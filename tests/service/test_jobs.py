@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from engine import TrainConfig
 from tests.service.conftest import blobs_csv, upload_csv
 
 
@@ -128,3 +130,58 @@ def test_queue_depth_is_503(make_client: Callable[..., TestClient]) -> None:
     assert response.status_code == 503
     assert "max_queue_depth=1" in response.json()["error"]["message"]
     assert response.headers["Retry-After"]
+
+
+def _job_create_schema(client: TestClient) -> dict[str, Any]:
+    spec = client.get("/openapi.json").json()
+    ref = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema: dict[str, Any] = spec["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+    return schema
+
+
+def _number_schema(prop: dict[str, Any]) -> dict[str, Any]:
+    """The non-null branch of an optional number, the items of a list, or the property itself."""
+    if "anyOf" in prop:
+        prop = next(branch for branch in prop["anyOf"] if branch.get("type") != "null")
+    return prop.get("items", prop)  # type: ignore[no-any-return]
+
+
+def test_create_job_openapi_lists_every_train_config_field_with_its_default_and_choices(client: TestClient) -> None:
+    schema = _job_create_schema(client)
+    properties = schema["properties"]
+    options = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert set(properties) == {"dataset_id", "name", *options}
+    assert schema["additionalProperties"] is False
+    for name, option in options.items():
+        prop = properties[name]
+        default = list(option.default) if isinstance(option.default, tuple) else option.default
+        assert prop.get("default") == default, name  # FastAPI's document leaves out a null default
+        choices = option.metadata.get("choices")
+        if choices is not None:
+            assert sorted(prop["enum"]) == sorted(choices), name
+        number = _number_schema(prop)
+        if number.get("type") in ("integer", "number"):
+            assert "minimum" in number or "exclusiveMinimum" in number, name
+            assert "maximum" in number or "exclusiveMaximum" in number, name
+
+
+def test_create_job_openapi_bounds_follow_the_engine_or_a_tighter_service_cap(client: TestClient) -> None:
+    properties = _job_create_schema(client)["properties"]
+    for option in dataclasses.fields(TrainConfig):
+        number = _number_schema(properties[option.name])
+        for engine_key, schema_key in (("ge", "minimum"), ("gt", "exclusiveMinimum")):
+            if engine_key in option.metadata:
+                assert number[schema_key] == option.metadata[engine_key], option.name
+        upper = option.metadata.get("le", option.metadata.get("lt"))
+        shown = number.get("maximum", number.get("exclusiveMaximum"))
+        if upper is not None:
+            assert shown is not None and shown <= upper, option.name
+    assert properties["validation_fraction"]["maximum"] == 0.5
+    assert properties["momentum"]["exclusiveMaximum"] == 1.0
+
+
+def test_create_job_accepts_train_config_defaults_spelled_out(client: TestClient, dataset_id: str) -> None:
+    body = {"dataset_id": dataset_id, **TrainConfig(epochs=1).to_dict()}
+    response = client.post("/v1/jobs", json=body)
+    assert response.status_code == 202, response.text
+    assert response.json()["config"] == TrainConfig(epochs=1).to_dict()

@@ -10,7 +10,7 @@ import redis
 
 from worker import Store, keys
 from worker.attempts import Attempts, SupersededAttemptError
-from worker.progress import ProgressReporter
+from worker.progress import ProgressReporter, eta_seconds
 
 
 class FakeClock:
@@ -106,3 +106,11 @@ def test_progress_publishes_every_epoch_after_its_write_and_status_changes(
     record = store.get_job(job.id)
     assert record is not None and progress[-1]["progress"] == record.progress
     assert published[-1] == {"event": "status", "status": "failed", "attempt": 1}
+@pytest.mark.parametrize(
+    ("epoch", "epochs", "seconds", "expected"),
+    [(1, 11, 2.0, 20.0), (5, 5, 3.0, 0.0), (7, 5, 3.0, 0.0), (2, 4, 0.12345, 0.247), (1, 3, None, None)],
+)
+def test_eta_seconds_is_epochs_left_times_seconds_per_epoch(
+    epoch: int, epochs: int, seconds: float | None, expected: float | None
+) -> None:
+    assert eta_seconds(epoch, epochs, seconds) == expected
