@@ -14,6 +14,7 @@ from worker.aliases import NAME_MAX_LENGTH, NAME_PATTERN
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
 ResourceId = Annotated[str, Field(min_length=1, max_length=128)]
+ModelRef = Annotated[str, Field(min_length=1, max_length=2 * NAME_MAX_LENGTH + 1)]
 
 JobKind = Literal["train", "evaluate", "verify"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled", "stalled"]
@@ -179,11 +180,18 @@ class JobFields(_Request):
         },
     )
     dataset_id: ResourceId
-    name: Name | None = Field(None, description="Model name; default derived from the dataset.")
+    name: Name | None = Field(
+        None, description="Model name; default: `init_model`'s name, else derived from the dataset."
+    )
+    init_model: ModelRef | None = Field(
+        None,
+        description="Continue training this model (id, name or `name@alias`): start from its weights; the "
+        "network (features, hidden layers, classes, activation, output) must be the same.",
+    )
 
     def train_config(self) -> TrainConfig:
         """The request's training options as the engine's config."""
-        return TrainConfig.from_dict(self.model_dump(exclude={"dataset_id", "name"}))
+        return TrainConfig.from_dict(self.model_dump(exclude={"dataset_id", "name", "init_model"}))
 
 
 if TYPE_CHECKING:

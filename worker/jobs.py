@@ -20,7 +20,7 @@ from worker.checkpoints import drop_checkpoints, load_checkpoint, save_checkpoin
 from worker.evaluation import run_evaluation_job, validation_report
 from worker.joblog import JobLogger, job_logger
 from worker.progress import ProgressReporter
-from worker.receipts import build_receipt
+from worker.receipts import build_receipt, parent_model
 from worker.records import JobRecord, utc_now
 from worker.store import NotFoundError, Store, model_blob, new_id
 from worker.verification import run_verification_job
@@ -125,8 +125,12 @@ def _train(store: Store, attempts: Attempts, record: JobRecord, token: int, log:
             log.info("resuming from the checkpoint of epoch %d", training.epoch)
         except ValueError as exc:  # ModelFormatError included: a state this engine cannot read
             log.warning("checkpoint of epoch %d unusable (%s); starting from epoch 0", checkpoint[0], exc)
+    parent, init = None, None
+    if record.parent_model_id is not None:
+        parent_weights, parent = parent_model(store, record.parent_model_id)
+        init = parent_weights.params
     if training is None:
-        training = engine.Training(X, y, train_config)
+        training = engine.Training(X, y, train_config, init=init)
     current = get_current_job()
     started = {"attempt": record.attempts, "started_at": utc_now(), "from_epoch": training.epoch}
     store.log_attempt(record.id, {**started, "worker": None if current is None else current.worker_name})
@@ -156,7 +160,7 @@ def _train(store: Store, attempts: Attempts, record: JobRecord, token: int, log:
             reporter.flush()
             save_checkpoint(attempts, store.blobs, record.id, token, epoch=training.epoch, state=training.state_bytes())
             last_checkpoint = time.monotonic()
-    return _commit(store, attempts, record, token, training, (X, y), reporter, log)
+    return _commit(store, attempts, record, token, training, (X, y), parent, reporter, log)
 
 
 def _commit(
@@ -166,6 +170,7 @@ def _commit(
     token: int,
     training: engine.Training,
     data_arrays: tuple[np.ndarray, np.ndarray],
+    parent: dict[str, Any] | None,
     reporter: ProgressReporter,
     log: JobLogger,
 ) -> dict[str, Any]:
@@ -180,6 +185,7 @@ def _commit(
         config=training.config.to_dict(),
         attempts=store.attempt_log(record.id),
         model=model,
+        parent=parent,
     )
     data = engine.dumps(model)
     model_id = new_id()
@@ -207,6 +213,7 @@ def _commit(
             "blob": blob,
             "validation_report": validation_report(model, *data_arrays, training.validation_indices),
             "receipt": receipt,
+            "parent_model_id": record.parent_model_id,
         }
     )
     reporter.flush()

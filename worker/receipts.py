@@ -16,6 +16,8 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 import engine
+from worker.blobs import BlobError
+from worker.store import Store
 
 RECEIPT_VERSION = 1
 ENVIRONMENT_FIELDS = ("engine_version", "numpy_version", "blas_library", "blas_version", "blas_threads", "machine")
@@ -89,3 +91,13 @@ def build_receipt(
         "parent": parent,
         "weights_sha256": weights_sha256(model),
     }
+
+
+def parent_model(store: Store, model_id: str) -> tuple[engine.Model, dict[str, Any]]:
+    """The model a continued training starts from and its part of the receipt ({model_id, weights_sha256});
+    ValueError when it was deleted or its blob is unusable."""
+    try:
+        model = engine.loads(store.load_model_bytes(model_id))
+    except (BlobError, LookupError, ValueError) as exc:  # NotFoundError is a LookupError
+        raise ValueError(f"init_model {model_id} is gone or unusable ({exc})") from None
+    return model, {"model_id": model_id, "weights_sha256": weights_sha256(model)}

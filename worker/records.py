@@ -65,6 +65,7 @@ class JobRecord:
     timeout: int | None = None
     kind: str = "train"
     result: dict[str, Any] | None = None
+    parent_model_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict."""

@@ -228,10 +228,18 @@ class Store:
 
     # --- jobs -------------------------------------------------------------------------------------
     def create_job(
-        self, spec: dict[str, Any], *, owner: str | None, dataset_id: str, name: str, kind: str = "train"
+        self,
+        spec: dict[str, Any],
+        *,
+        owner: str | None,
+        dataset_id: str,
+        name: str,
+        kind: str = "train",
+        parent_model_id: str | None = None,
     ) -> JobRecord:
         """A new job record with status `queued` (enqueue it with `enqueue_training`); `kind` is one of
-        JOB_KINDS (`spec` of an evaluate or verify job: `{"model_id": ...}`)."""
+        JOB_KINDS (`spec` of an evaluate or verify job: `{"model_id": ...}`); a training job with
+        `parent_model_id` starts from that model's weights."""
         if kind not in JOB_KINDS:
             raise ValueError(f"kind must be one of {list(JOB_KINDS)}, got {kind!r}")
         record = JobRecord(
@@ -243,6 +251,7 @@ class Store:
             status="queued",
             created_at=utc_now(),
             kind=kind,
+            parent_model_id=parent_model_id,
         )
         fields = record.to_dict()
         del fields["history"]

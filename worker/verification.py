@@ -12,7 +12,7 @@ import engine
 from worker.attempts import Attempts
 from worker.blobs import BlobError
 from worker.evaluation import finish
-from worker.receipts import environment, environment_differs, weights_sha256
+from worker.receipts import environment, environment_differs, parent_model, weights_sha256
 from worker.records import JobRecord, ModelRecord, utc_now
 from worker.store import Store, new_id
 
@@ -30,11 +30,17 @@ def _retrain(store: Store, receipt: dict[str, Any], stop: Any) -> tuple[engine.T
     """Train again from the receipt, with the recorded BLAS thread count; (result, environment seen)."""
     X, y = store.load_dataset(receipt["dataset_id"])
     config = engine.TrainConfig.from_dict(receipt["config"])
+    init = None
+    if receipt.get("parent") is not None:
+        parent, recorded = parent_model(store, receipt["parent"]["model_id"])
+        if recorded["weights_sha256"] != receipt["parent"]["weights_sha256"]:
+            raise ValueError(f"init_model {recorded['model_id']} no longer has the weights the receipt records")
+        init = parent.params
     threads = receipt.get("environment", {}).get("blas_threads")
     limits = threadpool_limits(limits=int(threads), user_api="blas") if threads else contextlib.nullcontext()
     with limits:
         seen = environment()
-        result = engine.train(X, y, config, on_epoch=stop)
+        result = engine.train(X, y, config, on_epoch=stop, init=init)
     return result, seen
 
 

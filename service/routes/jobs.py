@@ -8,7 +8,18 @@ from fastapi import APIRouter, Depends, Response
 
 from engine import TrainConfig
 from service.auth import Principal
-from service.deps import HISTORY_LIMIT, AppState, Caller, History, HistoryWindow, Limit, Offset, State, job_or_404
+from service.deps import (
+    HISTORY_LIMIT,
+    AppState,
+    Caller,
+    History,
+    HistoryWindow,
+    Limit,
+    Offset,
+    State,
+    find_model,
+    job_or_404,
+)
 from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
 from service.schemas import (
     EpochPublic,
@@ -23,6 +34,7 @@ from worker import (
     TERMINAL_STATUSES,
     DatasetRecord,
     JobRecord,
+    ModelRecord,
     cancel_job,
     enqueue_training,
     eta_seconds,
@@ -106,6 +118,44 @@ def _check_compute(config: TrainConfig, n_features: int, n_classes: int, state: 
     return parameters
 
 
+def _architecture_differences(parent: ModelRecord, config: TrainConfig, dataset: DatasetRecord) -> list[str]:
+    """How the network a job would train differs from `parent`'s (empty: its weights fit)."""
+    output, layer_sizes = config.network_shape(dataset.n_features, len(dataset.classes))
+    differences = []
+    if layer_sizes[0] != parent.layer_sizes[0]:
+        differences.append(f"features: the dataset has {layer_sizes[0]}, the model {parent.layer_sizes[0]}")
+    if layer_sizes[1:-1] != parent.layer_sizes[1:-1]:
+        differences.append(f"hidden_layers: the job has {layer_sizes[1:-1]}, the model {parent.layer_sizes[1:-1]}")
+    parent_classes = sorted(str(label) for label in parent.classes)
+    if sorted(dataset.classes) != parent_classes:
+        differences.append(f"classes: the dataset has {sorted(dataset.classes)}, the model {parent_classes}")
+    if config.activation != parent.activation:
+        differences.append(f"activation: the job has {config.activation!r}, the model {parent.activation!r}")
+    if output != parent.output:
+        differences.append(f"output: the job has {output!r}, the model {parent.output!r}")
+    return differences
+
+
+def _parent_model(
+    state: AppState, caller: Principal, ref: str, config: TrainConfig, dataset: DatasetRecord
+) -> ModelRecord:
+    """The model `init_model` names (404 naming the field), when its network is the job's (else 422)."""
+    try:
+        parent = find_model(state, caller, ref)
+    except ApiError as error:
+        error.details = [{"field": "init_model", "message": error.message}]
+        raise
+    differences = _architecture_differences(parent, config, dataset)
+    if differences:
+        raise invalid(
+            "init_model",
+            f"the model's network differs from this job's: {'; '.join(differences)}",
+            code="architecture_mismatch",
+            differences=differences,
+        )
+    return parent
+
+
 def _train_config(body: JobCreate) -> TrainConfig:
     try:
         return body.train_config()
@@ -138,9 +188,17 @@ def create_job(body: JobCreate, response: Response, state: State, caller: Caller
         raise error
     config = _train_config(body)
     parameters = _check_compute(config, dataset.n_features, len(dataset.classes), state)
-    name = body.name or dataset.name or f"dataset-{dataset.id[:8]}"
+    parent = None if body.init_model is None else _parent_model(state, caller, body.init_model, config, dataset)
+    name = body.name or (parent.name if parent else None) or dataset.name or f"dataset-{dataset.id[:8]}"
     record = submit_job(
-        state, caller, config.to_dict(), dataset, name=name, parameters=parameters, epochs=config.epochs
+        state,
+        caller,
+        config.to_dict(),
+        dataset,
+        name=name,
+        parameters=parameters,
+        epochs=config.epochs,
+        parent_model_id=None if parent is None else parent.id,
     )
     response.headers["Location"] = f"/v1/jobs/{record.id}"
     return job_public(state, record)
@@ -156,6 +214,7 @@ def submit_job(
     parameters: int,
     epochs: int,
     kind: str = "train",
+    parent_model_id: str | None = None,
 ) -> JobRecord:
     """Create and queue a job within the per-key and queue-depth limits (429 / 503 otherwise)."""
     settings = state.settings
@@ -169,7 +228,9 @@ def submit_job(
         error = limit_exceeded(503, "queue depth", "max_queue_depth", depth + 1, settings.max_queue_depth)
         error.headers = {"Retry-After": "30"}
         raise error
-    record = state.store.create_job(spec, owner=caller.owner, dataset_id=dataset.id, name=name, kind=kind)
+    record = state.store.create_job(
+        spec, owner=caller.owner, dataset_id=dataset.id, name=name, kind=kind, parent_model_id=parent_model_id
+    )
     timeout = job_timeout(
         dataset.n_samples, parameters, epochs, minimum=settings.job_timeout_min, maximum=settings.job_timeout_max
     )
