@@ -169,6 +169,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
             checkpoint_seconds=settings.checkpoint_seconds,
             name=args.name,
             progress_min_interval=settings.progress_min_interval,
+            running_limit=settings.max_running_jobs_per_key,
         )
     except redis.ConnectionError as exc:
         logger.error("cannot reach Redis at %s: %s", redact_url(settings.redis_url), exc)

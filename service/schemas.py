@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema, create_model
 
 from engine import OptionSpec, TrainConfig, json_safe, option_fields
+from worker import JobStatus
 from worker.aliases import NAME_MAX_LENGTH, NAME_PATTERN
 
 # Strict numbers: booleans and numeric strings are not numbers; NaN and infinities are refused.
@@ -17,7 +18,6 @@ ResourceId = Annotated[str, Field(min_length=1, max_length=128)]
 ModelRef = Annotated[str, Field(min_length=1, max_length=2 * NAME_MAX_LENGTH + 1)]
 
 JobKind = Literal["train", "evaluate", "verify"]
-JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled", "stalled"]
 
 
 # Non-finite floats (a diverged loss) are shown as null: JSON has no NaN.

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
         10.0, ge=0, le=3600, description="Checkpoint after an epoch once this many seconds passed since the last."
     )
     progress_min_interval: float = Field(0.2, ge=0, le=60, description="Minimum seconds between progress writes.")
+    job_retention_days: float = Field(
+        0, ge=0, description="Finished job records older than this are deleted; their models stay (0: keep)."
+    )
 
     # --- limits (OWASP API4) -----------------------------------------------------------------------
     max_upload_bytes: int = Field(100 * MiB, ge=1, description="Largest dataset upload in bytes (413 above).")
@@ -76,6 +79,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(65_536, ge=1, description="Largest batch size of a job.")
     max_predict_rows: int = Field(10_000, ge=1, description="Most instances in one predict request.")
     max_queued_jobs_per_key: int = Field(100, ge=1, description="Queued jobs one API key may have (429 above).")
+    max_running_jobs_per_key: int = Field(
+        0, ge=0, description="Jobs of one API key that run at once; the others wait in the queue (0: no limit)."
+    )
     max_queue_depth: int = Field(1_000, ge=1, description="Jobs in the queue in all (503 above).")
     model_cache_size: int = Field(32, ge=1, description="Most models the API keeps loaded in memory.")
     model_cache_bytes: int = Field(

@@ -9,6 +9,7 @@ import numpy as np
 
 import engine
 from worker.attempts import Attempts, SupersededAttemptError
+from worker.jobstate import JobStatus
 from worker.records import JobRecord, ModelRecord, utc_now
 from worker.store import NotFoundError, Store, new_id
 
@@ -71,17 +72,17 @@ def run_evaluation_job(store: Store, attempts: Attempts, record: JobRecord, toke
     model_id = str(record.spec.get("model_id"))
     model = store.get_model(model_id)
     if model is None:
-        return finish(attempts, record, token, "failed", error=f"model {model_id} not found (was it deleted?)")
+        return finish(attempts, record, token, JobStatus.FAILED, error=f"model {model_id} not found (was it deleted?)")
     entry = evaluate_model(store, model, record.dataset_id, by=record.owner)
     summary = {name: entry[name] for name in ("id", "n_samples", "accuracy", "log_loss", "macro_f1")}
-    return finish(attempts, record, token, "succeeded", model_id=model_id, result={"evaluation": summary})
+    return finish(attempts, record, token, JobStatus.SUCCEEDED, model_id=model_id, result={"evaluation": summary})
 
 
 def finish(
     attempts: Attempts,
     record: JobRecord,
     token: int,
-    status: str,
+    status: JobStatus,
     *,
     error: str | None = None,
     model_id: str | None = None,

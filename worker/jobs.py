@@ -19,6 +19,7 @@ from worker.blobs import BlobError
 from worker.checkpoints import drop_checkpoints, load_checkpoint, save_checkpoint
 from worker.evaluation import run_evaluation_job, validation_report
 from worker.joblog import JobLogger, job_logger
+from worker.jobstate import JobStatus
 from worker.progress import ProgressReporter
 from worker.receipts import build_receipt, parent_model
 from worker.records import JobRecord, utc_now
@@ -103,7 +104,7 @@ def run_training(job_id: str) -> dict[str, Any]:
         applied, _ = attempts.write(
             job_id,
             token,
-            {"status": "failed", "error": reason, "finished_at": utc_now()},
+            {"status": JobStatus.FAILED, "error": reason, "finished_at": utc_now()},
             drop_checkpoint=True,
         )
         if not applied:
@@ -142,7 +143,7 @@ def _train(store: Store, attempts: Attempts, record: JobRecord, token: int, log:
         if attempts.stop_requested(record.id):
             reporter.flush()
             applied, _ = attempts.write(
-                record.id, token, {"status": "canceled", "finished_at": utc_now()}, drop_checkpoint=True
+                record.id, token, {"status": JobStatus.CANCELED, "finished_at": utc_now()}, drop_checkpoint=True
             )
             if not applied:
                 raise SupersededAttemptError(record.id, token)
@@ -225,7 +226,7 @@ def _commit(
         owner=record.owner,
         meta=meta,
         score=time.time(),
-        job_fields={"status": "succeeded", "model_id": model_id, "finished_at": utc_now()},
+        job_fields={"status": JobStatus.SUCCEEDED, "model_id": model_id, "finished_at": utc_now()},
     )
     if version == 0:
         store.blobs.delete(blob)

@@ -7,11 +7,10 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from worker.jobstate import JobStatus
+
 JOB_KINDS = ("train", "evaluate", "verify")
 """What a job does: train a model, evaluate one on a dataset, or retrain one from its receipt to verify it."""
-
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled", "stalled")
-TERMINAL_STATUSES = ("succeeded", "failed", "canceled")
 
 
 def utc_now() -> str:
@@ -53,7 +52,7 @@ class JobRecord:
     owner: str | None
     dataset_id: str
     spec: dict[str, Any]
-    status: str
+    status: JobStatus
     progress: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     model_id: str | None = None
@@ -116,4 +115,5 @@ def decode_job(raw: dict[bytes, bytes], history: list[bytes]) -> JobRecord:
     """A job record from its hash (HGETALL) and history list (LRANGE)."""
     data = {key.decode(): json.loads(value) for key, value in raw.items()}
     known = {name: data[name] for name in JOB_FIELDS if name in data}
+    known["status"] = JobStatus(known["status"])
     return JobRecord(**known, history=[json.loads(entry) for entry in history])

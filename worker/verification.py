@@ -12,6 +12,7 @@ import engine
 from worker.attempts import Attempts
 from worker.blobs import BlobError
 from worker.evaluation import finish
+from worker.jobstate import JobStatus
 from worker.receipts import environment, environment_differs, parent_model, weights_sha256
 from worker.records import JobRecord, ModelRecord, utc_now
 from worker.store import Store, new_id
@@ -90,11 +91,11 @@ def run_verification_job(store: Store, attempts: Attempts, record: JobRecord, to
     model_id = str(record.spec.get("model_id"))
     model = store.get_model(model_id)
     if model is None:
-        return finish(attempts, record, token, "failed", error=f"model {model_id} not found (was it deleted?)")
+        return finish(attempts, record, token, JobStatus.FAILED, error=f"model {model_id} not found (was it deleted?)")
     result = verify_model(store, model, stop=lambda _metrics: attempts.stop_requested(record.id))
     if result is None:
-        return finish(attempts, record, token, "canceled")
+        return finish(attempts, record, token, JobStatus.CANCELED)
     result["job_id"] = record.id
     store.add_verification(model_id, result)
     summary = {name: result[name] for name in ("id", "match", "weights_sha256", "expected_sha256")}
-    return finish(attempts, record, token, "succeeded", model_id=model_id, result={"verification": summary})
+    return finish(attempts, record, token, JobStatus.SUCCEEDED, model_id=model_id, result={"verification": summary})
