@@ -448,6 +448,8 @@ class EvaluationPublic(BaseModel):
 class EvaluationList(BaseModel):
     items: list[EvaluationPublic]
     total: int
+    offset: int
+    limit: int
 
 
 class EnvironmentDifference(BaseModel):
@@ -482,6 +484,8 @@ class VerificationPublic(BaseModel):
 class VerificationList(BaseModel):
     items: list[VerificationPublic]
     total: int
+    offset: int
+    limit: int
 
 
 # --- health -----------------------------------------------------------------------------------------

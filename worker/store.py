@@ -113,6 +113,10 @@ class JobNotFinishedError(RuntimeError):
         self.status = status
 
 
+RESULTS_KEPT = 1000
+"""Evaluations and verifications kept per model (the oldest are dropped beyond)."""
+
+
 class NotFoundError(LookupError):
     """No record with that id."""
 
@@ -580,30 +584,46 @@ class Store:
         return self.blobs.read(data["blob"], data["sha256"])
 
     # --- evaluations and verifications of a model -------------------------------------------------
-    def add_evaluation(self, model_id: str, entry: dict[str, Any]) -> None:
-        """Append an evaluation report to the model's (oldest first)."""
-        self.redis.rpush(keys.model_evaluations(model_id), json.dumps(entry))
+    def _append(self, key: str, entry: dict[str, Any]) -> None:
+        with self.redis.pipeline() as pipe:
+            pipe.rpush(key, json.dumps(entry))
+            pipe.ltrim(key, -RESULTS_KEPT, -1)
+            pipe.execute()
 
-    def list_evaluations(self, model_id: str) -> list[dict[str, Any]]:
-        """The model's evaluation reports, oldest first."""
-        raw: list[bytes] = self.redis.lrange(keys.model_evaluations(model_id), 0, -1)  # type: ignore[assignment]
-        return [json.loads(entry) for entry in raw]
+    def _page(self, key: str, offset: int, limit: int | None) -> tuple[list[dict[str, Any]], int]:
+        stop = -1 if limit is None else offset + max(limit, 1) - 1
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrange(key, offset, stop)
+            pipe.llen(key)
+            raw, total = pipe.execute()
+        return [json.loads(entry) for entry in raw], int(total)
+
+    def add_evaluation(self, model_id: str, entry: dict[str, Any]) -> None:
+        """Append an evaluation report to the model's (the newest RESULTS_KEPT are kept)."""
+        self._append(keys.model_evaluations(model_id), entry)
+
+    def list_evaluations(
+        self, model_id: str, offset: int = 0, limit: int | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The model's evaluation reports, oldest first (a page of them), and how many there are."""
+        return self._page(keys.model_evaluations(model_id), offset, limit)
 
     def find_evaluation(self, model_id: str, dataset_id: str, dataset_sha256: str) -> dict[str, Any] | None:
         """The newest stored evaluation of the model on that dataset (same content), or None."""
-        for entry in reversed(self.list_evaluations(model_id)):
+        for entry in reversed(self.list_evaluations(model_id)[0]):
             if entry.get("dataset_id") == dataset_id and entry.get("dataset_sha256") == dataset_sha256:
                 return dict(entry)
         return None
 
     def add_verification(self, model_id: str, entry: dict[str, Any]) -> None:
-        """Append a verification result to the model's (oldest first)."""
-        self.redis.rpush(keys.model_verifications(model_id), json.dumps(entry))
+        """Append a verification result to the model's (the newest RESULTS_KEPT are kept)."""
+        self._append(keys.model_verifications(model_id), entry)
 
-    def list_verifications(self, model_id: str) -> list[dict[str, Any]]:
-        """The model's verification results, oldest first."""
-        raw: list[bytes] = self.redis.lrange(keys.model_verifications(model_id), 0, -1)  # type: ignore[assignment]
-        return [json.loads(entry) for entry in raw]
+    def list_verifications(
+        self, model_id: str, offset: int = 0, limit: int | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The model's verification results, oldest first (a page of them), and how many there are."""
+        return self._page(keys.model_verifications(model_id), offset, limit)
 
     # --- attempts of a job (for receipts) ---------------------------------------------------------
     def log_attempt(self, job_id: str, entry: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from service.auth import Principal
-from service.deps import AppState, Caller, State, model_or_404
+from service.deps import AppState, Caller, Limit, Offset, State, model_or_404
 from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
 from service.routes.jobs import job_public, submit_job
 from service.routes.models import _loaded
@@ -146,10 +146,11 @@ def verify(record: Model, state: State, caller: Caller) -> Any:
     summary="List a model's verifications",
     responses=responses(401, 404, 409, 503),
 )
-def list_verifications(record: Model, state: State) -> VerificationList:
-    """Every verification result of the model, oldest first."""
-    entries = state.store.list_verifications(record.id)
-    return VerificationList(items=[VerificationPublic.model_validate(e) for e in entries], total=len(entries))
+def list_verifications(record: Model, state: State, offset: Offset = 0, limit: Limit = 50) -> VerificationList:
+    """The verification results of the model, oldest first (the newest 1000 are kept)."""
+    entries, total = state.store.list_verifications(record.id, offset, limit)
+    items = [VerificationPublic.model_validate(entry) for entry in entries]
+    return VerificationList(items=items, total=total, offset=offset, limit=limit)
 
 
 @router.get(
@@ -157,7 +158,8 @@ def list_verifications(record: Model, state: State) -> VerificationList:
     summary="List a model's evaluations",
     responses=responses(401, 404, 409, 503),
 )
-def list_evaluations(record: Model, state: State) -> EvaluationList:
-    """Every stored evaluation report of the model, oldest first."""
-    entries = state.store.list_evaluations(record.id)
-    return EvaluationList(items=[EvaluationPublic.model_validate(entry) for entry in entries], total=len(entries))
+def list_evaluations(record: Model, state: State, offset: Offset = 0, limit: Limit = 50) -> EvaluationList:
+    """The stored evaluation reports of the model, oldest first (the newest 1000 are kept)."""
+    entries, total = state.store.list_evaluations(record.id, offset, limit)
+    items = [EvaluationPublic.model_validate(entry) for entry in entries]
+    return EvaluationList(items=items, total=total, offset=offset, limit=limit)

@@ -61,7 +61,7 @@ def test_verify_model_resumed_after_sigkill_matches(
     _submit(redis_conn, store, verify)
     wait_for(lambda: _job(store, verify.id).status in ("succeeded", "failed"), timeout=120, what="verification")
     assert _job(store, verify.id).status == "succeeded", _job(store, verify.id).error
-    (result,) = store.list_verifications(model.id)
+    (result,), _ = store.list_verifications(model.id)
     assert result["match"] is True, result
     assert result["weights_sha256"] == result["expected_sha256"] == model.receipt["weights_sha256"]
     assert result["environment_differs"] == []
