@@ -33,6 +33,7 @@ AliasName = Annotated[str, Path(min_length=1, max_length=NAME_MAX_LENGTH, patter
 ModelName = Annotated[str, Path(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
 
 _ERRORS = responses(401, 404, 409, 422, 503)
+_BODY_ERRORS = responses(400, 401, 404, 409, 422, 503)
 
 
 def _lineage(state: AppState, caller: Principal, name: str) -> tuple[str | None, dict[int, str]]:
@@ -108,7 +109,7 @@ def _guard(
     return comparison
 
 
-@router.put("/{name}/aliases/{alias}", summary="Point an alias at a version", responses=_ERRORS)
+@router.put("/{name}/aliases/{alias}", summary="Point an alias at a version", responses=_BODY_ERRORS)
 def set_alias(name: ModelName, alias: AliasName, body: AliasCreate, state: State, caller: Caller) -> AliasPublic:
     """Point `alias` at `version` of the name; with `require`, only when that version's metric on the
     dataset is at least as good as the current holder's plus `min_delta` (else 409 with both figures)."""

@@ -107,7 +107,7 @@ def _queued(state: AppState, caller: Principal, record: ModelRecord, dataset: Da
     "/{model_id}/evaluate",
     summary="Evaluate a model on a dataset",
     response_model=EvaluationPublic,
-    responses={**responses(401, 404, 409, 422, 429, 503), **_ACCEPTED},
+    responses={**responses(400, 401, 404, 409, 422, 429, 503), **_ACCEPTED},
 )
 def evaluate(record: Model, body: EvaluationCreate, state: State, caller: Caller) -> Any:
     """The evaluation report of the model on a dataset (stored with the model): accuracy, log loss,
