@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.data import Label
+from engine.data import Label, check_labels
 
 Array = NDArray[Any]
 
@@ -54,7 +54,7 @@ def label_indices(y: object, classes: list[Label]) -> tuple[NDArray[np.int64], l
     Parameters
     ----------
     y : array-like, shape (n_samples,)
-        True labels (ints or strings).
+        True labels (ints or strings), normalised as training normalises them (``check_labels``).
     classes : list of int or str
         The model's classes; probability column ``j`` is ``classes[j]``.
 
@@ -65,9 +65,10 @@ def label_indices(y: object, classes: list[Label]) -> tuple[NDArray[np.int64], l
     unknown : list of int or str
         The distinct labels of `y` not in `classes`, sorted.
     """
-    labels = np.asarray(y)
-    if labels.ndim != 1:
-        raise ValueError(f"y must be 1-D (n_samples,), got shape {labels.shape}")
+    raw = np.asarray(y)
+    if raw.ndim != 1:
+        raise ValueError(f"y must be 1-D (n_samples,), got shape {raw.shape}")
+    labels = check_labels(raw, raw.shape[0], "y")  # the same normalisation as training's labels
     position = {_python(label): index for index, label in enumerate(classes)}
     distinct, inverse = np.unique(labels, return_inverse=True)
     lookup = np.array([position.get(_python(label), -1) for label in distinct], dtype=np.int64)
