@@ -164,6 +164,33 @@ def _train(store: Store, attempts: Attempts, record: JobRecord, token: int, log:
     return _commit(store, attempts, record, token, training, (X, y), parent, reporter, log)
 
 
+def _checked_fields(
+    store: Store,
+    record: JobRecord,
+    training: engine.Training,
+    model: engine.Model,
+    data_arrays: tuple[np.ndarray, np.ndarray],
+    parent: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The model record's `validation_report`, `receipt` and `parent_model_id`."""
+    dataset = store.get_dataset(record.dataset_id)
+    if dataset is None:
+        raise NotFoundError(f"dataset {record.dataset_id} not found")
+    receipt = build_receipt(
+        dataset_id=record.dataset_id,
+        dataset_sha256=dataset.sha256,
+        config=training.config.to_dict(),
+        attempts=store.attempt_log(record.id),
+        model=model,
+        parent=parent,
+    )
+    return {
+        "validation_report": validation_report(model, *data_arrays, training.validation_indices),
+        "receipt": receipt,
+        "parent_model_id": record.parent_model_id,
+    }
+
+
 def _commit(
     store: Store,
     attempts: Attempts,
@@ -177,17 +204,7 @@ def _commit(
 ) -> dict[str, Any]:
     result = training.result()
     model = result.model
-    dataset = store.get_dataset(record.dataset_id)
-    if dataset is None:
-        raise NotFoundError(f"dataset {record.dataset_id} not found")
-    receipt = build_receipt(
-        dataset_id=record.dataset_id,
-        dataset_sha256=dataset.sha256,
-        config=training.config.to_dict(),
-        attempts=store.attempt_log(record.id),
-        model=model,
-        parent=parent,
-    )
+    checked = _checked_fields(store, record, training, model, data_arrays, parent)
     data = engine.dumps(model)
     model_id = new_id()
     blob = model_blob(model_id)
@@ -212,9 +229,7 @@ def _commit(
             "sha256": sha256,
             "size_bytes": len(data),
             "blob": blob,
-            "validation_report": validation_report(model, *data_arrays, training.validation_indices),
-            "receipt": receipt,
-            "parent_model_id": record.parent_model_id,
+            **checked,
         }
     )
     reporter.flush()

@@ -109,3 +109,12 @@ def test_evaluate_above_max_predict_rows_is_a_job(
     assert stored["items"][0]["id"] == done["result"]["evaluation"]["id"]
     small = upload_csv(client, blobs_csv(n_per_class=5, seed=6), headers=ALICE).json()  # 15 rows
     assert client.post("/v1/models/blobs/evaluate", json={"dataset_id": small["id"]}, headers=ALICE).status_code == 200
+
+
+def test_verify_without_the_training_dataset_is_422(trained: tuple[TestClient, dict[str, Any]]) -> None:
+    client, model = trained
+    assert client.delete(f"/v1/datasets/{model['dataset_id']}", headers=ALICE).status_code == 204
+    response = client.post(f"/v1/models/{model['id']}/verify", headers=ALICE)
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "dataset_gone"
+    assert model["dataset_id"] in response.json()["error"]["message"]
