@@ -166,3 +166,20 @@ def test_guarded_promotion_feature_mismatch_is_422(alice: tuple[TestClient, str]
     assert response.status_code == 422, response.text
     assert "require.dataset_id" in response.json()["error"]["message"]
     assert client.get("/v1/models/blobs@champion", headers=ALICE).status_code == 404
+
+
+def test_alias_for_an_admin_needs_a_name_one_owner_uses(
+    alice: tuple[TestClient, str], run_worker: Callable[[], None]
+) -> None:
+    client, _ = alice
+    root = {"Authorization": "Bearer root-key-0000"}
+    assert _put(client, "champion", {"version": 2}).status_code == 200
+    assert client.get("/v1/models/blobs@champion", headers=root).json()["version"] == 2  # one owner: resolved
+    dataset = upload_csv(client, blobs_csv(n_per_class=5, seed=4), headers=BOB, name="blobs").json()
+    response = client.post("/v1/jobs", json={"dataset_id": dataset["id"], "name": "blobs", **WEAK}, headers=BOB)
+    assert response.status_code == 202
+    run_worker()
+    assert client.get("/v1/models/blobs@champion", headers=root).status_code == 409
+    assert client.get("/v1/models/blobs/aliases", headers=root).status_code == 409
+    assert client.get("/v1/models/blobs@champion", headers=BOB).status_code == 404  # bob's lineage has none
+    assert client.get("/v1/models/blobs@champion", headers=ALICE).json()["version"] == 2
