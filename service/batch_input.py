@@ -97,7 +97,7 @@ def _csv_features(
             )
         skip = header.index(label_column)
     else:
-        skip = n_features if len(header) == n_features + 1 else None  # the label column after the features
+        skip: int | None = n_features if len(header) == n_features + 1 else None  # the label column after the features
     columns = [index for index in range(len(header)) if index != skip]
     if len(columns) > limits.max_features:
         raise DatasetError(

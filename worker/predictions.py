@@ -131,7 +131,7 @@ class Predictions:
         prediction_id = new_id()
         if X is not None:
             blob = input_blob(prediction_id)
-            with self.blobs.writer(blob) as writer, zipfile.ZipFile(writer, "w") as archive:  # type: ignore[arg-type]
+            with self.blobs.writer(blob) as writer, zipfile.ZipFile(writer, "w") as archive:  # type: ignore[call-overload]
                 write_member(archive, "X", X)
             digest = writer.sha256
         else:
@@ -321,7 +321,7 @@ def _compute(store: Store, predictions: Predictions, record: PredictionRecord) -
         store.blobs.open_verified(record.input_blob, record.input_sha256) as source,
         zipfile.ZipFile(source) as inputs,
         store.blobs.writer(result_blob(record.id)) as writer,
-        zipfile.ZipFile(writer, "w") as archive,  # type: ignore[arg-type]
+        zipfile.ZipFile(writer, "w") as archive,  # type: ignore[call-overload]
     ):
         shape, _ = member_header(inputs, "X")
         if len(shape) != 2 or shape[0] != record.n_rows or shape[1] != record.n_features:

@@ -306,7 +306,7 @@ def _csv_chunks(record: PredictionRecord, result: zipfile.ZipFile, inputs: zipfi
 def _npz_chunks(record: PredictionRecord, result: zipfile.ZipFile, inputs: zipfile.ZipFile | None) -> Iterator[bytes]:
     """The result archive (`classes`, `predictions`, `probabilities`, and `X` with the input), streamed."""
     pipe = _Pipe()
-    with zipfile.ZipFile(pipe, "w") as archive:  # type: ignore[arg-type]
+    with zipfile.ZipFile(pipe, "w") as archive:  # type: ignore[call-overload]
         for name in ("classes", "predictions", "probabilities"):
             for _ in copy_member(result, archive, name, _COPY_PIECE):
                 yield pipe.take()
