@@ -269,12 +269,14 @@ def run_prediction(prediction_id: str) -> dict[str, Any]:
         raise RuntimeError("run_prediction must run inside an RQ worker")
     store = Store(rq_job.connection, runtime.current().blob_dir)
     predictions = Predictions(store.redis, store.blobs)
-    if not predictions.move(prediction_id, JobStatus.RUNNING, started_at=utc_now()):
-        record = predictions.get(prediction_id)
-        logger.info("prediction %s is %s; not running it", prediction_id, record and record.status)
-        return {"prediction_id": prediction_id, "status": record.status if record else "missing"}
     record = predictions.get(prediction_id)
-    assert record is not None  # moved just now; records are deleted by no one while running
+    started = record is not None and predictions.move(
+        prediction_id, JobStatus.RUNNING, started_at=utc_now(), progress=_progress(0, record.n_rows)
+    )
+    if record is None or not started:
+        status = record.status if record else "missing"
+        logger.info("prediction %s is %s; not running it", prediction_id, status)
+        return {"prediction_id": prediction_id, "status": status}
     try:
         sha256, size = _compute(store, predictions, record)
     except PredictionCanceledError:

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import csv
 import io
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import redis
 from fastapi.testclient import TestClient
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from tests.service.conftest import blobs_csv, npz_bytes, upload_csv
+from tests.worker.conftest import QUEUE, wait_for, worker_command
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 KEYS = "alice-key-1234:user,bob-key-5678:user"
 ALICE = {"Authorization": "Bearer alice-key-1234"}
@@ -38,6 +46,10 @@ def _train(client: TestClient, run_worker: Callable[[], None], data: bytes) -> t
 def _features(data: bytes) -> list[list[float]]:
     rows = list(csv.reader(io.StringIO(data.decode())))[1:]
     return [[float(value) for value in row[:-1]] for row in rows]
+
+
+def _status(client: TestClient, url: str) -> str:
+    return str(client.get(url, headers=ALICE).json()["status"])
 
 
 def _submit(client: TestClient, model_id: str, **kwargs: Any) -> dict[str, Any]:
@@ -197,3 +209,35 @@ def test_batch_prediction_result_outlives_its_model_but_not_its_dataset(
     assert response.status_code == 404
     assert "was deleted" in response.json()["error"]["message"]
     assert _csv(client, submitted["id"]) == before
+
+
+def test_batch_prediction_canceled_while_running_keeps_no_result(
+    make_client: Callable[..., TestClient], redis_url: str, data_dir: Path
+) -> None:
+    client = make_client(api_keys=KEYS, prediction_chunk_rows=1, queue_name=QUEUE)
+    worker = subprocess.Popen(worker_command(redis_url, data_dir / "blobs", name="batch-cancel"), cwd=REPO_ROOT)
+    try:
+        data = blobs_csv(n_per_class=8, seed=6)
+        dataset = upload_csv(client, data, headers=ALICE, name="blobs").json()
+        job = client.post("/v1/jobs", json={"dataset_id": dataset["id"], **JOB}, headers=ALICE).json()
+        wait_for(lambda: _status(client, f"/v1/jobs/{job['id']}") == "succeeded", timeout=120, what="training")
+        model_id = client.get(f"/v1/jobs/{job['id']}", headers=ALICE).json()["model_id"]
+        X = np.random.default_rng(0).normal(size=(50_000, 3))
+        upload = {"file": ("big.npz", npz_bytes(X=X), "application/octet-stream")}
+        submitted = _submit(client, model_id, files=upload)
+        url = f"/v1/predictions/{submitted['id']}"
+        wait_for(lambda: _status(client, url) == "running", timeout=120, what="the prediction running")
+        response = client.post(f"{url}/cancel", headers=ALICE)
+        assert response.status_code == 200
+        assert response.json()["status"] == "canceled"
+        rq_job = Job.fetch(submitted["id"], connection=redis.Redis.from_url(redis_url), serializer=JSONSerializer)
+        wait_for(lambda: rq_job.get_status(refresh=True) == "finished", timeout=120, what="the work-horse ending")
+        assert rq_job.return_value() == {"prediction_id": submitted["id"], "status": "canceled"}
+    finally:
+        worker.kill()
+        worker.wait(timeout=10)
+    record = client.get(url, headers=ALICE).json()
+    assert record["status"] == "canceled"
+    assert record["progress"]["rows_done"] < 50_000
+    left = sorted(path.name for path in (data_dir / "blobs" / "predictions").iterdir())
+    assert left == [f"{submitted['id']}-input.npz"]  # no result, no temp file
