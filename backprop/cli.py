@@ -48,9 +48,7 @@ def _env_name_for(loc: object) -> str:
     if name in Settings.model_fields:
         candidates = env_names(name)
     else:
-        candidates = next(
-            (env_names(field) for field in Settings.model_fields if name in env_names(field)), [name]
-        )
+        candidates = next((env_names(field) for field in Settings.model_fields if name in env_names(field)), [name])
     environ = {key.upper() for key in os.environ}
     return next((candidate for candidate in candidates if candidate.upper() in environ), candidates[0])
 
@@ -293,9 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address the API binds to (default BACKPROP_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=port_number, help="API port (default BACKPROP_PORT or 8000)")
-    serve.add_argument(
-        "--data-dir", help="datasets, models, jobs and Redis' AOF (default BACKPROP_DATA_DIR or ./var)"
-    )
+    serve.add_argument("--data-dir", help="datasets, models, jobs and Redis' AOF (default BACKPROP_DATA_DIR or ./var)")
     serve.add_argument("--workers", type=int, default=1, help="RQ worker processes (default 1)")
     serve.add_argument(
         "--grace-period",

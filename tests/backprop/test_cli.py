@@ -68,9 +68,7 @@ def test_cli_names_the_variable_that_is_set(
     assert message in capsys.readouterr().err
 
 
-def test_cli_does_not_echo_a_bad_secret(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_does_not_echo_a_bad_secret(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("BACKPROP_API_KEYS", "hunter2-very-secret")
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["api"])
