@@ -407,8 +407,8 @@ class Model:
                 return BatchPrediction(self.client, self.client.request("POST", path, files=files, data=form))
         buffer = io.BytesIO()
         np.savez(buffer, X=np.asarray(source, dtype=np.float64))
-        files = {"file": ("features.npz", buffer.getvalue(), "application/octet-stream")}
-        return BatchPrediction(self.client, self.client.request("POST", path, files=files))
+        arrays = {"file": ("features.npz", buffer.getvalue(), "application/octet-stream")}
+        return BatchPrediction(self.client, self.client.request("POST", path, files=arrays))
 
 
 class BatchPrediction:

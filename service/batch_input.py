@@ -89,6 +89,7 @@ def _csv_features(
     header = [name.strip() for name in next(csv.reader(io.StringIO(text[: text.find("\n") + 1 or None])), [])]
     if not header:
         raise DatasetError("file: empty file; expected a header row and data rows", field="file")
+    skip: int | None
     if label_column is not None:
         if label_column not in header:
             raise DatasetError(
@@ -97,7 +98,7 @@ def _csv_features(
             )
         skip = header.index(label_column)
     else:
-        skip: int | None = n_features if len(header) == n_features + 1 else None  # the label column after the features
+        skip = n_features if len(header) == n_features + 1 else None  # the label column after the features
     columns = [index for index in range(len(header)) if index != skip]
     if len(columns) > limits.max_features:
         raise DatasetError(
