@@ -144,7 +144,9 @@ class ProcessChild(Child):
         try:
             # A new session: Ctrl-C in the terminal reaches the supervisor only, which then stops the
             # children in order.
-            self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=True, preexec_fn=preexec)
+            self.process = subprocess.Popen(
+                self.argv, env=self.env, start_new_session=True, preexec_fn=preexec
+            )
         except OSError as exc:
             raise RuntimeError(f"cannot start {self.name} ({self.argv[0]}): {exc}") from exc
 
@@ -362,7 +364,9 @@ class Supervisor:
             **self.status_extra,
             "pid": os.getpid(),
             "updated_at": datetime.now(UTC).isoformat(),
-            "children": {child.name: {"pid": child.pid, "restarts": child.restarts} for child in self.children},
+            "children": {
+                child.name: {"pid": child.pid, "restarts": child.restarts} for child in self.children
+            },
         }
 
     def write_status(self) -> None:
