@@ -21,23 +21,22 @@ from typing import Any
 
 import numpy as np
 from redis import Redis
-from rq import Queue, get_current_job
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job
+from rq import get_current_job
+from rq.exceptions import InvalidJobOperation
 from rq.job import JobStatus as RQStatus
-from rq.serializers import JSONSerializer
 
 import engine
 from worker import keys, runtime
 from worker.blobs import BlobError, BlobStore
 from worker.jobstate import TERMINAL_STATUSES, TRANSITIONS, JobStatus
 from worker.npyfiles import ArrayFormatError, iter_rows, member_header, member_writer, write_member
+from worker.queue import rq_queue
 from worker.records import utc_now
 from worker.store import NotFoundError, Store, dataset_blob, is_id, new_id
 
 logger = logging.getLogger(__name__)
 
-JOB_FUNCTION = "worker.predictions.run_prediction"
+JOB_FUNCTION = "worker.predictions.run_prediction"  # one of rqjob.ENTRY_POINTS
 _RESULT_TTL = 3600
 _FAILED_TTL = 7 * 24 * 3600
 _REASON_LIMIT = 300
@@ -194,11 +193,6 @@ class Predictions:
         return bool(self.redis.exists(keys.prediction_stop(prediction_id)))
 
 
-def rq_queue(redis: Redis, queue_name: str) -> Queue:
-    """The RQ queue the workers listen on (JSON serializer)."""
-    return Queue(queue_name, connection=redis, serializer=JSONSerializer)
-
-
 def enqueue_prediction(redis: Redis, record: PredictionRecord, *, queue_name: str, timeout: int) -> None:
     """Push the RQ job of a batch prediction (args: only its id; not retried: a re-run starts over)."""
     rq_queue(redis, queue_name).enqueue_call(
@@ -218,20 +212,21 @@ def cancel_prediction(predictions: Predictions, record: PredictionRecord, *, que
         return record
     predictions.redis.set(keys.prediction_stop(record.id), "1", ex=7 * 24 * 3600)
     if predictions.move(record.id, JobStatus.CANCELED, finished_at=utc_now()) and record.status == "queued":
-        rq_queue(predictions.redis, queue_name).remove(record.id)
-        with contextlib.suppress(NoSuchJobError, InvalidJobOperation):
-            Job.fetch(record.id, connection=predictions.redis, serializer=JSONSerializer).cancel()
+        queue = rq_queue(predictions.redis, queue_name)
+        queue.remove(record.id)
+        rq_job = queue.fetch_job(record.id)
+        if rq_job is not None:
+            with contextlib.suppress(InvalidJobOperation):  # already canceled by another request
+                rq_job.cancel()
     return predictions.get(record.id) or record
 
 
-def reconcile_prediction(predictions: Predictions, record: PredictionRecord) -> PredictionRecord:
+def reconcile_prediction(predictions: Predictions, record: PredictionRecord, *, queue_name: str) -> PredictionRecord:
     """A running prediction whose RQ job ended without a result (its worker died): `failed` now."""
     if record.status != JobStatus.RUNNING:
         return record
-    try:
-        rq_status = Job.fetch(record.id, connection=predictions.redis, serializer=JSONSerializer).get_status()
-    except NoSuchJobError:
-        rq_status = None
+    rq_job = rq_queue(predictions.redis, queue_name).fetch_job(record.id)
+    rq_status = None if rq_job is None else rq_job.get_status()
     if rq_status in (RQStatus.FAILED, RQStatus.STOPPED, RQStatus.CANCELED, RQStatus.FINISHED, None):
         reason = "the worker running the prediction stopped without a result"
         if predictions.move(record.id, JobStatus.FAILED, error=reason, finished_at=utc_now()):

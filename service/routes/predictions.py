@@ -104,7 +104,7 @@ def prediction_or_404(prediction_id: str, state: State, caller: Caller) -> Predi
     record = predictions.get(prediction_id) if is_id(prediction_id) else None
     if record is None or not caller.may_see(record.owner):
         raise not_found("prediction", prediction_id)
-    return reconcile_prediction(predictions, record)
+    return reconcile_prediction(predictions, record, queue_name=state.settings.queue_name)
 
 
 Prediction = Annotated[PredictionRecord, Depends(prediction_or_404)]
