@@ -191,7 +191,7 @@ async def _from_upload(request: Request, state: AppState, model: ModelRecord) ->
     },
     openapi_extra=_UPLOAD_BODY,
 )
-async def create_prediction(model_id: str, request: Request, state: State, caller: Caller) -> Response:
+async def create_batch_prediction(model_id: str, request: Request, state: State, caller: Caller) -> Response:
     """Score every row of a stored dataset (JSON `{"dataset_id": ...}`) or of an uploaded CSV/NPZ (multipart
     `file`) on the workers; follow it at the `Location` it returns, then read its result."""
     model = await run_in_threadpool(find_model, state, caller, model_id)
@@ -232,7 +232,7 @@ async def create_prediction(model_id: str, request: Request, state: State, calle
 
 
 @router.get("/v1/predictions/{prediction_id}", summary="Read a batch prediction", responses=responses(401, 404, 503))
-def read_prediction(record: Prediction) -> BatchPredictionPublic:
+def read_batch_prediction(record: Prediction) -> BatchPredictionPublic:
     """Status, progress (rows done) and, once succeeded, the URL of the result."""
     return prediction_public(record)
 
@@ -242,7 +242,7 @@ def read_prediction(record: Prediction) -> BatchPredictionPublic:
     summary="Cancel a batch prediction",
     responses=responses(401, 404, 409, 503),
 )
-def cancel(record: Prediction, state: State) -> BatchPredictionPublic:
+def cancel_batch_prediction(record: Prediction, state: State) -> BatchPredictionPublic:
     """A queued prediction never runs; a running one ends `canceled` now and its worker stops before the
     next chunk of rows (no result is kept)."""
     if record.status in TERMINAL_STATUSES:
@@ -365,7 +365,7 @@ ResultFormat = Literal["csv", "npz"]
         **responses(401, 404, 409, 422, 503),
     },
 )
-async def read_result(
+async def read_batch_prediction_result(
     record: Prediction,
     state: State,
     format: Annotated[ResultFormat, Query(description="`csv` or `npz`.")] = "csv",
