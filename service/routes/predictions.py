@@ -28,18 +28,23 @@ from service.deps import AppState, Caller, State, find_model
 from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
 from service.parsing import DatasetError, Limits
 from service.schemas import BatchPredictionCreate, BatchPredictionPublic, BatchProgressPublic
-from worker import TERMINAL_STATUSES, BlobError, JobStatus, ModelRecord, job_timeout, queue_depth
-from worker.npyfiles import copy_member, iter_rows, member_writer
-from worker.predictions import (
+from worker import (
+    TERMINAL_STATUSES,
+    BlobError,
+    JobStatus,
+    ModelRecord,
     PredictionRecord,
     Predictions,
     cancel_prediction,
     enqueue_prediction,
+    is_id,
+    job_timeout,
     open_input,
     open_result,
+    queue_depth,
     reconcile_prediction,
 )
-from worker.store import is_id
+from worker.npyfiles import copy_member, iter_rows, member_writer
 
 router = APIRouter(tags=["predictions"])
 
