@@ -54,6 +54,20 @@ return 1
 """
 
 
+# KEYS: record, stop flag. ARGV: the statuses that may be deleted (comma separated JSON texts). 1: deleted.
+_DELETE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 0 end
+for s in string.gmatch(ARGV[1], '[^,]+') do
+  if s == status then
+    redis.call('DEL', KEYS[1], KEYS[2])
+    return 1
+  end
+end
+return 0
+"""
+
+
 def sources(target: JobStatus) -> tuple[JobStatus, ...]:
     """The statuses from which `TRANSITIONS` allows a move to `target`."""
     return tuple(old for old, targets in TRANSITIONS.items() if old is not None and target in targets)
@@ -112,6 +126,7 @@ class Predictions:
         self.redis = redis
         self.blobs = blobs
         self._move = redis.register_script(_MOVE)
+        self._delete = redis.register_script(_DELETE)
 
     def create(
         self,
@@ -187,6 +202,17 @@ class Predictions:
             pairs += [name, json.dumps(value)]
         allowed = json.dumps(JobStatus.RUNNING.value)
         return bool(self._move(keys=[keys.prediction(prediction_id)], args=[allowed, *pairs]))
+
+    def delete(self, record: PredictionRecord) -> bool:
+        """Remove a finished prediction's record, its result and its uploaded input (a dataset input stays);
+        False when it was not finished (or is gone)."""
+        allowed = ",".join(json.dumps(status.value) for status in TERMINAL_STATUSES)
+        if not self._delete(keys=[keys.prediction(record.id), keys.prediction_stop(record.id)], args=[allowed]):
+            return False
+        self.blobs.delete(result_blob(record.id))
+        if record.source == "upload":
+            self.blobs.delete(record.input_blob)
+        return True
 
     def stop_requested(self, prediction_id: str) -> bool:
         """Whether someone asked the running prediction to stop."""

@@ -256,6 +256,22 @@ def cancel_batch_prediction(record: Prediction, state: State) -> BatchPrediction
     return prediction_public(updated)
 
 
+@router.delete(
+    "/v1/predictions/{prediction_id}",
+    status_code=204,
+    summary="Delete a batch prediction",
+    responses=responses(401, 404, 409, 503),
+)
+def delete_batch_prediction(record: Prediction, state: State) -> Response:
+    """Delete a finished prediction: its record, its result and its uploaded input (a dataset stays). 409
+    while it is queued or running."""
+    if record.status not in TERMINAL_STATUSES:
+        raise ApiError(409, "conflict", f"prediction {record.id!r} is {record.status}; cancel it first")
+    if not predictions_of(state).delete(record):
+        raise not_found("prediction", record.id)
+    return Response(status_code=204)
+
+
 class _Pipe:
     """A write-only stream collecting what a ZipFile writes, handed out piece by piece."""
 

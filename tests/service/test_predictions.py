@@ -241,3 +241,23 @@ def test_batch_prediction_canceled_while_running_keeps_no_result(
     assert record["progress"]["rows_done"] < 50_000
     left = sorted(path.name for path in (data_dir / "blobs" / "predictions").iterdir())
     assert left == [f"{submitted['id']}-input.npz"]  # no result, no temp file
+
+
+def test_batch_prediction_delete_removes_its_files_once_finished(
+    make_client: Callable[..., TestClient], run_worker: Callable[[], None], data_dir: Path
+) -> None:
+    client = _client(make_client)
+    data = blobs_csv(n_per_class=8, seed=7)
+    _, model_id = _train(client, run_worker, data)
+    submitted = _submit(client, model_id, files={"file": ("score.csv", data, "text/csv")})
+    url = f"/v1/predictions/{submitted['id']}"
+    response = client.delete(url, headers=ALICE)
+    assert response.status_code == 409
+    assert "queued" in response.json()["error"]["message"]
+    _finished(client, run_worker, submitted["id"])
+    folder = data_dir / "blobs" / "predictions"
+    assert len(list(folder.iterdir())) == 2  # the uploaded input and the result
+    assert client.delete(url, headers=BOB).status_code == 404
+    assert client.delete(url, headers=ALICE).status_code == 204
+    assert list(folder.iterdir()) == []
+    assert client.get(url, headers=ALICE).status_code == 404
