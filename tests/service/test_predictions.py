@@ -87,8 +87,9 @@ def test_batch_prediction_of_a_dataset_equals_predict(
     client = _client(make_client)
     data = blobs_csv(n_per_class=10, seed=3)
     dataset_id, model_id = _train(client, run_worker, data)
-    rows = _features(data)
-    served = client.post(f"/v1/models/{model_id}/predict", json={"instances": rows}, headers=ALICE).json()
+    stored = np.asarray(_features(data), dtype=np.float32).astype(np.float64)  # as the dataset keeps them
+    answer = client.post(f"/v1/models/{model_id}/predict", json={"instances": stored.tolist()}, headers=ALICE)
+    served = answer.json()
 
     submitted = _submit(client, model_id, json={"dataset_id": dataset_id})
     assert (submitted["source"], submitted["n_rows"], submitted["dataset_id"]) == ("dataset", 30, dataset_id)
