@@ -165,8 +165,8 @@ def render(
         "`BACKPROP_PREDICTION_CHUNK_ROWS=65536`. The machine is shared and was loaded by other work "
         "(see the load average): the rates are lower bounds of what it can do alone.",
         f"- Model: {FEATURES} features -> {JOB['hidden_layers']} -> {CLASSES} classes (relu, softmax). "
-        f"Input: a stored dataset of {rows:,} rows x {FEATURES} features (float64, "
-        f"{rows * FEATURES * 8 / MIB:.0f} MiB of features).",
+        f"Input: a stored dataset of {rows:,} rows x {FEATURES} features (uploaded as a float64 NPZ, stored "
+        f"as float32, the default `BACKPROP_DATASET_DTYPE`: {rows * FEATURES * 4 / MIB:.0f} MiB of features).",
         "",
         "| what | seconds | rows/s | memory |",
         "|---|---:|---:|---|",
