@@ -13,6 +13,7 @@ import io
 import itertools
 import zipfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from service.auth import Principal
 from service.batch_input import Features, parse_features
 from service.deps import AppState, Caller, State, find_model
 from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
@@ -119,7 +121,7 @@ def _wrong_features(field: str, got: int, model: ModelRecord) -> ApiError:
     return invalid(field, f"{got} features, the model expects {model.n_features}", code="wrong_feature_count")
 
 
-async def _from_dataset(request: Request, state: AppState, caller: Any, model: ModelRecord) -> dict[str, Any]:
+async def _from_dataset(request: Request, state: AppState, caller: Principal, model: ModelRecord) -> dict[str, Any]:
     try:
         body = BatchPredictionCreate.model_validate_json(await request.body())
     except ValidationError as exc:
@@ -341,37 +343,31 @@ def _npz_chunks(record: PredictionRecord, result: zipfile.ZipFile, inputs: zipfi
     yield pipe.take()
 
 
-def _streamed(chunks: Iterator[bytes], handles: list[Any]) -> Iterator[bytes]:
-    try:
+def _streamed(chunks: Iterator[bytes], opened: ExitStack) -> Iterator[bytes]:
+    """`chunks`, then the archives they read are closed (also when the client goes away)."""
+    with opened:
         yield from chunks
-    finally:
-        for handle in reversed(handles):
-            handle.__exit__(None, None, None)
 
 
 def _open_all(
     state: AppState, record: PredictionRecord, include_input: bool
-) -> tuple[list[Any], list[zipfile.ZipFile]]:
-    """Entered context managers of the result (and input) archives, checksums verified."""
-    handles: list[Any] = []
-    result = open_result(state.store.blobs, record)
-    handles.append(result)
-    archives = [result.__enter__()]
-    if include_input:
-        opened = open_input(state.store.blobs, record)
-        try:
-            archives.append(opened.__enter__())
-        except BlobError:
-            result.__exit__(None, None, None)
-            what = f"dataset {record.dataset_id}" if record.dataset_id else "uploaded input"
-            raise ApiError(
-                404,
-                "not_found",
-                f"include_input: the {what} of prediction {record.id} was deleted; "
-                "the result without include_input is still available",
-            ) from None
-        handles.append(opened)
-    return handles, archives
+) -> tuple[ExitStack, zipfile.ZipFile, zipfile.ZipFile | None]:
+    """The result archive (and the input's, with `include_input`), checksums verified, on one exit stack."""
+    with ExitStack() as stack:
+        result = stack.enter_context(open_result(state.store.blobs, record))
+        inputs = None
+        if include_input:
+            try:
+                inputs = stack.enter_context(open_input(state.store.blobs, record))
+            except BlobError:
+                what = f"dataset {record.dataset_id}" if record.dataset_id else "uploaded input"
+                raise ApiError(
+                    404,
+                    "not_found",
+                    f"include_input: the {what} of prediction {record.id} was deleted; "
+                    "the result without include_input is still available",
+                ) from None
+        return stack.pop_all(), result, inputs
 
 
 ResultFormat = Literal["csv", "npz"]
@@ -398,15 +394,14 @@ async def read_batch_prediction_result(
         raise ApiError(
             409, "conflict", f"prediction {record.id!r} is {record.status}; a result exists once it has succeeded"
         )
-    handles, archives = await run_in_threadpool(_open_all, state, record, include_input)
-    inputs = archives[1] if include_input else None
+    opened, result, inputs = await run_in_threadpool(_open_all, state, record, include_input)
     if format == "csv":
-        chunks, media = _csv_chunks(record, archives[0], inputs), "text/csv"
+        chunks, media = _csv_chunks(record, result, inputs), "text/csv"
     else:
-        chunks, media = _npz_chunks(record, archives[0], inputs), "application/octet-stream"
+        chunks, media = _npz_chunks(record, result, inputs), "application/octet-stream"
     filename = f"prediction-{record.id}.{format}"
     return StreamingResponse(
-        _streamed(chunks, handles),
+        _streamed(chunks, opened),
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
