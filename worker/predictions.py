@@ -24,10 +24,11 @@ from redis import Redis
 from rq import get_current_job
 from rq.exceptions import InvalidJobOperation
 from rq.job import JobStatus as RQStatus
+from rq.timeouts import JobTimeoutException
 
 import engine
 from worker import keys, runtime
-from worker.blobs import BlobError, BlobStore
+from worker.blobs import BlobError, BlobStore, StorageFullError
 from worker.jobstate import TERMINAL_STATUSES, TRANSITIONS, JobStatus
 from worker.npyfiles import ArrayFormatError, iter_rows, member_header, member_writer, write_member
 from worker.queue import rq_queue
@@ -272,6 +273,10 @@ def failure_reason(exc: BaseException) -> str:
     """A short, client-safe reason for a failed prediction."""
     if isinstance(exc, NotFoundError):
         text = f"{exc} (was it deleted?)"
+    elif isinstance(exc, StorageFullError):
+        text = f"the result could not be stored: {exc}"
+    elif isinstance(exc, JobTimeoutException):
+        text = "the prediction exceeded its time limit"
     elif isinstance(exc, BlobError):
         text = f"stored data is unusable: {exc} (was the dataset deleted?)"
     elif isinstance(exc, ArrayFormatError | ValueError):

@@ -262,3 +262,17 @@ def test_batch_prediction_delete_removes_its_files_once_finished(
     assert client.delete(url, headers=ALICE).status_code == 204
     assert list(folder.iterdir()) == []
     assert client.get(url, headers=ALICE).status_code == 404
+
+
+def test_batch_prediction_fails_with_a_reason_when_its_model_is_deleted_before_it_runs(
+    make_client: Callable[..., TestClient], run_worker: Callable[[], None]
+) -> None:
+    client = _client(make_client)
+    dataset_id, model_id = _train(client, run_worker, blobs_csv(n_per_class=8))
+    submitted = _submit(client, model_id, json={"dataset_id": dataset_id})
+    assert client.delete(f"/v1/models/{model_id}", headers=ALICE).status_code == 204
+    run_worker()
+    record = client.get(f"/v1/predictions/{submitted['id']}", headers=ALICE).json()
+    assert record["status"] == "failed"
+    assert record["error"] == f"model {model_id} not found (was it deleted?)"
+    assert client.get(f"/v1/predictions/{submitted['id']}/result", headers=ALICE).status_code == 409
