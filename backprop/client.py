@@ -37,6 +37,7 @@ from backprop.errors import (
 
 __all__ = [
     "BackpropError",
+    "BatchPrediction",
     "Client",
     "Conflict",
     "Dataset",
@@ -423,6 +424,93 @@ class Model:
         """The stored verification results, oldest first."""
         return list(self.client._pages(f"/v1/models/{self.id}/verifications", {}))
 
+    def predictions(
+        self, source: Dataset | str | os.PathLike[str] | Any, *, label_column: str | None = None
+    ) -> BatchPrediction:
+        """Submit a batch prediction on the workers: `source` is a Dataset or dataset id, a CSV/NPZ file path
+        (uploaded; a label column is ignored), or an array of feature rows (sent as NPZ)."""
+        path = f"/v1/models/{self.id}/predictions"
+        form = {} if label_column is None else {"label_column": label_column}
+        if isinstance(source, Dataset) or (isinstance(source, str) and not Path(source).is_file()):
+            dataset_id = source.id if isinstance(source, Dataset) else source
+            return BatchPrediction(self.client, self.client.request("POST", path, json={"dataset_id": dataset_id}))
+        if isinstance(source, str | os.PathLike):
+            file = Path(source)
+            media = "application/octet-stream" if file.suffix.lower() == ".npz" else "text/csv"
+            with file.open("rb") as handle:
+                files = {"file": (file.name, handle, media)}  # type: ignore[dict-item]
+                return BatchPrediction(self.client, self.client.request("POST", path, files=files, data=form))
+        buffer = io.BytesIO()
+        np.savez(buffer, X=np.asarray(source, dtype=np.float64))
+        arrays = {"file": ("features.npz", buffer.getvalue(), "application/octet-stream")}
+        return BatchPrediction(self.client, self.client.request("POST", path, files=arrays))
+
+
+class BatchPrediction:
+    """A batch prediction running on the workers; its result is streamed from the server."""
+
+    def __init__(self, client: Client, data: dict[str, Any]) -> None:
+        self.client = client
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"BatchPrediction(id={self.id!r}, status={self.status!r})"
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def status(self) -> str:
+        return str(self.data["status"])
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        return self.data.get("progress")
+
+    def refresh(self) -> BatchPrediction:
+        self.data = self.client.request("GET", f"/v1/predictions/{self.id}")
+        return self
+
+    def cancel(self) -> BatchPrediction:
+        self.data = self.client.request("POST", f"/v1/predictions/{self.id}/cancel")
+        return self
+
+    def wait(self, timeout: float | None = None, interval: float = 0.5) -> BatchPrediction:
+        """Poll until it ends; JobFailed / JobCanceled when it did not succeed, TimeoutError after `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.refresh().status not in TERMINAL:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"batch prediction {self.id} still {self.status} after {timeout} s")
+            time.sleep(interval)
+        if self.status == "failed":
+            raise JobFailed(self.data)
+        if self.status == "canceled":
+            raise JobCanceled(self.data)
+        return self
+
+    def download(self, target: str | os.PathLike[str], *, format: str = "csv", include_input: bool = False) -> Path:
+        """Stream the result (`csv` or `npz`) into the file `target`, never holding it whole."""
+        params = {"format": format, "include_input": str(include_input).lower()}
+        path = Path(target)
+        with self.client.http.stream("GET", f"/v1/predictions/{self.id}/result", params=params) as response:
+            if response.status_code >= 400:
+                response.read()
+                _answer(response)
+            with path.open("wb") as handle:
+                for piece in response.iter_bytes():
+                    handle.write(piece)
+        return path
+
+    def result(self, *, include_input: bool = False) -> dict[str, np.ndarray]:
+        """The result as arrays: `classes`, `predictions`, `probabilities` (and `X` with the input)."""
+        params = {"format": "npz", "include_input": str(include_input).lower()}
+        response = self.client.http.get(f"/v1/predictions/{self.id}/result", params=params)
+        if response.status_code >= 400:
+            _answer(response)
+        with np.load(io.BytesIO(response.content), allow_pickle=False) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+
 
 def _answer(response: httpx.Response) -> Any:
     """The JSON body of a success; the mapped exception of an error."""
@@ -464,4 +552,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-

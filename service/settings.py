@@ -98,6 +98,9 @@ class Settings(BaseSettings):
         0, ge=0, description="Jobs of one API key that run at once; the others wait in the queue (0: no limit)."
     )
     max_queue_depth: int = Field(1_000, ge=1, description="Jobs in the queue in all (503 above).")
+    prediction_chunk_rows: int = Field(
+        65_536, ge=1, le=10_000_000, description="Rows a batch prediction computes and streams at a time."
+    )
     model_cache_size: int = Field(32, ge=1, description="Most models the API keeps loaded in memory.")
     model_cache_bytes: int = Field(
         512 * MiB,
