@@ -349,11 +349,6 @@ class Store:
             entries, total = pipe.execute()
         return [json.loads(entry) for entry in entries], int(total)
 
-    def job_status(self, job_id: str) -> str | None:
-        """Just the status of a job, or None."""
-        raw = self.redis.hget(keys.job(job_id), "status")
-        return None if raw is None else str(json.loads(raw))
-
     def set_job_fields(self, job_id: str, **values: Any) -> None:
         """Overwrite some fields of an unfinished job record (not for fenced worker writes)."""
         Attempts(self.redis).transition(job_id, allowed=tuple(ACTIVE_STATUSES), fields=values)
