@@ -22,9 +22,9 @@ from service.errors import install_error_handlers
 from service.logs import AccessLogMiddleware, configure_logging
 from service.metrics import Metrics, store_snapshot
 from service.model_cache import ModelCache, ModelRecords, model_nbytes
-from service.routes import datasets, events, health, jobs, metrics, models, v2
+from service.routes import datasets, events, health, jobs, metrics, models, sweeps, v2
 from service.settings import Settings, get_settings
-from worker import Store, reap
+from worker import Store, advance_sweeps, reap
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ async def _reap_forever(state: AppState) -> None:
             )
             if changed:
                 logger.info("reaper: %d job(s) re-queued or failed", changed)
+            await run_in_threadpool(advance_sweeps, state.store)
         except Exception as exc:
             logger.warning("reaper failed: %s: %s", type(exc).__name__, exc)
 
@@ -151,7 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         AccessLogMiddleware, on_response=lambda status: responses_by_status.labels(str(status)).inc()
     )
-    for router in (datasets.router, jobs.router, models.router, health.router, metrics.router):
+    for router in (datasets.router, jobs.router, sweeps.router, models.router, health.router, metrics.router):
         app.include_router(router)
     app.include_router(v2.router)
     app.include_router(events.router)

@@ -134,6 +134,32 @@ def models_named(name: str) -> str:
     return f"{PREFIX}model-name:{name}"
 
 
+# --- sweeps --------------------------------------------------------------------------------------
+def sweep(sweep_id: str) -> str:
+    """One sweep (hash; every field a JSON value)."""
+    return f"{PREFIX}sweep:{sweep_id}"
+
+
+def sweeps() -> str:
+    """All sweep ids, scored by creation time (sorted set)."""
+    return f"{PREFIX}sweeps"
+
+
+def sweeps_of(owner: str) -> str:
+    """Sweep ids of one owner, scored by creation time (sorted set)."""
+    return f"{PREFIX}sweeps:owner:{owner}"
+
+
+def sweeps_active() -> str:
+    """Ids of the sweeps that have not finished: what the reaper advances (set)."""
+    return f"{PREFIX}sweeps:active"
+
+
+def sweep_lock(sweep_id: str) -> str:
+    """Lock held while a sweep's next step is decided (string with a timeout)."""
+    return f"{PREFIX}sweep:{sweep_id}:lock"
+
+
 def job_events(job_id: str) -> str:
     """Pub/sub channel of one job's live events: status changes and reported epochs (JSON messages)."""
     return f"{PREFIX}job:{job_id}:events"
