@@ -326,36 +326,29 @@ Seed = Annotated[int, Field(strict=True, ge=0, le=2**32 - 1)]
 Bound = Annotated[float, Field(strict=False, allow_inf_nan=False)]
 
 
-class Uniform(_Request):
-    """A float drawn uniformly from [low, high]."""
-
-    uniform: list[Bound] = Field(min_length=2, max_length=2, description="[low, high]")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Uniform:
-        if self.uniform[0] > self.uniform[1]:
-            raise ValueError("uniform: low must not be above high")
-        return self
+LowHigh = Annotated[list[Bound], Field(min_length=2, max_length=2, description="[low, high]")]
 
 
-class LogUniform(_Request):
-    """A float whose logarithm is drawn uniformly: [low, high], both above 0."""
+class Distribution(_Request):
+    """Exactly one of: `uniform` [low, high] (a float), `log_uniform` [low, high] (a float whose logarithm is
+    uniform; both above 0), `choice` [values...] (each equally likely)."""
 
-    log_uniform: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
-        min_length=2, max_length=2, description="[low, high], both > 0"
-    )
+    uniform: LowHigh | None = None
+    log_uniform: LowHigh | None = None
+    choice: list[Any] | None = Field(None, min_length=1, max_length=1000)
 
     @model_validator(mode="after")
-    def _ordered(self) -> LogUniform:
-        if self.log_uniform[0] > self.log_uniform[1]:
-            raise ValueError("log_uniform: low must not be above high")
+    def _one_kind(self) -> Distribution:
+        given = {name: value for name, value in self.model_dump().items() if value is not None}
+        if len(given) != 1:
+            raise ValueError("give exactly one of `uniform`, `log_uniform` and `choice`")
+        for name in ("uniform", "log_uniform"):
+            bounds = given.get(name)
+            if bounds is not None and bounds[0] > bounds[1]:
+                raise ValueError(f"{name}: low must not be above high")
+        if given.get("log_uniform") and given["log_uniform"][0] <= 0:
+            raise ValueError("log_uniform: both bounds must be above 0")
         return self
-
-
-class Choice(_Request):
-    """One of the values, each equally likely."""
-
-    choice: list[Any] = Field(min_length=1, max_length=1000)
 
 
 class RandomSearch(_Request):
@@ -364,7 +357,7 @@ class RandomSearch(_Request):
 
     n_trials: int = Field(strict=True, ge=1, le=10_000)
     seed: Seed = 0
-    space: dict[str, Uniform | LogUniform | Choice] = Field(min_length=1, max_length=100)
+    space: dict[str, Distribution] = Field(min_length=1, max_length=100)
 
 
 class EarlyStop(_Request):

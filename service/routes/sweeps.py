@@ -84,7 +84,7 @@ def _trials(body: SweepCreate, max_jobs: int) -> list[dict[str, Any]]:
     if body.grid is not None:
         return grid_trials(body.grid)
     assert body.random is not None
-    space = {name: dist.model_dump() for name, dist in body.random.space.items()}
+    space = {name: dist.model_dump(exclude_none=True) for name, dist in body.random.space.items()}
     return random_trials(body.random.n_trials, body.random.seed, space)
 
 
