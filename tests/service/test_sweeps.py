@@ -111,7 +111,8 @@ def test_sweep_halving_promotes_the_best_trials_from_their_own_state(
     by_rung: list[dict[int, list[str]]] = [{} for _ in sweep["rungs"]]
     for job in jobs.values():
         rung = [2, 4, 8].index(job["config"]["epochs"])
-        index = next(t["index"] for t in sweep["trials"] if t["overrides"]["learning_rate"] == job["config"]["learning_rate"])
+        rate = job["config"]["learning_rate"]
+        index = next(t["index"] for t in sweep["trials"] if t["overrides"]["learning_rate"] == rate)
         by_rung[rung].setdefault(index, []).append(job["id"])
     for rung in (1, 2):
         assert sorted(by_rung[rung]) == sweep["rungs"][rung]["trials"]
@@ -201,7 +202,7 @@ def test_sweep_above_max_sweep_jobs_gets_422(make_client: ClientFactory) -> None
     client = make_client(max_sweep_jobs=5)
     response = client.post(
         "/v1/sweeps",
-        json={"dataset_id": _dataset(client), "base": BASE, "grid": {"learning_rate": [0.1, 0.2, 0.3]}, "seeds": [0, 1]},
+        json={"dataset_id": _dataset(client), "base": BASE, "grid": {"l2": [0.1, 0.2, 0.3]}, "seeds": [0, 1]},
     )
     assert response.status_code == 422, response.text
     detail = response.json()["error"]["details"][0]
