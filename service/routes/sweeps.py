@@ -16,19 +16,19 @@ from worker import (
     QueueLimitError,
     SweepNotFinishedError,
     SweepRecord,
-    cancel_sweep,
-    create_sweep,
-    delete_sweep,
     get_sweep,
     grid_trials,
     is_id,
-    list_sweeps,
     new_sweep_id,
     queue_depth,
     random_trials,
     sweep_view,
     utc_now,
 )
+from worker import cancel_sweep as stop_sweep
+from worker import create_sweep as submit_sweep
+from worker import delete_sweep as remove_sweep
+from worker import list_sweeps as find_sweeps
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
@@ -156,14 +156,18 @@ def _public(state: AppState, record: SweepRecord, *, full: bool = True) -> Sweep
     status_code=202,
     summary="Start a sweep",
     responses={
-        **responses(401, 404, 422, 429, 503),
+        **responses(400, 401, 404, 413, 422, 429, 503),
         202: {
             "description": "Accepted: every child of the first rung is queued.",
             "headers": {"Location": {"schema": {"type": "string"}, "description": "URL of the sweep."}},
+            "links": {
+                "ReadSweep": {"operationId": "read_sweep", "parameters": {"sweep_id": "$response.body#/id"}},
+                "CancelSweep": {"operationId": "cancel_sweep", "parameters": {"sweep_id": "$response.body#/id"}},
+            },
         },
     },
 )
-def create_sweep_route(body: SweepCreate, response: Response, state: State, caller: Caller) -> SweepPublic:
+def create_sweep(body: SweepCreate, response: Response, state: State, caller: Caller) -> SweepPublic:
     """Queue one job per trial and seed; the sweep is accepted whole or refused (429 beyond the per-key queue
     limit). Every option of `base`, `grid` and `random.space` is validated as `POST /v1/jobs` validates it."""
     settings = state.settings
@@ -206,7 +210,7 @@ def create_sweep_route(body: SweepCreate, response: Response, state: State, call
         spec=body.model_dump(exclude_none=True),
     )
     try:
-        record = create_sweep(state.store, record, max_queued=settings.max_queued_jobs_per_key)
+        record = submit_sweep(state.store, record, max_queued=settings.max_queued_jobs_per_key)
     except QueueLimitError as exc:
         limit = settings.max_queued_jobs_per_key
         raise limit_exceeded(429, "queued jobs", "max_queued_jobs_per_key", exc.queued + exc.adding, limit) from None
@@ -215,9 +219,9 @@ def create_sweep_route(body: SweepCreate, response: Response, state: State, call
 
 
 @router.get("", summary="List sweeps", responses=responses(401, 422, 503))
-def list_sweeps_route(state: State, caller: Caller, offset: Offset = 0, limit: Limit = 50) -> SweepList:
+def list_sweeps(state: State, caller: Caller, offset: Offset = 0, limit: Limit = 50) -> SweepList:
     """The caller's sweeps (every sweep for admins), newest first, without their trials."""
-    records, total = list_sweeps(state.redis, owner=caller.scope, offset=offset, limit=limit)
+    records, total = find_sweeps(state.redis, owner=caller.scope, offset=offset, limit=limit)
     items = [_public(state, record, full=False) for record in records]
     return SweepList(items=items, total=total, offset=offset, limit=limit)
 
@@ -233,20 +237,20 @@ def read_sweep(record: Sweep, state: State) -> SweepPublic:
 
 
 @router.post("/{sweep_id}/cancel", summary="Cancel a sweep", responses=responses(401, 404, 409, 503))
-def cancel_sweep_route(record: Sweep, state: State) -> SweepPublic:
+def cancel_sweep(record: Sweep, state: State) -> SweepPublic:
     """Queued children never run, running ones stop at their next epoch; no further rung starts."""
     if record.status in ("succeeded", "failed", "canceled"):
         raise ApiError(409, "conflict", f"sweep {record.id!r} is already {record.status}")
-    cancel_sweep(state.store, record.id, queue_name=state.settings.queue_name)
+    stop_sweep(state.store, record.id, queue_name=state.settings.queue_name)
     updated = get_sweep(state.redis, record.id)
     return _public(state, updated or record)  # type: ignore[return-value]
 
 
 @router.delete("/{sweep_id}", status_code=204, summary="Delete a sweep", responses=responses(401, 404, 409, 503))
-def delete_sweep_route(record: Sweep, state: State) -> Response:
+def delete_sweep(record: Sweep, state: State) -> Response:
     """Delete a finished sweep's record; its children (jobs) and their models stay. 409 while it runs."""
     try:
-        deleted = delete_sweep(state.store, record.id)
+        deleted = remove_sweep(state.store, record.id)
     except SweepNotFinishedError as exc:
         raise ApiError(409, "conflict", f"sweep {record.id!r} is {exc.status}; cancel it and wait for its "
                        "children to end first") from None
