@@ -53,18 +53,21 @@ def _origin(body: SweepCreate, option: str) -> str:
 
 
 def _trial_error(body: SweepCreate, index: int, error: ApiError | ValidationError) -> ApiError:
-    """A 422 naming the trial and the field of the request the bad value came from."""
+    """A 422 naming the trial and the field of the request the bad value came from (a limit keeps its name,
+    value and maximum)."""
+    extra: dict[str, Any] = {}
+    code = "validation_error"
     if isinstance(error, ValidationError):
         first = error.errors()[0]
-        loc = tuple(first.get("loc", ()))
-        path = field_path(("body", *loc))
+        path = field_path(("body", *tuple(first.get("loc", ()))))
         message = str(first.get("msg", "invalid value"))
     else:
-        detail = error.details[0] if error.details else {}
-        path, message = str(detail.get("field", "body")), error.message.split(": ", 1)[-1]
+        extra = dict(error.details[0]) if error.details else {}
+        path, message, code = str(extra.pop("field", "body")), error.message.split(": ", 1)[-1], error.code
+        extra.pop("message", None)
     option = path.split("[", 1)[0].split(".", 1)[0]
     where = _origin(body, option) + path[len(option):]
-    return invalid(where, f"{message} (trial {index})", trial=index)
+    return invalid(where, f"{message} (trial {index})", code=code, trial=index, **extra)
 
 
 def _trials(body: SweepCreate, max_jobs: int) -> list[dict[str, Any]]:

@@ -256,3 +256,13 @@ def test_sweep_of_another_key_is_not_found(make_client: ClientFactory) -> None:
     foreign = client.post("/v1/sweeps", json={"dataset_id": dataset["id"], "base": BASE, "grid": {"l2": [0.0]}},
                           headers=bob)
     assert foreign.status_code == 404
+
+
+def test_sweep_trial_beyond_a_compute_limit_names_the_limit_and_trial(make_client: ClientFactory) -> None:
+    client = make_client(max_layer_width=16)
+    spec = {"dataset_id": _dataset(client), "base": BASE, "grid": {"hidden_layers": [[8], [8, 32]]}}
+    response = client.post("/v1/sweeps", json=spec)
+    assert response.status_code == 422, response.text
+    detail = response.json()["error"]["details"][0]
+    assert detail["field"] == "grid.hidden_layers[1]" and detail["trial"] == 1
+    assert detail["limit"] == "max_layer_width" and detail["value"] == 32 and detail["maximum"] == 16
