@@ -42,6 +42,7 @@ def _run(stack: LocalStack) -> dict[str, Any]:
         sweep = client.sweep(dataset, name="e2e", **SPEC).wait(progress=False, timeout=240)
         jobs = [job.data for job in client.jobs()]
     assert sweep.status == "succeeded", sweep.data
+    assert sweep.leaderboard()[0]["index"] == sweep.best["trial"]  # type: ignore[index]
     assert {job["sweep_id"] for job in jobs} == {sweep.id}
     assert {job["blas_threads"] for job in jobs} == {1}
     return sweep.data
