@@ -320,7 +320,7 @@ class PredictionPublic(BaseModel):
 
 # --- sweeps -----------------------------------------------------------------------------------------
 
-SWEEP_NAME_MAX_LENGTH = 48  # room for a child's "-t<trial>-s<seed>" within the 64 characters of a model name
+SWEEP_NAME_MAX_LENGTH = 40  # room for a child's "-t<trial>-s<seed>" within the 64 characters of a model name
 SweepName = Annotated[str, Field(min_length=1, max_length=SWEEP_NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
 Seed = Annotated[int, Field(strict=True, ge=0, le=2**32 - 1)]
 Bound = Annotated[float, Field(strict=False, allow_inf_nan=False)]
