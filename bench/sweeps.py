@@ -80,18 +80,27 @@ def _sweep_once(client: Client, dataset_id: str, epochs: int) -> tuple[float, se
     return seconds, threads
 
 
-def measure(setup: Setup, repeats: int, epochs: int) -> Run:
+def measure(setup: Setup, epochs: int) -> tuple[float, set[int]]:
+    """One sweep on a fresh stack of `setup` (started and ready before the clock starts)."""
     env = {"BACKPROP_BLAS_THREADS": str(setup.blas_threads)} if setup.blas_threads else {}
     X, y = load_digits(return_X_y=True)
-    seconds, threads = [], set()
     with LocalStack(workers=setup.workers, env=env) as stack, Client(stack.url, timeout=60) as client:
         dataset = client.upload_dataset((X, y), name="digits")
-        for _ in range(repeats):
-            elapsed, used = _sweep_once(client, dataset.id, epochs)
+        elapsed, used = _sweep_once(client, dataset.id, epochs)
+    print(f"{setup.label}: {elapsed:.1f} s (BLAS threads {sorted(used)})", flush=True)
+    return elapsed, used
+
+
+def measure_all(repeats: int, epochs: int) -> list[Run]:
+    """Every setup `repeats` times, interleaved (1, 2 pinned, 2 unpinned, 1, ...): a change in the machine's
+    load during the benchmark hits every setup alike."""
+    results: dict[Setup, tuple[list[float], set[int]]] = {setup: ([], set()) for setup in setups()}
+    for _ in range(repeats):
+        for setup, (seconds, threads) in results.items():
+            elapsed, used = measure(setup, epochs)
             seconds.append(elapsed)
             threads |= used
-            print(f"{setup.label}: {elapsed:.1f} s (BLAS threads {sorted(used)})", flush=True)
-    return Run(setup, seconds, threads)
+    return [Run(setup, seconds, threads) for setup, (seconds, threads) in results.items()]
 
 
 def section(runs: list[Run], started: dt.datetime, load: str, repeats: int, epochs: int) -> str:
@@ -107,7 +116,8 @@ def section(runs: list[Run], started: dt.datetime, load: str, repeats: int, epoc
     lines += [
         f"- Sweep: digits (1,797 x 64, sklearn), `hidden_layers` [32], {epochs} epochs, grid {GRID} x seeds "
         f"{SEEDS} = 24 jobs; `backprop serve --workers N` on a temporary data directory; wall time from "
-        f"`POST /v1/sweeps` to the sweep's end, median of {repeats} run(s) on the same stack.",
+        f"`POST /v1/sweeps` to the sweep's end, on a fresh stack per run; {repeats} run(s) per setup, the setups "
+        "interleaved; the target compares medians.",
         "",
         "### Targets",
         "",
@@ -115,17 +125,21 @@ def section(runs: list[Run], started: dt.datetime, load: str, repeats: int, epoc
         "",
         "### Measurements",
         "",
-        "| setup | BLAS threads per worker | runs (s) | median | vs 1 worker |",
-        "|---|---:|---|---:|---:|",
+        "| setup | BLAS threads per worker | runs (s) | median | vs 1 worker | fastest | vs 1 worker |",
+        "|---|---:|---|---:|---:|---:|---:|",
     ]
     for run in runs:
         times = ", ".join(f"{value:.1f}" for value in run.seconds)
         threads = ", ".join(str(value) for value in sorted(run.threads_used))
-        lines.append(f"| {run.setup.label} | {threads} | {times} | {run.median:.1f} s | {run.median / one:.2f}x |")
+        fastest, one_fastest = min(run.seconds), min(runs[0].seconds)
+        lines.append(
+            f"| {run.setup.label} | {threads} | {times} | {run.median:.1f} s | {run.median / one:.2f}x "
+            f"| {fastest:.1f} s | {fastest / one_fastest:.2f}x |"
+        )
     lines += [
         "",
         "The machine is shared (see the load average): other engineers' tests and benchmarks run on the same two "
-        "cores, so absolute times vary from run to run; the runs of one setup follow each other on one stack. "
+        "cores (see the load average above), so absolute times vary from run to run. "
         "With one worker, pinned and unpinned are the same setting (all the cores for the one worker).",
     ]
     return "\n".join(lines)
@@ -134,7 +148,7 @@ def section(runs: list[Run], started: dt.datetime, load: str, repeats: int, epoc
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Sweep benchmark -> sweeps section of docs/benchmarks.md")
     parser.add_argument("--quick", action="store_true", help="one repeat of 10-epoch jobs; print only")
-    parser.add_argument("--repeats", type=int, default=2, help="sweeps per setup (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="sweeps per setup (default 3)")
     return parser.parse_args(argv)
 
 
@@ -143,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats, epochs = (1, 10) if args.quick else (args.repeats, 30)
     started = dt.datetime.now(dt.UTC)
     load = load_average()
-    runs = [measure(setup, repeats, epochs) for setup in setups()]
+    runs = measure_all(repeats, epochs)
     text = section(runs, started, load, repeats, epochs)
     print(text)
     if not args.quick:
