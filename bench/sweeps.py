@@ -139,8 +139,9 @@ def section(runs: list[Run], started: dt.datetime, load: str, repeats: int, epoc
     lines += [
         "",
         "The machine is shared (see the load average): other engineers' tests and benchmarks run on the same two "
-        "cores (see the load average above), so absolute times vary from run to run. "
-        "With one worker, pinned and unpinned are the same setting (all the cores for the one worker).",
+        "cores, so the same setup's runs differ by up to 2x and a 24-job sweep measures the machine's load as much "
+        "as the workers. With one worker, pinned and unpinned are the same setting (all the cores for the one "
+        "worker).",
     ]
     return "\n".join(lines)
 
