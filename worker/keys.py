@@ -64,6 +64,11 @@ def checkpoint_failures() -> str:
     return f"{PREFIX}checkpoint-failures"
 
 
+def job_attempt_log(job_id: str) -> str:
+    """How each attempt of a job started: attempt number, worker, epoch resumed from (list of JSON)."""
+    return f"{PREFIX}job:{job_id}:attempt-log"
+
+
 def jobs_with_status(status: str, owner: str | None = None) -> str:
     """Job ids in one status (of one owner, or everyone's), scored by creation time (sorted set)."""
     if owner is None:
@@ -158,6 +163,27 @@ def sweeps_active() -> str:
 def sweep_lock(sweep_id: str) -> str:
     """Lock held while a sweep's next step is decided (string with a timeout)."""
     return f"{PREFIX}sweep:{sweep_id}:lock"
+
+
+def model_aliases(owner: str | None, name: str) -> str:
+    """Aliases of one lineage (owner, name): alias -> JSON {alias, version, model_id, updated_at, updated_by}
+    (hash)."""
+    return f"{PREFIX}model-lineage:{_lineage(owner)}:{name}:aliases"
+
+
+def model_alias_history(owner: str | None, name: str) -> str:
+    """Every move of the lineage's aliases, oldest first: JSON {alias, from, to, at, by} (list)."""
+    return f"{PREFIX}model-lineage:{_lineage(owner)}:{name}:alias-history"
+
+
+def model_evaluations(model_id: str) -> str:
+    """Evaluation reports of one model, oldest first, one JSON entry each (list)."""
+    return f"{PREFIX}model:{model_id}:evaluations"
+
+
+def model_verifications(model_id: str) -> str:
+    """Verification results of one model, oldest first, one JSON entry each (list)."""
+    return f"{PREFIX}model:{model_id}:verifications"
 
 
 def job_events(job_id: str) -> str:

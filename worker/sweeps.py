@@ -261,9 +261,15 @@ def sweep_view(store: Store, record: SweepRecord) -> tuple[str, dict[str, Any]]:
 
 
 def set_sweep_alias(store: Store, record: SweepRecord, model_id: str) -> str:
-    """Give the best model the sweep's alias. Model aliases are not part of this store yet: the hook says so,
-    and the sweep records its `best` only."""
-    return f"not set: model aliases are not available on this server (best model {model_id})"
+    """Point the sweep's alias at the best model (in that model's lineage: `NAME-tTRIAL-sSEED@ALIAS`); what
+    happened, as the sweep shows it in `alias_status`."""
+    model = store.get_model(model_id)
+    if model is None or record.alias is None:
+        return f"not set: the best model {model_id} no longer exists"
+    store.aliases.set(
+        record.owner, model.name, record.alias, version=model.version, model_id=model.id, by=record.owner
+    )
+    return f"set: {model.name}@{record.alias} is version {model.version} ({model.id})"
 
 
 def _write(store: Store, sweep_id: str, **values: Any) -> None:

@@ -34,7 +34,8 @@ def _metric(client: TestClient, model_id: str, metric: str = "validation_loss") 
 def test_sweep_grid_times_seeds_all_succeed_with_numpy_statistics(
     client: TestClient, run_worker: Callable[[], None]
 ) -> None:
-    created = _start(client, name="grid", grid={"learning_rate": [0.05, 0.001], "l2": [0.0, 0.01]}, seeds=[3, 4])
+    grid = {"learning_rate": [0.05, 0.001], "l2": [0.0, 0.01]}
+    created = _start(client, name="grid", grid=grid, seeds=[3, 4], alias="best")
     assert created["status"] == "queued" and created["counts"]["queued"] == 8
     assert [trial["overrides"] for trial in created["trials"]] == [
         {"learning_rate": 0.05, "l2": 0.0},
@@ -63,6 +64,9 @@ def test_sweep_grid_times_seeds_all_succeed_with_numpy_statistics(
     best_seed = min(top["seeds"], key=lambda seed: seed["metric"])
     assert sweep["best"]["trial"] == top["index"] and sweep["best"]["model_id"] == best_seed["model_id"]
     assert sweep["best"]["config"]["learning_rate"] == top["overrides"]["learning_rate"]
+    best_name = f"grid-t{top['index']}-s{best_seed['seed']}"
+    assert client.get(f"/v1/models/{best_name}@best").json()["id"] == best_seed["model_id"]
+    assert sweep["alias_status"].startswith(f"set: {best_name}@best")
     jobs = client.get("/v1/jobs").json()
     assert jobs["total"] == 8 and {job["sweep_id"] for job in jobs["items"]} == {sweep["id"]}
     assert client.get("/v1/models").json()["total"] == 8
