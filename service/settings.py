@@ -108,6 +108,9 @@ class Settings(BaseSettings):
         200, ge=1, description="Most jobs one sweep starts with: trials x seeds (422 above)."
     )
     max_queue_depth: int = Field(1_000, ge=1, description="Jobs in the queue in all (503 above).")
+    prediction_chunk_rows: int = Field(
+        65_536, ge=1, le=10_000_000, description="Rows a batch prediction computes and streams at a time."
+    )
     model_cache_size: int = Field(32, ge=1, description="Most models the API keeps loaded in memory.")
     model_cache_bytes: int = Field(
         512 * MiB,

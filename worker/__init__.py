@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from worker import keys
+from worker import keys, npyfiles
 from worker.blobs import BlobError, StorageFullError
 from worker.checkpoints import checkpoint_failures
 from worker.jobstate import ACTIVE_STATUSES, JOB_STATUSES, TERMINAL_STATUSES, TRANSITIONS, JobStatus
+from worker.predictions import (
+    PredictionRecord,
+    Predictions,
+    cancel_prediction,
+    enqueue_prediction,
+    open_input,
+    open_result,
+    reconcile_prediction,
+)
 from worker.progress import eta_seconds, subscribe_job_events
 from worker.queue import (
     cancel_job,
@@ -56,6 +65,8 @@ __all__ = [
     "JobStatus",
     "ModelRecord",
     "NotFoundError",
+    "PredictionRecord",
+    "Predictions",
     "QueueLimitError",
     "StorageFullError",
     "Store",
@@ -64,11 +75,13 @@ __all__ = [
     "WorkerConfig",
     "advance_sweeps",
     "cancel_job",
+    "cancel_prediction",
     "cancel_sweep",
     "checkpoint_failures",
     "configure",
     "create_sweep",
     "delete_sweep",
+    "enqueue_prediction",
     "enqueue_training",
     "eta_seconds",
     "get_sweep",
@@ -78,10 +91,14 @@ __all__ = [
     "keys",
     "list_sweeps",
     "new_sweep_id",
+    "npyfiles",
+    "open_input",
+    "open_result",
     "queue_depth",
     "queue_position",
     "random_trials",
     "reap",
+    "reconcile_prediction",
     "run_worker",
     "subscribe_job_events",
     "sweep_view",
