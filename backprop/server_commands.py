@@ -175,6 +175,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
             name=args.name,
             progress_min_interval=settings.progress_min_interval,
             running_limit=settings.max_running_jobs_per_key,
+            blas_threads=settings.blas_threads,
         )
     except redis.ConnectionError as exc:
         logger.error("cannot reach Redis at %s: %s", redact_url(settings.redis_url), exc)
@@ -258,7 +259,7 @@ def _supervise(supervisor: Supervisor, api: ProcessChild, base_url: str, lock: I
 
 def run_serve(args: argparse.Namespace) -> int:
     """Embedded (or external) Redis, N workers and the API, each a supervised child process."""
-    from backprop.supervisor import ProcessChild, Supervisor
+    from backprop.supervisor import ProcessChild, Supervisor, worker_blas_threads
 
     settings = load_settings()
     configure_logging(settings)
@@ -282,8 +283,9 @@ def run_serve(args: argparse.Namespace) -> int:
     redis_tier, redis_port = _redis_tier(settings, data_dir, env, external=external)
 
     command = [sys.executable, "-m", "backprop.cli"]  # the children run the same command line
+    worker_env = {**env, "BACKPROP_BLAS_THREADS": str(worker_blas_threads(settings.blas_threads, args.workers))}
     workers: list[Child] = [
-        ProcessChild(f"worker-{index}", [*command, "worker"], env, force_signal=signal.SIGTERM)
+        ProcessChild(f"worker-{index}", [*command, "worker"], worker_env, force_signal=signal.SIGTERM)
         for index in range(1, args.workers + 1)
     ]
     api = ProcessChild("api", [*command, "api", "--host", host, "--port", str(port)], env)

@@ -22,9 +22,21 @@ from service.errors import install_error_handlers
 from service.logs import AccessLogMiddleware, configure_logging
 from service.metrics import Metrics, store_snapshot
 from service.model_cache import ModelCache, ModelRecords, model_nbytes
-from service.routes import aliases, datasets, evaluations, events, health, jobs, metrics, models, predictions, v2
+from service.routes import (
+    aliases,
+    datasets,
+    evaluations,
+    events,
+    health,
+    jobs,
+    metrics,
+    models,
+    predictions,
+    sweeps,
+    v2,
+)
 from service.settings import Settings, get_settings
-from worker import Store, reap
+from worker import Store, advance_sweeps, reap
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +68,7 @@ async def _reap_forever(state: AppState) -> None:
             )
             if changed:
                 logger.info("reaper: %d job(s) re-queued or failed", changed)
+            await run_in_threadpool(advance_sweeps, state.store)
         except Exception as exc:
             logger.warning("reaper failed: %s: %s", type(exc).__name__, exc)
 
@@ -164,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         datasets.router,
         jobs.router,
+        sweeps.router,
         models.router,
         aliases.router,
         evaluations.router,
