@@ -50,6 +50,7 @@ __all__ = [
     "Model",
     "NotFound",
     "RateLimited",
+    "Sweep",
     "Unauthorized",
     "Unavailable",
 ]
@@ -195,6 +196,42 @@ class Client:
         params = {} if status is None else {"status": status}
         return [Job(self, item) for item in self._pages("/v1/jobs", params)]
 
+    # --- sweeps --------------------------------------------------------------------------------------
+    def sweep(
+        self,
+        dataset: Dataset | str | os.PathLike[str],
+        *,
+        grid: dict[str, list[Any]] | None = None,
+        random: dict[str, Any] | None = None,
+        seeds: list[int] | tuple[int, ...] = (0,),
+        metric: str = "validation_loss",
+        base: dict[str, Any] | None = None,
+        early_stop: dict[str, Any] | None = None,
+        alias: str | None = None,
+        name: str | None = None,
+    ) -> Sweep:
+        """Start a sweep: one job per trial of `grid` (option -> values) or `random` (`n_trials`, `seed`,
+        `space`), and per seed; `base` holds the options every trial shares."""
+        if isinstance(dataset, os.PathLike) or (isinstance(dataset, str) and Path(dataset).is_file()):
+            dataset = self.upload_dataset(dataset)
+        body: dict[str, Any] = {
+            "dataset_id": dataset.id if isinstance(dataset, Dataset) else dataset,
+            "base": _jsonable(base or {}),
+            "seeds": list(seeds),
+            "metric": metric,
+        }
+        optional = {"grid": grid, "random": random, "early_stop": early_stop, "alias": alias, "name": name}
+        body.update({key: _jsonable(value) for key, value in optional.items() if value is not None})
+        return Sweep(self, self.request("POST", "/v1/sweeps", json=body))
+
+    def read_sweep(self, sweep_id: str) -> Sweep:
+        """A handle on an existing sweep."""
+        return Sweep(self, self.request("GET", f"/v1/sweeps/{sweep_id}"))
+
+    def sweeps(self) -> list[Sweep]:
+        """Your sweeps, newest first (without their trials: `refresh()` one for them)."""
+        return [Sweep(self, item) for item in self._pages("/v1/sweeps", {})]
+
     # --- models --------------------------------------------------------------------------------------
     def model(self, name_or_id: str) -> Model:
         """A model by id, or by name (its latest version)."""
@@ -288,6 +325,105 @@ class Job:
         if self.status == "canceled":
             raise JobCanceled(self.data)
         raise JobFailed(self.data)
+
+
+class Sweep:
+    """A hyperparameter sweep; `data` is its last known record (`refresh()` reads it again)."""
+
+    def __init__(self, client: Client, data: dict[str, Any]) -> None:
+        self.client = client
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Sweep(id={self.id!r}, status={self.status!r})"
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def status(self) -> str:
+        return str(self.data["status"])
+
+    @property
+    def finished(self) -> bool:
+        """Whether the sweep ended and its result is final (every child ended)."""
+        return self.status in TERMINAL and self.data.get("finished_at") is not None
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The best trial: `trial`, `overrides`, `config`, `seed`, `metric`, `model_id`."""
+        value: dict[str, Any] | None = self.data.get("best")
+        return value
+
+    def leaderboard(self) -> list[dict[str, Any]]:
+        """Trials best first: `index`, `overrides`, `mean`, `std` (over seeds), `rung`, `epochs`."""
+        if "leaderboard" not in self.data:
+            self.refresh()
+        return list(self.data["leaderboard"])
+
+    def refresh(self) -> Sweep:
+        self.data = self.client.request("GET", f"/v1/sweeps/{self.id}")
+        return self
+
+    def cancel(self) -> Sweep:
+        """Cancel every queued and running child (Conflict if the sweep already ended)."""
+        self.data = self.client.request("POST", f"/v1/sweeps/{self.id}/cancel")
+        return self
+
+    def delete(self) -> None:
+        """Delete the finished sweep's record (its jobs and models stay)."""
+        self.client.request("DELETE", f"/v1/sweeps/{self.id}")
+
+    def wait(self, progress: bool = True, timeout: float | None = None, interval: float = 1.0) -> Sweep:
+        """Poll until the sweep ended; with `progress` and a terminal on stdout, a live leaderboard table."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        live = _LeaderboardDisplay.start() if progress and sys.stdout.isatty() else None
+        try:
+            while not self.refresh().finished:
+                if live is not None:
+                    live.show(self.data)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"sweep {self.id} still {self.status} after {timeout} s")
+                time.sleep(interval)
+            if live is not None:
+                live.show(self.data)
+        finally:
+            if live is not None:
+                live.stop()
+        return self
+
+
+@dataclass
+class _LeaderboardDisplay:
+    """A rich live table for `Sweep.wait` (rich is imported only when one is shown)."""
+
+    live: Any
+
+    @classmethod
+    def start(cls) -> _LeaderboardDisplay:
+        from rich.live import Live
+
+        live = Live(refresh_per_second=2)
+        live.start()
+        return cls(live)
+
+    def show(self, data: dict[str, Any]) -> None:
+        from rich.table import Table
+
+        counts = ", ".join(f"{n} {status}" for status, n in data.get("counts", {}).items() if n)
+        table = Table(title=f"sweep {data['id'][:8]} {data['status']} ({counts}) - {data['metric']}")
+        for column in ("rank", "trial", "overrides", "mean", "std", "epochs"):
+            table.add_column(column)
+        for rank, row in enumerate(data.get("leaderboard", [])[:20], start=1):
+            overrides = ", ".join(f"{key}={value}" for key, value in row["overrides"].items())
+            table.add_row(
+                str(rank), str(row["index"]), overrides, f"{row['mean']:.4f}", f"{row['std']:.4f}", str(row["epochs"])
+            )
+        self.live.update(table)
+
+    def stop(self) -> None:
+        self.live.stop()
 
 
 def _follow(job: Job, after: int, deadline: float | None) -> Iterator[Event]:

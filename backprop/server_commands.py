@@ -27,6 +27,7 @@ from service.settings import Settings, get_settings, is_loopback
 
 if TYPE_CHECKING:
     from backprop.embedded_redis import RedisServer
+    from backprop.supervisor import Child, ProcessChild, Supervisor
 
 logger = logging.getLogger("backprop")
 
@@ -174,6 +175,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
             name=args.name,
             progress_min_interval=settings.progress_min_interval,
             running_limit=settings.max_running_jobs_per_key,
+            blas_threads=settings.blas_threads,
         )
     except redis.ConnectionError as exc:
         logger.error("cannot reach Redis at %s: %s", redact_url(settings.redis_url), exc)
@@ -222,9 +224,42 @@ def _embedded_redis(data_dir: Path) -> RedisServer:
     return RedisServer(redis_dir, free_port(), persistent=True, password=stored_password(redis_dir))
 
 
+def _redis_tier(
+    settings: Settings, data_dir: Path, env: dict[str, str], *, external: bool
+) -> tuple[list[Child], int | None]:
+    """No child for an external Redis; else the embedded one and its port, its URL (with the password) put
+    into `env`."""
+    from backprop.supervisor import RedisChild
+
+    if external:
+        logger.info("using the external Redis at %s", redact_url(settings.redis_url))
+        return [], None
+    server = _embedded_redis(data_dir)
+    env["REDIS_URL"] = server.url  # the password reaches the children here, never on a command line
+    return [RedisChild("redis", server)], server.port
+
+
+def _supervise(supervisor: Supervisor, api: ProcessChild, base_url: str, lock: IO[str]) -> None:
+    """Run the children until a signal stops them, logging once when the API first answers; then release."""
+    announced = False
+
+    def announce_ready() -> None:
+        nonlocal announced
+        if not announced and api.running() and _api_ready(f"{base_url}/healthz"):
+            announced = True
+            logger.info("API ready at %s/docs", base_url)
+
+    try:
+        supervisor.start()
+        supervisor.run(tick=announce_ready)
+    finally:
+        supervisor.stop()
+        lock.close()
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Embedded (or external) Redis, N workers and the API, each a supervised child process."""
-    from backprop.supervisor import Child, ProcessChild, RedisChild, Supervisor
+    from backprop.supervisor import ProcessChild, Supervisor, worker_blas_threads
 
     settings = load_settings()
     configure_logging(settings)
@@ -244,20 +279,13 @@ def run_serve(args: argparse.Namespace) -> int:
         BACKPROP_PORT=str(port),
         PYTHONUNBUFFERED="1",
     )
-    redis_tier: list[Child] = []
-    redis_port: int | None = None
     external = any(name in os.environ for name in ("REDIS_URL", "BACKPROP_REDIS_URL"))
-    if external:
-        logger.info("using the external Redis at %s", redact_url(settings.redis_url))
-    else:
-        server = _embedded_redis(data_dir)
-        env["REDIS_URL"] = server.url  # the password reaches the children here, never on a command line
-        redis_port = server.port
-        redis_tier.append(RedisChild("redis", server))
+    redis_tier, redis_port = _redis_tier(settings, data_dir, env, external=external)
 
     command = [sys.executable, "-m", "backprop.cli"]  # the children run the same command line
+    worker_env = {**env, "BACKPROP_BLAS_THREADS": str(worker_blas_threads(settings.blas_threads, args.workers))}
     workers: list[Child] = [
-        ProcessChild(f"worker-{index}", [*command, "worker"], env, force_signal=signal.SIGTERM)
+        ProcessChild(f"worker-{index}", [*command, "worker"], worker_env, force_signal=signal.SIGTERM)
         for index in range(1, args.workers + 1)
     ]
     api = ProcessChild("api", [*command, "api", "--host", host, "--port", str(port)], env)
@@ -275,21 +303,7 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     supervisor.install_signal_handlers()
     print(f"Backprop: API docs at {base_url}/docs, data in {data_dir} (Ctrl-C stops)", flush=True)
-
-    announced = False
-
-    def announce_ready() -> None:
-        nonlocal announced
-        if not announced and api.running() and _api_ready(f"{base_url}/healthz"):
-            announced = True
-            logger.info("API ready at %s/docs", base_url)
-
-    try:
-        supervisor.start()
-        supervisor.run(tick=announce_ready)
-    finally:
-        supervisor.stop()
-        lock.close()
+    _supervise(supervisor, api, base_url, lock)
     logger.info("stopped")
     return 0
 

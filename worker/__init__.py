@@ -25,7 +25,7 @@ from worker.queue import (
     reap,
     workers_alive,
 )
-from worker.records import DatasetRecord, JobRecord, ModelRecord
+from worker.records import DatasetRecord, JobRecord, ModelRecord, utc_now
 from worker.runner import run_worker
 from worker.runtime import WorkerConfig, configure
 from worker.store import (
@@ -36,6 +36,19 @@ from worker.store import (
     QueueLimitError,
     Store,
     is_id,
+)
+from worker.sweep_results import grid_trials, random_trials
+from worker.sweeps import (
+    SweepNotFinishedError,
+    SweepRecord,
+    advance_sweeps,
+    cancel_sweep,
+    create_sweep,
+    delete_sweep,
+    get_sweep,
+    list_sweeps,
+    new_sweep_id,
+    sweep_view,
 )
 
 __all__ = [
@@ -57,25 +70,38 @@ __all__ = [
     "QueueLimitError",
     "StorageFullError",
     "Store",
+    "SweepNotFinishedError",
+    "SweepRecord",
     "WorkerConfig",
+    "advance_sweeps",
     "cancel_job",
     "cancel_prediction",
+    "cancel_sweep",
     "checkpoint_failures",
     "configure",
+    "create_sweep",
+    "delete_sweep",
     "enqueue_prediction",
     "enqueue_training",
     "eta_seconds",
+    "get_sweep",
+    "grid_trials",
     "is_id",
     "job_timeout",
     "keys",
+    "list_sweeps",
+    "new_sweep_id",
     "npyfiles",
     "open_input",
     "open_result",
     "queue_depth",
     "queue_position",
+    "random_trials",
     "reap",
     "reconcile_prediction",
     "run_worker",
     "subscribe_job_events",
+    "sweep_view",
+    "utc_now",
     "workers_alive",
 ]

@@ -139,6 +139,32 @@ def models_named(name: str) -> str:
     return f"{PREFIX}model-name:{name}"
 
 
+# --- sweeps --------------------------------------------------------------------------------------
+def sweep(sweep_id: str) -> str:
+    """One sweep (hash; every field a JSON value)."""
+    return f"{PREFIX}sweep:{sweep_id}"
+
+
+def sweeps() -> str:
+    """All sweep ids, scored by creation time (sorted set)."""
+    return f"{PREFIX}sweeps"
+
+
+def sweeps_of(owner: str) -> str:
+    """Sweep ids of one owner, scored by creation time (sorted set)."""
+    return f"{PREFIX}sweeps:owner:{owner}"
+
+
+def sweeps_active() -> str:
+    """Ids of the sweeps that have not finished: what the reaper advances (set)."""
+    return f"{PREFIX}sweeps:active"
+
+
+def sweep_lock(sweep_id: str) -> str:
+    """Lock held while a sweep's next step is decided (string with a timeout)."""
+    return f"{PREFIX}sweep:{sweep_id}:lock"
+
+
 def model_aliases(owner: str | None, name: str) -> str:
     """Aliases of one lineage (owner, name): alias -> JSON {alias, version, model_id, updated_at, updated_by}
     (hash)."""

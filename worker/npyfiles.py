@@ -54,11 +54,6 @@ def _header(stream: IO[bytes], name: str) -> tuple[tuple[int, ...], np.dtype[Any
     return tuple(int(n) for n in shape), dtype
 
 
-def member_names(archive: zipfile.ZipFile) -> set[str]:
-    """Names of the archive's .npy members, without the suffix."""
-    return {info.filename.removesuffix(".npy") for info in archive.infolist()}
-
-
 def member_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
     """Shape and dtype of `name`.npy (only its header is read)."""
     with _open(archive, name) as stream:

@@ -22,7 +22,7 @@ from worker.attempts import Attempts
 from worker.jobstate import JobStatus
 from worker.queue import rq_queue
 from worker.rqjob import EntryPointJob
-from worker.runtime import configure
+from worker.runtime import configure, pin_blas_threads
 
 logger = logging.getLogger(__name__)
 
@@ -100,16 +100,20 @@ def run_worker(
     name: str | None = None,
     progress_min_interval: float = 0.2,
     running_limit: int = 0,
+    blas_threads: int = 0,
 ) -> None:
     """Configure this process and run an RQ worker until stopped (with `burst`: until the queue is empty).
 
-    `running_limit` > 0: an owner's jobs beyond that many running wait in the queue.
+    `running_limit` > 0: an owner's jobs beyond that many running wait in the queue. `blas_threads` > 0: the
+    work-horses' BLAS thread pools are limited to that many threads (0: the BLAS default); each job records
+    the count in effect.
     """
     configure(
         blob_dir,
         checkpoint_seconds=checkpoint_seconds,
         progress_min_interval=progress_min_interval,
         job_monitoring_interval=job_monitoring_interval,
+        blas_threads=pin_blas_threads(blas_threads),
     )
     connection = Redis.from_url(redis_url)
     rq_worker = build_worker(

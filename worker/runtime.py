@@ -14,6 +14,7 @@ class WorkerConfig:
     checkpoint_seconds: float = 10.0
     progress_min_interval: float = 0.2
     job_monitoring_interval: int = 10
+    blas_threads: int | None = None  # BLAS threads of this worker's work-horses (None: not known)
 
 
 _config: WorkerConfig | None = None
@@ -25,6 +26,7 @@ def configure(
     checkpoint_seconds: float = 10.0,
     progress_min_interval: float = 0.2,
     job_monitoring_interval: int = 10,
+    blas_threads: int | None = None,
 ) -> WorkerConfig:
     """Set the worker configuration of this process (called by `run_worker` and by tests)."""
     global _config
@@ -37,8 +39,20 @@ def configure(
         checkpoint_seconds=float(checkpoint_seconds),
         progress_min_interval=float(progress_min_interval),
         job_monitoring_interval=int(job_monitoring_interval),
+        blas_threads=blas_threads,
     )
     return _config
+
+
+def pin_blas_threads(threads: int) -> int | None:
+    """Limit this process' BLAS thread pools (work-horses forked later inherit it) to `threads` (0: leave
+    them as they are); returns the BLAS threads now in effect (None when no BLAS library is loaded)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    if threads > 0:
+        threadpool_limits(limits=threads, user_api="blas")
+    counts = [int(pool["num_threads"]) for pool in threadpool_info() if pool.get("user_api") == "blas"]
+    return max(counts) if counts else None
 
 
 def current() -> WorkerConfig:

@@ -220,7 +220,8 @@ def test_client_wait_resumes_after_the_api_process_restarts(settings: Settings, 
     before = len(seen)
     _api_process(processes, settings, port)
     wait_until(lambda: len(seen) >= before + 3, timeout=120, what="epochs after the restart")
-    assert store.job_status(job.id) == "running"
+    record = store.get_job(job.id, with_history=False)
+    assert record is not None and record.status == "running"
     assert waiting.is_alive()
     client.job(job.id).cancel()
     thread.join(timeout=120)
