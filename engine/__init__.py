@@ -4,11 +4,13 @@ Public names (the contract in docs/architecture.md): :func:`backprop`, :func:`fo
 :func:`init_params`, :data:`ACTIVATIONS`, :data:`OPTIMIZERS`, :class:`TrainConfig`, :class:`EpochMetrics`,
 :class:`TrainResult`, :class:`Training`, :func:`train`, :class:`Model`, :func:`dumps`, :func:`loads`,
 :class:`ModelFormatError`, :class:`TrainingDivergedError`, :class:`TrainingState` (a checkpoint),
-:func:`option_fields` / :class:`OptionSpec` (the options as data), :class:`NetworkShape`, :func:`json_safe`.
+:func:`option_fields` / :class:`OptionSpec` (the options as data), :class:`NetworkShape`, :func:`json_safe`,
+:func:`estimate_memory` / :class:`MemoryEstimate` (a run's peak memory from its shapes).
 """
 
 from engine.activations import ACTIVATIONS
 from engine.config import NetworkShape, OptionSpec, TrainConfig, option_fields
+from engine.memory import MemoryEstimate, estimate_memory
 from engine.model import Model
 from engine.network import backprop, forward, init_params
 from engine.optimizers import OPTIMIZERS
@@ -19,6 +21,7 @@ __all__ = [
     "ACTIVATIONS",
     "OPTIMIZERS",
     "EpochMetrics",
+    "MemoryEstimate",
     "Model",
     "ModelFormatError",
     "NetworkShape",
@@ -30,6 +33,7 @@ __all__ = [
     "TrainingState",
     "backprop",
     "dumps",
+    "estimate_memory",
     "forward",
     "init_params",
     "json_safe",
