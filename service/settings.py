@@ -10,6 +10,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 
 
 class Settings(BaseSettings):
@@ -83,6 +84,25 @@ class Settings(BaseSettings):
         0, ge=0, description="Jobs of one API key that run at once; the others wait in the queue (0: no limit)."
     )
     max_queue_depth: int = Field(1_000, ge=1, description="Jobs in the queue in all (503 above).")
+    max_job_memory_bytes: int = Field(
+        4 * GiB,
+        ge=1,
+        description="Most memory a job's training may need, as estimated from its network, batch size and "
+        "dataset when it is submitted (422 above).",
+    )
+    max_stored_bytes_per_key: int = Field(
+        10 * GiB,
+        ge=1,
+        description="Bytes of datasets and models one API key may store (429 above; a model of a job already "
+        "accepted is stored even past it; new jobs are then refused until space is freed).",
+    )
+    max_datasets_per_key: int = Field(1_000, ge=1, description="Datasets one API key may store (429 above).")
+    max_models_per_key: int = Field(
+        1_000,
+        ge=1,
+        description="Models one API key may store, counting those its queued and running jobs will make "
+        "(429 for a new job above).",
+    )
     model_cache_size: int = Field(32, ge=1, description="Most models the API keeps loaded in memory.")
     model_cache_bytes: int = Field(
         512 * MiB,

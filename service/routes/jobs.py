@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
-from engine import TrainConfig
+from engine import TrainConfig, estimate_memory
 from service.deps import HISTORY_LIMIT, AppState, Caller, History, HistoryWindow, Limit, Offset, State, job_or_404
 from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
 from service.schemas import (
@@ -19,6 +19,7 @@ from service.schemas import (
 )
 from worker import (
     TERMINAL_STATUSES,
+    DatasetRecord,
     JobNotFinishedError,
     JobRecord,
     JobStatus,
@@ -104,6 +105,24 @@ def _check_compute(config: TrainConfig, n_features: int, n_classes: int, state: 
     return parameters
 
 
+def _check_memory(config: TrainConfig, dataset: DatasetRecord, state: State) -> None:
+    """The job's estimated peak training memory against max_job_memory_bytes (422 above)."""
+    limit = state.settings.max_job_memory_bytes
+    # float64: the widest way a dataset is stored, so the estimate errs on the safe side
+    estimate = estimate_memory(
+        config, dataset.n_samples, dataset.n_features, len(dataset.classes), input_dtype="float64"
+    ).total
+    if estimate > limit:
+        error = limit_exceeded(422, "training memory", "max_job_memory_bytes", estimate, limit)
+        hint = (
+            f" (estimated {estimate / 2**30:.2f} GiB of memory: parameters, optimizer state, batch buffers and "
+            "data); lower batch_size or hidden_layers, or use dtype float32"
+        )
+        error.message += hint
+        error.details[0]["message"] += hint
+        raise error
+
+
 def _train_config(body: JobCreate) -> TrainConfig:
     try:
         return body.train_config()
@@ -137,6 +156,7 @@ def create_job(body: JobCreate, response: Response, state: State, caller: Caller
         raise error
     config = _train_config(body)
     parameters = _check_compute(config, dataset.n_features, len(dataset.classes), state)
+    _check_memory(config, dataset, state)
     depth = queue_depth(state.redis, queue_name=settings.queue_name)
     if depth >= settings.max_queue_depth:
         error = limit_exceeded(503, "queue depth", "max_queue_depth", depth + 1, settings.max_queue_depth)

@@ -66,9 +66,7 @@ _CASES = {
         n_features=1000,
         n_classes=10,
         input_dtype="float64",
-        config=dict(
-            hidden_layers=[2000, 2000], batch_size=128, epochs=2, dtype="float64", early_stopping=True
-        ),
+        config=dict(hidden_layers=[2000, 2000], batch_size=128, epochs=2, dtype="float64", early_stopping=True),
     ),
     "float32-momentum-from-float64": dict(
         n_samples=60_000,
