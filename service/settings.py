@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker import Quota
+
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
@@ -130,6 +132,15 @@ class Settings(BaseSettings):
     def blobs(self) -> Path:
         """The blob directory, resolved."""
         return self.blob_dir if self.blob_dir is not None else self.data_dir / "blobs"
+
+    @property
+    def quota(self) -> Quota:
+        """What one API key may store."""
+        return Quota(
+            max_bytes=self.max_stored_bytes_per_key,
+            max_datasets=self.max_datasets_per_key,
+            max_models=self.max_models_per_key,
+        )
 
     def parsed_api_keys(self) -> dict[str, str]:
         """API key -> role."""

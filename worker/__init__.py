@@ -28,6 +28,7 @@ from worker.store import (
     Store,
     is_id,
 )
+from worker.usage import Quota, QuotaExceededError, Usage
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -44,8 +45,11 @@ __all__ = [
     "ModelRecord",
     "NotFoundError",
     "QueueLimitError",
+    "Quota",
+    "QuotaExceededError",
     "StorageFullError",
     "Store",
+    "Usage",
     "WorkerConfig",
     "cancel_job",
     "checkpoint_failures",

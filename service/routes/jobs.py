@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Response
 
 from engine import TrainConfig, estimate_memory
 from service.deps import HISTORY_LIMIT, AppState, Caller, History, HistoryWindow, Limit, Offset, State, job_or_404
-from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
+from service.errors import ApiError, invalid, limit_exceeded, not_found, quota_exceeded, responses
 from service.schemas import (
     EpochPublic,
     JobCreate,
@@ -24,6 +24,7 @@ from worker import (
     JobRecord,
     JobStatus,
     QueueLimitError,
+    QuotaExceededError,
     cancel_job,
     enqueue_training,
     eta_seconds,
@@ -123,6 +124,19 @@ def _check_memory(config: TrainConfig, dataset: DatasetRecord, state: State) -> 
         raise error
 
 
+def _check_room(state: State, owner: str | None) -> None:
+    """A new job needs room for its model: the key is below its model quota (counting the models of its
+    unfinished jobs) and below its quota of stored bytes. A job already accepted stores its model even past
+    them, so no training is ever lost to a quota."""
+    quota = state.settings.quota
+    usage = state.store.usage(owner)
+    models = usage.models + usage.pending_models + 1
+    if models > quota.max_models:
+        raise quota_exceeded(QuotaExceededError("models", models, quota.max_models))
+    if usage.bytes >= quota.max_bytes:
+        raise quota_exceeded(QuotaExceededError("bytes", usage.bytes, quota.max_bytes))
+
+
 def _train_config(body: JobCreate) -> TrainConfig:
     try:
         return body.train_config()
@@ -157,6 +171,7 @@ def create_job(body: JobCreate, response: Response, state: State, caller: Caller
     config = _train_config(body)
     parameters = _check_compute(config, dataset.n_features, len(dataset.classes), state)
     _check_memory(config, dataset, state)
+    _check_room(state, caller.owner)
     depth = queue_depth(state.redis, queue_name=settings.queue_name)
     if depth >= settings.max_queue_depth:
         error = limit_exceeded(503, "queue depth", "max_queue_depth", depth + 1, settings.max_queue_depth)
