@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -27,7 +28,9 @@ class Settings(BaseSettings):
         description="Redis URL (redis://[:password@]host:port/db). `backprop serve` embeds its own Redis "
         "unless REDIS_URL is set.",
     )
-    data_dir: Path = Field(Path("./var"), description="Data directory: blobs, embedded Redis' AOF, logs.")
+    data_dir: Path = Field(
+        Path("./var"), description="Data directory: blobs, the embedded Redis' AOF and password, logs."
+    )
     blob_dir: Path | None = Field(
         None, description="Directory of dataset and model arrays shared by API and workers (default DATA_DIR/blobs)."
     )
@@ -40,7 +43,11 @@ class Settings(BaseSettings):
     api_keys: str = Field(
         "",
         description="Comma-separated `key:role` pairs (role `user` or `admin`). Empty: no authentication, "
-        "and `backprop serve` binds to loopback only.",
+        "and the API refuses to listen on any address but loopback (see BACKPROP_ALLOW_NO_AUTH).",
+    )
+    allow_no_auth: bool = Field(
+        False,
+        description="Let the API listen on a non-loopback address without API keys (every caller is an admin).",
     )
     metrics_public: bool = Field(True, description="Serve /metrics without an API key.")
 
@@ -142,6 +149,16 @@ class Settings(BaseSettings):
             max_models=self.max_models_per_key,
         )
 
+    def open_access_refusal(self, host: str) -> str | None:
+        """Why the API must not listen on `host` with these settings, or None when it may."""
+        if self.parsed_api_keys() or self.allow_no_auth or is_loopback(host):
+            return None
+        return (
+            f"refusing to listen on {host} without API keys: anyone who can reach it would be an admin. "
+            "Set BACKPROP_API_KEYS (`key:role` pairs), listen on 127.0.0.1, "
+            "or set BACKPROP_ALLOW_NO_AUTH=true to run without authentication on purpose"
+        )
+
     def parsed_api_keys(self) -> dict[str, str]:
         """API key -> role."""
         keys: dict[str, str] = {}
@@ -149,6 +166,16 @@ class Settings(BaseSettings):
             key, _, role = entry.rpartition(":")
             keys[key] = role
         return keys
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to `host` keeps the API on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache

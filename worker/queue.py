@@ -28,11 +28,12 @@ from worker import keys
 from worker.attempts import Attempts
 from worker.jobstate import JobStatus
 from worker.records import JobRecord, encode_job_fields, utc_now
+from worker.rqjob import EntryPointJob
 from worker.store import NotFoundError, Store
 
 logger = logging.getLogger(__name__)
 
-JOB_FUNCTION = "worker.jobs.run_training"
+JOB_FUNCTION = "worker.jobs.run_training"  # one of rqjob.ENTRY_POINTS
 
 # Rough cost model of one training job: forward + backward is ~6 flops per parameter per sample,
 # run at a (pessimistic) 2e8 flop/s, plus a per-sample overhead for batching and bookkeeping,
@@ -48,8 +49,8 @@ _ENQUEUE_GRACE_SECONDS = 60.0
 
 
 def rq_queue(redis: Redis, queue_name: str) -> Queue:
-    """The RQ queue of training jobs (JSON serializer)."""
-    return Queue(queue_name, connection=redis, serializer=JSONSerializer)
+    """The RQ queue of training jobs (JSON serializer); its registries' clean-ups see only EntryPointJobs."""
+    return Queue(queue_name, connection=redis, serializer=JSONSerializer, job_class=EntryPointJob)
 
 
 def job_timeout(n_samples: int, n_parameters: int, epochs: int, *, minimum: int, maximum: int) -> int:

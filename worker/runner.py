@@ -20,6 +20,7 @@ import worker.jobs  # noqa: F401 - preloaded: the work-horse resolves `worker.jo
 from worker.attempts import Attempts
 from worker.jobstate import JobStatus
 from worker.queue import rq_queue
+from worker.rqjob import EntryPointJob
 from worker.runtime import configure
 
 logger = logging.getLogger(__name__)
@@ -69,11 +70,14 @@ def build_worker(
     name: str | None = None,
     running_limit: int = 0,
 ) -> Worker:
-    """A forking RQ worker on the training queue, JSON serializer, with our work-horse-killed handler."""
+    """A forking RQ worker on the training queue, JSON serializer, running only EntryPointJobs, with our
+    work-horse-killed handler."""
+    queue = rq_queue(connection, queue_name)
     rq_worker = TrainingWorker(
-        [rq_queue(connection, queue_name)],
+        [queue],
         connection=connection,
         serializer=JSONSerializer,
+        job_class=EntryPointJob,
         name=name,
         worker_ttl=worker_ttl,
         job_monitoring_interval=job_monitoring_interval,

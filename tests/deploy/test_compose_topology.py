@@ -58,7 +58,8 @@ class Topology:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
         self.password = secrets.token_hex(16)
-        self.compose = load_compose({"REDIS_PASSWORD": self.password})
+        self.api_key = secrets.token_hex(16)
+        self.compose = load_compose({"REDIS_PASSWORD": self.password, "BACKPROP_API_KEYS": f"{self.api_key}:admin"})
         self.services: dict[str, Any] = self.compose["services"]
         self.redis_port = free_port()
         self.api_port = free_port()
@@ -203,7 +204,8 @@ def test_compose_redis_healthcheck_needs_the_password(topology: Topology) -> Non
 
 def test_compose_topology_survives_a_killed_worker(topology: Topology) -> None:
     base_url = f"http://127.0.0.1:{topology.api_port}"
-    client = httpx.Client(base_url=base_url, timeout=30.0)
+    headers = {"Authorization": f"Bearer {topology.api_key}"}
+    client = httpx.Client(base_url=base_url, timeout=30.0, headers=headers)
 
     def ready() -> bool:
         assert topology.processes["api"].poll() is None, topology.log("api")

@@ -210,6 +210,6 @@ def test_events_client_disconnect_releases_the_subscription(server: ApiServer, s
     ):
         first = next(source.iter_sse())
         assert (first.event, json.loads(first.data)) == ("status", {"status": "queued", "attempt": 0})
-        assert subscribers() == 1
+        wait_until(lambda: subscribers() == 1, timeout=10, what="the open stream's subscription")
     wait_until(lambda: subscribers() == 0, timeout=30, what="the stream's subscription to be released")
     assert httpx.get(f"{server.url}/v1/jobs/{job_id}").json()["status"] == "queued"  # polling still works
