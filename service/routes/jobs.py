@@ -124,7 +124,7 @@ def _check_memory(config: TrainConfig, dataset: DatasetRecord, state: State) -> 
         raise error
 
 
-def _check_room(state: State, owner: str | None) -> None:
+def _check_model_room(state: State, owner: str | None) -> None:
     """A new job needs room for its model: the key is below its model quota (counting the models of its
     unfinished jobs) and below its quota of stored bytes. A job already accepted stores its model even past
     them, so no training is ever lost to a quota."""
@@ -171,7 +171,7 @@ def create_job(body: JobCreate, response: Response, state: State, caller: Caller
     config = _train_config(body)
     parameters = _check_compute(config, dataset.n_features, len(dataset.classes), state)
     _check_memory(config, dataset, state)
-    _check_room(state, caller.owner)
+    _check_model_room(state, caller.owner)
     depth = queue_depth(state.redis, queue_name=settings.queue_name)
     if depth >= settings.max_queue_depth:
         error = limit_exceeded(503, "queue depth", "max_queue_depth", depth + 1, settings.max_queue_depth)
