@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from service.auth import KeyRing
-from service.body_limit import BodyLimitMiddleware
+from service.body_limit import BodyLimitMiddleware, add_json_body_schemas
 from service.dashboard import mount_dashboard
 from service.deps import AppState, Caller, make_redis
 from service.errors import install_error_handlers
@@ -145,8 +145,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         def read_docs(caller: Caller) -> HTMLResponse:
             return get_swagger_ui_html(openapi_url="/openapi.json", title="Backprop API")
 
+    add_json_body_schemas(app)
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, max_json_bytes=settings.max_json_bytes)
     responses_by_status = state.metrics.http_responses
     app.add_middleware(
         AccessLogMiddleware, on_response=lambda status: responses_by_status.labels(str(status)).inc()

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from redis import Redis
 
+from engine.data import check_labels
 from worker import keys
 from worker.attempts import Attempts
 from worker.blobs import BlobError, BlobStore
@@ -197,17 +198,9 @@ def model_blob(model_id: str) -> str:
 
 
 def _labels(y: np.ndarray) -> tuple[np.ndarray, str]:
-    """Labels as int64 or unicode (never object) and their kind."""
-    if y.dtype.kind in "biu":
-        return y.astype(np.int64), "int"
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise ValueError("y: float labels must be whole numbers")
-        return y.astype(np.int64), "int"
-    if y.dtype.kind in "UO":
-        values = [str(label) for label in y.tolist()]
-        return np.asarray(values, dtype=np.str_), "str"
-    raise ValueError(f"y: unsupported label dtype {y.dtype}")
+    """Labels as int64 or unicode (never object), normalised by the engine's one rule, and their kind."""
+    labels = check_labels(y, len(y), "y")
+    return labels, "str" if labels.dtype.kind == "U" else "int"
 
 
 def _text(value: Any) -> str:
@@ -256,7 +249,8 @@ class Store:
             raise ValueError(f"y: expected {X.shape[0]} labels, got shape {y.shape}")
         if X.dtype.kind not in "biuf":
             raise ValueError(f"X: expected numbers, got dtype {X.dtype}")
-        X = X.astype(np.float64)
+        if X.dtype not in (np.float32, np.float64):  # stored compact: float32 unless already float64
+            X = X.astype(np.float32)
         if not np.all(np.isfinite(X)):
             raise ValueError("X: NaN or infinite values")
         y, label_kind = _labels(y)

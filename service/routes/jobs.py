@@ -109,10 +109,9 @@ def _check_compute(config: TrainConfig, n_features: int, n_classes: int, state: 
 def _check_memory(config: TrainConfig, dataset: DatasetRecord, state: State) -> None:
     """The job's estimated peak training memory against max_job_memory_bytes (422 above)."""
     limit = state.settings.max_job_memory_bytes
-    # float64: the widest way a dataset is stored, so the estimate errs on the safe side
-    estimate = estimate_memory(
-        config, dataset.n_samples, dataset.n_features, len(dataset.classes), input_dtype="float64"
-    ).total
+    # the dataset is loaded as it was stored: in dataset_dtype (uploads are converted to it)
+    shape = (dataset.n_samples, dataset.n_features, len(dataset.classes))
+    estimate = estimate_memory(config, *shape, input_dtype=state.settings.dataset_dtype).total
     if estimate > limit:
         error = limit_exceeded(422, "training memory", "max_job_memory_bytes", estimate, limit)
         hint = (

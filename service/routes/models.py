@@ -13,10 +13,11 @@ import time
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 import engine
+from service.body_limit import json_request_body, read_json
 from service.deps import AppState, Caller, History, Limit, Offset, State, find_model, model_or_404
 from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
 from service.onnx_export import export_onnx
@@ -145,11 +146,13 @@ def runs_inline(rows: int, n_parameters: int, max_inline_compute: int) -> bool:
     summary="Predict with a model",
     response_model=PredictionPublic,
     responses=responses(400, 401, 404, 409, 413, 422, 503),
+    openapi_extra=json_request_body(PredictCreate),
 )
-async def predict(model_id: str, body: PredictCreate, state: State, caller: Caller) -> Response:
+async def predict(model_id: str, request: Request, state: State, caller: Caller) -> Response:
     """Class labels and probabilities (columns in the order of `classes`) for raw feature rows; a name
     means the caller's latest version (admins: 409 when several owners use the name)."""
     started = time.perf_counter()
+    body = await read_json(request, PredictCreate)  # off the event loop when large
     # Fast path without Redis nor a thread hop: a model id whose existence was confirmed within
     # `ModelRecords.recheck_seconds` (the staleness bound for deletes by other API processes).
     record = state.records.fresh(model_id)

@@ -232,7 +232,7 @@ def test_create_job_memory_estimate_over_limit_is_422(make_client: Callable[...,
     response = client.post("/v1/jobs", json={"dataset_id": upload.json()["id"], **job})
     assert response.status_code == 422, response.text
     error = response.json()["error"]
-    estimate = estimate_memory(TrainConfig.from_dict(job), 70_000, 3, 3, input_dtype="float64").total
+    estimate = estimate_memory(TrainConfig.from_dict(job), 70_000, 3, 3, input_dtype="float32").total
     assert estimate > 16 * 2**30
     assert error["code"] == "limit_exceeded"
     assert f"{estimate} exceeds the limit max_job_memory_bytes={4 * 2**30}" in error["message"]
@@ -243,7 +243,7 @@ def test_create_job_memory_estimate_over_limit_is_422(make_client: Callable[...,
 
 def test_create_job_memory_limit_is_inclusive(make_client: Callable[..., TestClient]) -> None:
     job = {"hidden_layers": [64, 64], "batch_size": 16}
-    estimate = estimate_memory(TrainConfig.from_dict(job), 12, 3, 3, input_dtype="float64").total
+    estimate = estimate_memory(TrainConfig.from_dict(job), 12, 3, 3, input_dtype="float32").total
     at_limit = make_client(max_job_memory_bytes=estimate)
     dataset_id = upload_csv(at_limit, blobs_csv(n_per_class=4)).json()["id"]
     assert at_limit.post("/v1/jobs", json={"dataset_id": dataset_id, **job}).status_code == 202
