@@ -14,30 +14,26 @@ Run from the repository root: `python -m bench.ingest [--sizes 10 50 100] [--no-
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import io
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 
+from backprop.local_stack import LocalStack
 from bench._blas_info import load_average
 from bench._doc_sections import replace_section
 from bench.report import Target, run_description
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
-BACKPROP = Path(sys.executable).with_name("backprop")
 MB = 1_000_000
 FEATURES = 30
 LABELS = np.array(["setosa", "versicolor", "virginica", "other"])
@@ -149,43 +145,6 @@ def measure(method: str, path: Path) -> dict[str, float]:
 # --- the running stack -------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def local_stack(data_dir: Path) -> Iterator[tuple[str, int]]:
-    """`backprop serve` in `data_dir` on a free port: yields (base URL, API pid); stopped on exit.
-
-    Small on purpose, to be replaced by the project's shared local-stack helper.
-    """
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKPROP_") and k != "REDIS_URL"}
-    log = (data_dir / "serve.log").open("ab")
-    argv = [str(BACKPROP), "serve", "--port", str(port), "--data-dir", str(data_dir), "--workers", "1"]
-    process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"backprop serve did not become ready; see {data_dir / 'serve.log'}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.2)
-        status = json.loads((data_dir / "serve.json").read_text())
-        yield url, int(status["children"]["api"]["pid"])
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(60)
-        log.close()
-
-
 def upload(url: str, api_pid: int, path: Path, media: str) -> dict[str, float]:
     """POST one file; seconds from the first byte to the 201, API peak RSS growth, slowest /healthz."""
     before = _status_bytes("VmRSS", api_pid)
@@ -284,7 +243,8 @@ def run(sizes: list[int], write: bool) -> str:
         json_path = work / "data.json"
         write_json(json_path, 30_000)
         (work / "stack").mkdir()
-        with local_stack(work / "stack") as (url, api_pid):
+        with LocalStack(work / "stack", workers=1) as stack:
+            url, api_pid = stack.url, stack.child_pid("api")
             for path in files.values():
                 file_bytes = path.stat().st_size
                 base, result = _upload_rounds(url, api_pid, path)
