@@ -22,7 +22,7 @@ from service.errors import install_error_handlers
 from service.logs import AccessLogMiddleware, configure_logging
 from service.metrics import Metrics, store_snapshot
 from service.model_cache import ModelCache, ModelRecords, model_nbytes
-from service.routes import datasets, events, health, jobs, metrics, models, v2
+from service.routes import aliases, datasets, evaluations, events, health, jobs, metrics, models, v2
 from service.settings import Settings, get_settings
 from worker import Store, reap
 
@@ -149,10 +149,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, max_json_bytes=settings.max_json_bytes)
     responses_by_status = state.metrics.http_responses
-    app.add_middleware(
-        AccessLogMiddleware, on_response=lambda status: responses_by_status.labels(str(status)).inc()
-    )
-    for router in (datasets.router, jobs.router, models.router, health.router, metrics.router):
+    app.add_middleware(AccessLogMiddleware, on_response=lambda status: responses_by_status.labels(str(status)).inc())
+    for router in (
+        datasets.router,
+        jobs.router,
+        models.router,
+        aliases.router,
+        evaluations.router,
+        health.router,
+        metrics.router,
+    ):
         app.include_router(router)
     app.include_router(v2.router)
     app.include_router(events.router)

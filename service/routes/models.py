@@ -56,6 +56,7 @@ def model_summary(record: ModelRecord) -> ModelSummaryPublic:
         n_parameters=record.n_parameters,
         metrics=_metrics(record.metrics),  # type: ignore[arg-type]
         config=dict(record.config),
+        parent_model_id=record.parent_model_id,
     )
 
 
@@ -93,12 +94,12 @@ def read_model(record: Model, state: State, window: History) -> ModelPublic:
         history=[EpochPublic.model_validate(entry) for entry in page],
         history_total=len(full.history),
         history_offset=window.offset,
+        validation_report=full.validation_report,
+        receipt=full.receipt,
     )
 
 
-@router.delete(
-    "/{model_id}", status_code=204, summary="Delete a model", responses=responses(401, 404, 409, 503)
-)
+@router.delete("/{model_id}", status_code=204, summary="Delete a model", responses=responses(401, 404, 409, 503))
 def delete_model(record: Model, state: State) -> Response:
     """Delete one model version (a name means the caller's latest version; admins: 409 when several owners
     use the name)."""
