@@ -5,20 +5,14 @@ Public names (the contract in docs/architecture.md): :func:`backprop`, :func:`fo
 :class:`TrainResult`, :class:`Training`, :func:`train`, :class:`Model`, :func:`dumps`, :func:`loads`,
 :class:`ModelFormatError`, :class:`TrainingDivergedError`, :class:`TrainingState` (a checkpoint),
 :func:`option_fields` / :class:`OptionSpec` (the options as data), :class:`NetworkShape`, :func:`json_safe`,
-<<<<<<< HEAD
-:func:`estimate_memory` / :class:`MemoryEstimate` (a run's peak memory from its shapes).
-=======
-:func:`evaluation_report`, :data:`METRICS`, :func:`higher_is_better`.
->>>>>>> main
+:func:`evaluation_report`, :data:`METRICS`, :func:`higher_is_better`, :func:`estimate_memory` /
+:class:`MemoryEstimate` (a run's peak memory from its shapes).
 """
 
 from engine.activations import ACTIVATIONS
 from engine.config import NetworkShape, OptionSpec, TrainConfig, option_fields
-<<<<<<< HEAD
 from engine.memory import MemoryEstimate, estimate_memory
-=======
 from engine.metrics import METRICS, evaluation_report, higher_is_better
->>>>>>> main
 from engine.model import Model
 from engine.network import backprop, forward, init_params
 from engine.optimizers import OPTIMIZERS
@@ -42,11 +36,8 @@ __all__ = [
     "TrainingState",
     "backprop",
     "dumps",
-<<<<<<< HEAD
     "estimate_memory",
-=======
     "evaluation_report",
->>>>>>> main
     "forward",
     "higher_is_better",
     "init_params",

@@ -6,12 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 
-<<<<<<< HEAD
 from engine import TrainConfig, estimate_memory
-from service.deps import HISTORY_LIMIT, AppState, Caller, History, HistoryWindow, Limit, Offset, State, job_or_404
-from service.errors import ApiError, invalid, limit_exceeded, not_found, quota_exceeded, responses
-=======
-from engine import TrainConfig
 from service.auth import Principal
 from service.deps import (
     HISTORY_LIMIT,
@@ -25,8 +20,7 @@ from service.deps import (
     find_model,
     job_or_404,
 )
-from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
->>>>>>> main
+from service.errors import ApiError, invalid, limit_exceeded, not_found, quota_exceeded, responses
 from service.schemas import (
     EpochPublic,
     JobCreate,
@@ -127,7 +121,6 @@ def _check_compute(config: TrainConfig, n_features: int, n_classes: int, state: 
     return parameters
 
 
-<<<<<<< HEAD
 def _check_memory(config: TrainConfig, dataset: DatasetRecord, state: State) -> None:
     """The job's estimated peak training memory against max_job_memory_bytes (422 above)."""
     limit = state.settings.max_job_memory_bytes
@@ -156,7 +149,8 @@ def _check_model_room(state: State, owner: str | None) -> None:
         raise quota_exceeded(QuotaExceededError("models", models, quota.max_models))
     if usage.bytes >= quota.max_bytes:
         raise quota_exceeded(QuotaExceededError("bytes", usage.bytes, quota.max_bytes))
-=======
+
+
 def _architecture_differences(parent: ModelRecord, config: TrainConfig, dataset: DatasetRecord) -> list[str]:
     """How the network a job would train differs from `parent`'s (empty: its weights fit)."""
     output, layer_sizes = config.network_shape(dataset.n_features, len(dataset.classes))
@@ -193,7 +187,6 @@ def _parent_model(
             differences=differences,
         )
     return parent
->>>>>>> main
 
 
 def _train_config(body: JobCreate) -> TrainConfig:
@@ -228,10 +221,8 @@ def create_job(body: JobCreate, response: Response, state: State, caller: Caller
         raise error
     config = _train_config(body)
     parameters = _check_compute(config, dataset.n_features, len(dataset.classes), state)
-<<<<<<< HEAD
     _check_memory(config, dataset, state)
     _check_model_room(state, caller.owner)
-=======
     parent = None if body.init_model is None else _parent_model(state, caller, body.init_model, config, dataset)
     name = body.name or (parent.name if parent else None) or dataset.name or f"dataset-{dataset.id[:8]}"
     record = submit_job(
@@ -262,7 +253,6 @@ def submit_job(
 ) -> JobRecord:
     """Create and queue a job within the per-key and queue-depth limits (429 / 503 otherwise)."""
     settings = state.settings
->>>>>>> main
     depth = queue_depth(state.redis, queue_name=settings.queue_name)
     if depth >= settings.max_queue_depth:
         error = limit_exceeded(503, "queue depth", "max_queue_depth", depth + 1, settings.max_queue_depth)
