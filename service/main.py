@@ -22,7 +22,7 @@ from service.errors import install_error_handlers
 from service.logs import AccessLogMiddleware, configure_logging
 from service.metrics import Metrics, store_snapshot
 from service.model_cache import ModelCache, ModelRecords, model_nbytes
-from service.routes import aliases, datasets, evaluations, events, health, jobs, metrics, models, v2
+from service.routes import aliases, datasets, evaluations, events, health, jobs, metrics, models, predictions, v2
 from service.settings import Settings, get_settings
 from worker import Store, reap
 
@@ -162,5 +162,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.include_router(v2.router)
     app.include_router(events.router)
+    app.include_router(predictions.router)
     mount_dashboard(app)
     return app

@@ -499,3 +499,41 @@ class ReadinessPublic(BaseModel):
     status: Literal["ready", "unavailable"]
     redis: bool
     workers: int
+
+
+# --- batch predictions ------------------------------------------------------------------------------
+
+
+class BatchPredictionCreate(_Request):
+    """Score a stored dataset (its labels, if any, are ignored)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"dataset_id": "0" * 32}]})
+    dataset_id: str = Field(min_length=1, max_length=64)
+
+
+class BatchProgressPublic(BaseModel):
+    rows_done: int
+    rows_total: int
+    fraction: float
+    updated_at: datetime | None = None
+
+
+class BatchPredictionPublic(BaseModel):
+    """A batch prediction: its status and, once `succeeded`, where its result is."""
+
+    id: str
+    model_id: str
+    model_name: str
+    model_version: int
+    classes: list[int | str]
+    source: Literal["dataset", "upload"]
+    dataset_id: str | None = None
+    n_rows: int
+    n_features: int
+    status: JobStatus
+    progress: BatchProgressPublic | None = None
+    error: str | None = None
+    result_url: str | None = Field(None, description="Where the result is streamed from once succeeded.")
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None

@@ -120,6 +120,9 @@ class Settings(BaseSettings):
         description="Models one API key may store, counting those its queued and running jobs will make "
         "(429 for a new job above).",
     )
+    prediction_chunk_rows: int = Field(
+        65_536, ge=1, le=10_000_000, description="Rows a batch prediction computes and streams at a time."
+    )
     model_cache_size: int = Field(32, ge=1, description="Most models the API keeps loaded in memory.")
     model_cache_bytes: int = Field(
         512 * MiB,

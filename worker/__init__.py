@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from worker import keys
+from worker import keys, npyfiles
 from worker.blobs import BlobError, StorageFullError
 from worker.checkpoints import checkpoint_failures
 from worker.jobstate import ACTIVE_STATUSES, JOB_STATUSES, TERMINAL_STATUSES, TRANSITIONS, JobStatus
+from worker.predictions import (
+    PredictionRecord,
+    Predictions,
+    cancel_prediction,
+    enqueue_prediction,
+    open_input,
+    open_result,
+    reconcile_prediction,
+)
 from worker.progress import eta_seconds, subscribe_job_events
 from worker.queue import (
     cancel_job,
@@ -44,6 +53,8 @@ __all__ = [
     "JobStatus",
     "ModelRecord",
     "NotFoundError",
+    "PredictionRecord",
+    "Predictions",
     "QueueLimitError",
     "Quota",
     "QuotaExceededError",
@@ -52,16 +63,22 @@ __all__ = [
     "Usage",
     "WorkerConfig",
     "cancel_job",
+    "cancel_prediction",
     "checkpoint_failures",
     "configure",
+    "enqueue_prediction",
     "enqueue_training",
     "eta_seconds",
     "is_id",
     "job_timeout",
     "keys",
+    "npyfiles",
+    "open_input",
+    "open_result",
     "queue_depth",
     "queue_position",
     "reap",
+    "reconcile_prediction",
     "run_worker",
     "subscribe_job_events",
     "workers_alive",

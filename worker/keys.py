@@ -175,3 +175,14 @@ def model_verifications(model_id: str) -> str:
 def job_events(job_id: str) -> str:
     """Pub/sub channel of one job's live events: status changes and reported epochs (JSON messages)."""
     return f"{PREFIX}job:{job_id}:events"
+
+
+# --- batch predictions ---------------------------------------------------------------------------
+def prediction(prediction_id: str) -> str:
+    """One batch-prediction record (hash; every field a JSON value)."""
+    return f"{PREFIX}prediction:{prediction_id}"
+
+
+def prediction_stop(prediction_id: str) -> str:
+    """Stop flag of a running batch prediction, checked by the worker between row chunks."""
+    return f"{PREFIX}prediction:{prediction_id}:stop"

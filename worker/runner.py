@@ -16,7 +16,8 @@ from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
 import engine  # noqa: F401 - preloaded for every work-horse
-import worker.jobs  # noqa: F401 - preloaded: the work-horse resolves `worker.jobs.run_training` from here
+import worker.jobs
+import worker.predictions  # noqa: F401 - preloaded: `worker.predictions.run_prediction`, likewise
 from worker.attempts import Attempts
 from worker.jobstate import JobStatus
 from worker.queue import rq_queue

@@ -331,6 +331,25 @@ def test_client_wait_shows_a_progress_bar_on_a_terminal(server: ApiServer) -> No
     assert piped.stdout == ""  # no bar when stdout is not a terminal
 
 
+def test_client_batch_prediction_equals_predict(server: ApiServer, tmp_path: Path) -> None:
+    X, y = blobs(n=90)
+    labels = np.array(["red", "green", "blue"])[y]
+    with Client(server.url) as client:
+        dataset = client.upload_dataset((X, labels), name="colors")
+        model = client.train(dataset, hidden_layers=(8,), epochs=3, batch_size=16).wait(progress=False)
+        expected = model.predict(X)
+        batch = model.predictions(X).wait(timeout=120, interval=0.05)
+        assert batch.status == "succeeded" and batch.progress == {**batch.progress, "rows_done": 90}
+        arrays = batch.result(include_input=True)
+        assert arrays["predictions"].tolist() == expected.tolist()
+        assert arrays["classes"].tolist() == ["blue", "green", "red"]
+        np.testing.assert_array_equal(arrays["X"], X)
+        path = model.predictions(dataset).wait(timeout=120, interval=0.05).download(tmp_path / "out.csv")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "prediction,p_blue,p_green,p_red"
+    assert [line.split(",")[0] for line in lines[1:]] == expected.tolist()
+
+
 def test_client_promote_evaluate_verify(server: ApiServer) -> None:
     X, y = blobs(n=90)
     with Client(server.url) as client:
