@@ -5,11 +5,13 @@ Public names (the contract in docs/architecture.md): :func:`backprop`, :func:`fo
 :class:`TrainResult`, :class:`Training`, :func:`train`, :class:`Model`, :func:`dumps`, :func:`loads`,
 :class:`ModelFormatError`, :class:`TrainingDivergedError`, :class:`TrainingState` (a checkpoint),
 :func:`option_fields` / :class:`OptionSpec` (the options as data), :class:`NetworkShape`, :func:`json_safe`,
-:func:`evaluation_report`, :data:`METRICS`, :func:`higher_is_better`.
+:func:`evaluation_report`, :data:`METRICS`, :func:`higher_is_better`, :func:`estimate_memory` /
+:class:`MemoryEstimate` (a run's peak memory from its shapes).
 """
 
 from engine.activations import ACTIVATIONS
 from engine.config import NetworkShape, OptionSpec, TrainConfig, option_fields
+from engine.memory import MemoryEstimate, estimate_memory
 from engine.metrics import METRICS, evaluation_report, higher_is_better
 from engine.model import Model
 from engine.network import backprop, forward, init_params
@@ -22,6 +24,7 @@ __all__ = [
     "METRICS",
     "OPTIMIZERS",
     "EpochMetrics",
+    "MemoryEstimate",
     "Model",
     "ModelFormatError",
     "NetworkShape",
@@ -33,6 +36,7 @@ __all__ = [
     "TrainingState",
     "backprop",
     "dumps",
+    "estimate_memory",
     "evaluation_report",
     "forward",
     "higher_is_better",

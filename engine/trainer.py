@@ -31,7 +31,8 @@ from engine.workspace import Workspace
 
 Array = NDArray[Any]
 
-_EVAL_ROWS = 512
+EVAL_ROWS = 512
+"""Rows per batch of the validation pass (its buffers are sized by it)."""
 
 
 class TrainingDivergedError(ArithmeticError):
@@ -384,8 +385,8 @@ class Training:
         ws = self._ws
         stat_a = np.empty(n, dtype=self._dtype)
         stat_b = np.empty(n, dtype=self._dtype)
-        for start in range(0, n, _EVAL_ROWS):
-            idx = rows[start : start + _EVAL_ROWS]
+        for start in range(0, n, EVAL_ROWS):
+            idx = rows[start : start + EVAL_ROWS]
             bf = ws.buffers(len(idx))
             np.take(self._X, idx, axis=0, out=bf.X, mode="clip")
             np.take(self._Y_cols, self._y_idx[idx], axis=1, out=bf.YT, mode="clip")
@@ -393,7 +394,7 @@ class Training:
                 bf.X -= self._mean_d
                 bf.X *= self._inv_scale_d
             ws.forward_logits(bf)
-            ws.output_stats(bf, stat_a[start : start + _EVAL_ROWS], stat_b[start : start + _EVAL_ROWS])
+            ws.output_stats(bf, stat_a[start : start + EVAL_ROWS], stat_b[start : start + EVAL_ROWS])
         y_rows = self._y_idx[rows] if self._output == "sigmoid" else None
         loss, accuracy = ws.epoch_loss_and_accuracy(stat_a, stat_b, y_rows)
         return (loss if math.isfinite(loss) else float("inf")), accuracy

@@ -57,6 +57,14 @@ class Buffers:
         self.ones_m = np.ones(m, dtype=dtype)
         self.ones_k = np.ones(k, dtype=dtype)
 
+    @staticmethod
+    def n_elements(m: int, sizes: list[int]) -> int:
+        """Elements the buffers for ``m`` rows hold: X, three per hidden unit (Z, dA, tmp), three per output
+        unit (YT, ZT, tmpT), ``row`` and ``ones_m``, and ``ones_k``."""
+        hidden = sum(sizes[1:-1])
+        k = sizes[-1]
+        return m * (sizes[0] + 3 * hidden + 3 * k + 2) + k
+
 
 class Workspace:
     """Flat parameters, gradient and per-batch-size buffers for one network."""

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from service.schemas import ErrorPublic
-from worker import StorageFullError
+from worker import QuotaExceededError, StorageFullError
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,23 @@ def limit_exceeded(status_code: int, field: str, limit: str, value: int, maximum
         message,
         details=[{"field": field, "limit": limit, "value": value, "maximum": maximum, "message": message}],
     )
+
+
+_QUOTAS = {
+    "bytes": ("stored bytes", "max_stored_bytes_per_key"),
+    "datasets": ("datasets", "max_datasets_per_key"),
+    "models": ("models", "max_models_per_key"),
+}
+
+
+def quota_exceeded(exc: QuotaExceededError) -> ApiError:
+    """429 for a per-key storage quota, naming it; deleting datasets or models makes room again."""
+    field, limit = _QUOTAS[exc.resource]
+    error = limit_exceeded(429, field, limit, exc.value, exc.maximum)
+    hint = "; delete datasets or models of this API key to make room"
+    error.message += hint
+    error.details[0]["message"] += hint
+    return error
 
 
 def error_body(code: str, message: str, details: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
@@ -191,7 +208,10 @@ _DESCRIPTIONS = {
     413: "The request body exceeds max_upload_bytes.",
     415: "Unsupported Content-Type.",
     422: "Invalid input; the message names the field (or the row and column of a CSV).",
-    429: "Too many queued jobs for this API key (max_queued_jobs_per_key).",
+    429: (
+        "A per-key limit is reached: queued jobs (max_queued_jobs_per_key), or a storage quota "
+        "(max_stored_bytes_per_key, max_datasets_per_key, max_models_per_key)."
+    ),
     503: "Redis is unavailable, or the queue is full (max_queue_depth).",
     507: "The server's disk is full: nothing was stored.",
 }

@@ -10,7 +10,10 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker import Quota
+
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 
 
 class Settings(BaseSettings):
@@ -108,6 +111,25 @@ class Settings(BaseSettings):
         200, ge=1, description="Most jobs one sweep starts with: trials x seeds (422 above)."
     )
     max_queue_depth: int = Field(1_000, ge=1, description="Jobs in the queue in all (503 above).")
+    max_job_memory_bytes: int = Field(
+        4 * GiB,
+        ge=1,
+        description="Most memory a job's training may need, as estimated from its network, batch size and "
+        "dataset when it is submitted (422 above).",
+    )
+    max_stored_bytes_per_key: int = Field(
+        10 * GiB,
+        ge=1,
+        description="Bytes of datasets and models one API key may store (429 above; a model of a job already "
+        "accepted is stored even past it; new jobs are then refused until space is freed).",
+    )
+    max_datasets_per_key: int = Field(1_000, ge=1, description="Datasets one API key may store (429 above).")
+    max_models_per_key: int = Field(
+        1_000,
+        ge=1,
+        description="Models one API key may store, counting those its queued and running jobs will make "
+        "(429 for a new job above).",
+    )
     prediction_chunk_rows: int = Field(
         65_536, ge=1, le=10_000_000, description="Rows a batch prediction computes and streams at a time."
     )
@@ -138,6 +160,15 @@ class Settings(BaseSettings):
     def blobs(self) -> Path:
         """The blob directory, resolved."""
         return self.blob_dir if self.blob_dir is not None else self.data_dir / "blobs"
+
+    @property
+    def quota(self) -> Quota:
+        """What one API key may store."""
+        return Quota(
+            max_bytes=self.max_stored_bytes_per_key,
+            max_datasets=self.max_datasets_per_key,
+            max_models=self.max_models_per_key,
+        )
 
     def open_access_refusal(self, host: str) -> str | None:
         """Why the API must not listen on `host` with these settings, or None when it may."""

@@ -50,6 +50,7 @@ from worker.sweeps import (
     new_sweep_id,
     sweep_view,
 )
+from worker.usage import Quota, QuotaExceededError, Usage
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -68,10 +69,13 @@ __all__ = [
     "PredictionRecord",
     "Predictions",
     "QueueLimitError",
+    "Quota",
+    "QuotaExceededError",
     "StorageFullError",
     "Store",
     "SweepNotFinishedError",
     "SweepRecord",
+    "Usage",
     "WorkerConfig",
     "advance_sweeps",
     "cancel_job",

@@ -17,6 +17,7 @@ from redis import Redis
 from worker import keys
 from worker.jobstate import MOVE_LUA, TERMINAL_STATUSES, JobStatus
 from worker.records import utc_now
+from worker.usage import USAGE_LUA
 
 _TERMINAL = " or ".join(f"status == {json.dumps(json.dumps(s.value))}" for s in TERMINAL_STATUSES)
 
@@ -77,10 +78,15 @@ return {1, older}
 # KEYS: job, fence, checkpoint, model, models, models_of, versions (of owner and name), counter (of owner
 # and name), models_named (all owners).
 # ARGV: token, model_id, meta, score, has_owner, n_fields, fields..., owner (JSON), job_id.
-_COMMIT_MODEL = MOVE_LUA + _FENCED + """
+# The model counts towards its owner's usage even past a quota (the job was accepted: its work is kept).
+_COMMIT_MODEL = MOVE_LUA + USAGE_LUA + _FENCED + """
 if not set_fields(ARGV[#ARGV], status, 7, tonumber(ARGV[6])) then return {0, ''} end
 local version = redis.call('INCR', KEYS[8])
 redis.call('HSET', KEYS[4], 'meta', ARGV[3], 'version', version, 'owner', ARGV[#ARGV - 1])
+if redis.call('HGET', USAGE, 'built') == USAGE_VERSION then  -- else a later recount counts this record
+  usage_add(ARGV[#ARGV - 1], 'bytes', tonumber(cjson.decode(ARGV[3]).size_bytes) or 0)
+  usage_add(ARGV[#ARGV - 1], 'models', 1)
+end
 redis.call('ZADD', KEYS[5], ARGV[4], ARGV[2])
 if ARGV[5] == '1' then redis.call('ZADD', KEYS[6], ARGV[4], ARGV[2]) end
 redis.call('ZADD', KEYS[7], version, ARGV[2])

@@ -23,6 +23,18 @@ def datasets_of(owner: str) -> str:
     return f"{PREFIX}datasets:owner:{owner}"
 
 
+def usage() -> str:
+    """What each owner stores: `bytes_of:`, `datasets_of:` and `models_of:` + the JSON-encoded owner (blob bytes
+    of datasets and models, and their numbers), and `built` (the version of these counters, set when they were
+    recounted from the records) (hash)."""
+    return f"{PREFIX}usage"
+
+
+def usage_field(kind: str, owner: str | None) -> str:
+    """The field of `usage()` counting `kind` (`bytes`, `datasets` or `models`) of `owner`."""
+    return f"{kind}_of:" + json.dumps(owner)
+
+
 # --- jobs ----------------------------------------------------------------------------------------
 def job(job_id: str) -> str:
     """One job record (hash; every field a JSON value)."""

@@ -34,6 +34,7 @@ from worker.records import (
     encode_job_fields,
     utc_now,
 )
+from worker.usage import USAGE_LUA, Quota, QuotaExceededError, Usage
 
 # Recount keys.job_counts (with the per-owner counters), keys.jobs_running, keys.jobs_active and the
 # per-status indexes from the job records, once per Redis dataset and index version (a store written before
@@ -102,6 +103,45 @@ redis.call('ZREM', JOBS, job_id)
 if owner ~= 'null' then redis.call('ZREM', jobs_of(owner), job_id) end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return 'deleted'
+"""
+
+# A dataset record and its index entries, only if the owner's quotas leave room for it (checked and counted
+# in one step). KEYS: dataset, datasets, datasets_of (the owner's; unused without one).
+# ARGV: owner (JSON), bytes, max_bytes, max_datasets (0: no limit), record (JSON), score, dataset_id.
+# Returns {1, '', 0}, or {0, resource, the value it would reach} when a quota is in the way.
+_ADD_DATASET = USAGE_LUA + """
+ensure_usage()
+local owner, bytes = ARGV[1], tonumber(ARGV[2])
+local max_bytes, max_datasets = tonumber(ARGV[3]), tonumber(ARGV[4])
+local count = usage_get(owner, 'datasets') + 1
+if max_datasets > 0 and count > max_datasets then return {0, 'datasets', count} end
+local used = usage_get(owner, 'bytes') + bytes
+if max_bytes > 0 and used > max_bytes then return {0, 'bytes', used} end
+redis.call('SET', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[6], ARGV[7])
+if owner ~= 'null' then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[7]) end
+usage_add(owner, 'bytes', bytes)
+usage_add(owner, 'datasets', 1)
+return {1, '', 0}
+"""
+
+# Remove a dataset or model record and its index entries, and give its share of the owner's usage back.
+# KEYS: the record, then the sorted sets it is a member of. ARGV: owner (JSON), kind (`datasets` or
+# `models`), blob bytes, id. Returns 1, or 0 when the record was already gone (nothing is given back twice).
+_FORGET = USAGE_LUA + """
+if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[4]) end
+if redis.call('HGET', USAGE, 'built') == USAGE_VERSION then
+  usage_add(ARGV[1], 'bytes', -tonumber(ARGV[3]))
+  usage_add(ARGV[1], ARGV[2], -1)
+end
+return 1
+"""
+
+# ARGV: owner (JSON). Returns {bytes, datasets, models}.
+_USAGE = USAGE_LUA + """
+ensure_usage()
+return {usage_get(ARGV[1], 'bytes'), usage_get(ARGV[1], 'datasets'), usage_get(ARGV[1], 'models')}
 """
 
 
@@ -207,6 +247,9 @@ class Store:
         self.aliases = Aliases(redis)
         self._create = redis.register_script(_CREATE)
         self._delete = redis.register_script(_DELETE)
+        self._add_dataset = redis.register_script(_ADD_DATASET)
+        self._forget = redis.register_script(_FORGET)
+        self._usage = redis.register_script(_USAGE)
 
     def _ids(self, index: str, start: int = 0, stop: int = -1) -> list[str]:
         """Members of a sorted set, highest score first."""
@@ -217,9 +260,18 @@ class Store:
 
     # --- datasets ---------------------------------------------------------------------------------
     def create_dataset(
-        self, X: np.ndarray, y: np.ndarray, *, owner: str | None, name: str | None = None
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        *,
+        owner: str | None,
+        name: str | None = None,
+        quota: Quota | None = None,
     ) -> DatasetRecord:
-        """Store a validated dataset's arrays as a blob and its metadata in Redis."""
+        """Store a validated dataset's arrays as a blob and its metadata in Redis.
+
+        QuotaExceededError (and nothing stored) when it would take `owner` past `quota`.
+        """
         X = np.asarray(X)
         y = np.asarray(y)
         if X.ndim != 2:
@@ -238,6 +290,8 @@ class Store:
         data = buffer.getvalue()
         dataset_id = new_id()
         blob = dataset_blob(dataset_id)
+        quota = quota or Quota()
+        self._check_room(owner, len(data), quota)  # before writing: a refused upload costs no disk
         sha256 = self.blobs.write(blob, data)
         counts = Counter(str(label) for label in y.tolist())
         record = DatasetRecord(
@@ -252,14 +306,44 @@ class Store:
             sha256=sha256,
             size_bytes=len(data),
         )
-        score = time.time()
-        with self.redis.pipeline() as pipe:
-            pipe.set(keys.dataset(dataset_id), json.dumps({**record.to_dict(), "blob": blob}))
-            pipe.zadd(keys.datasets(), {dataset_id: score})
-            if owner is not None:
-                pipe.zadd(keys.datasets_of(owner), {dataset_id: score})
-            pipe.execute()
+        self._insert_dataset(record, blob, quota)
         return record
+
+    def _check_room(self, owner: str | None, size: int, quota: Quota) -> None:
+        """QuotaExceededError when one more dataset of `size` bytes would not fit `owner`'s quota now."""
+        usage = self.usage(owner)
+        if quota.max_datasets and usage.datasets + 1 > quota.max_datasets:
+            raise QuotaExceededError("datasets", usage.datasets + 1, quota.max_datasets)
+        if quota.max_bytes and usage.bytes + size > quota.max_bytes:
+            raise QuotaExceededError("bytes", usage.bytes + size, quota.max_bytes)
+
+    def _insert_dataset(self, record: DatasetRecord, blob: str, quota: Quota) -> None:
+        """The record and its index entries, if the quota still has room (else the blob goes again)."""
+        owner = record.owner
+        added, resource, value = self._add_dataset(
+            keys=[keys.dataset(record.id), keys.datasets(), keys.datasets_of(owner or "")],
+            args=[
+                json.dumps(owner),
+                str(record.size_bytes),
+                str(quota.max_bytes),
+                str(quota.max_datasets),
+                json.dumps({**record.to_dict(), "blob": blob}),
+                repr(time.time()),
+                record.id,
+            ],
+        )
+        if not int(added):
+            self.blobs.delete(blob)
+            resource = _text(resource)
+            maximum = quota.max_datasets if resource == "datasets" else quota.max_bytes
+            raise QuotaExceededError(resource, int(value), maximum)
+
+    def usage(self, owner: str | None) -> Usage:
+        """What `owner` stores (blob bytes, datasets, models) and the models its unfinished jobs will add."""
+        stored, datasets, models = self._usage(args=[json.dumps(owner)])
+        counts = self._job_counts_raw()
+        pending = counts.get(keys.queued_of(owner), 0) + counts.get(keys.running_of(owner), 0)
+        return Usage(bytes=int(stored), datasets=int(datasets), models=int(models), pending_models=pending)
 
     def _dataset_data(self, dataset_id: str) -> dict[str, Any] | None:
         if not is_id(dataset_id):
@@ -284,12 +368,12 @@ class Store:
         data = self._dataset_data(dataset_id)
         if data is None:
             return False
-        with self.redis.pipeline() as pipe:
-            pipe.delete(keys.dataset(dataset_id))
-            pipe.zrem(keys.datasets(), dataset_id)
-            if data.get("owner") is not None:
-                pipe.zrem(keys.datasets_of(data["owner"]), dataset_id)
-            deleted = pipe.execute()[0]
+        owner = data.get("owner")
+        indexes = [keys.datasets()] + ([keys.datasets_of(owner)] if owner is not None else [])
+        deleted = self._forget(
+            keys=[keys.dataset(dataset_id), *indexes],
+            args=[json.dumps(owner), "datasets", str(int(data.get("size_bytes") or 0)), dataset_id],
+        )
         self.blobs.delete(data["blob"])
         return bool(deleted)
 
@@ -592,15 +676,15 @@ class Store:
         data = self._model_data(model_id)
         if data is None:
             return False
-        with self.redis.pipeline() as pipe:
-            pipe.delete(keys.model(model_id))
-            pipe.zrem(keys.models(), model_id)
-            if data.get("owner") is not None:
-                pipe.zrem(keys.models_of(data["owner"]), model_id)
-            pipe.zrem(keys.model_versions(data.get("owner"), data["name"]), model_id)
-            pipe.zrem(keys.models_named(data["name"]), model_id)
-            pipe.delete(keys.model_evaluations(model_id), keys.model_verifications(model_id))
-            deleted = pipe.execute()[0]
+        owner = data.get("owner")
+        indexes = [keys.models(), keys.model_versions(owner, data["name"]), keys.models_named(data["name"])]
+        if owner is not None:
+            indexes.append(keys.models_of(owner))
+        deleted = self._forget(
+            keys=[keys.model(model_id), *indexes],
+            args=[json.dumps(owner), "models", str(int(data.get("size_bytes") or 0)), model_id],
+        )
+        self.redis.delete(keys.model_evaluations(model_id), keys.model_verifications(model_id))
         self.blobs.delete(data["blob"])
         return bool(deleted)
 

@@ -12,10 +12,10 @@ from starlette.datastructures import UploadFile
 
 from service.body_limit import is_json, read_json
 from service.deps import Caller, Limit, Offset, State, dataset_or_404
-from service.errors import ApiError, invalid, responses
+from service.errors import ApiError, invalid, quota_exceeded, responses
 from service.parsing import NPZ_MAGIC, Dataset, DatasetError, Limits, from_lists, parse_csv, parse_npz
 from service.schemas import DatasetCreate, DatasetList, DatasetPublic
-from worker import DatasetRecord
+from worker import DatasetRecord, QuotaExceededError
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -140,7 +140,7 @@ async def _from_json(request: Request, limits: Limits, dtype: str) -> tuple[Data
     status_code=201,
     summary="Upload a dataset",
     responses={
-        **responses(400, 401, 413, 415, 422, 503, 507),
+        **responses(400, 401, 413, 415, 422, 429, 503, 507),
         201: {
             "description": "The dataset's summary.",
             "links": {
@@ -166,6 +166,7 @@ async def create_dataset(request: Request, state: State, caller: Caller) -> Data
 
     CSV: the label column is `label_column` (default the last one); every other column must be numeric.
     Labels that all look like integers become integers. Malformed files give 422 naming row and column.
+    An upload that would take the API key past a storage quota gives 429 naming it (nothing is stored).
     """
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     limits = _limits(state)
@@ -180,7 +181,17 @@ async def create_dataset(request: Request, state: State, caller: Caller) -> Data
             "unsupported_media_type",
             f"Content-Type {media or '(none)'!r}: send multipart/form-data (field `file`) or application/json",
         )
-    record = await run_in_threadpool(state.store.create_dataset, dataset.X, dataset.y, owner=caller.owner, name=name)
+    try:
+        record = await run_in_threadpool(
+            state.store.create_dataset,
+            dataset.X,
+            dataset.y,
+            owner=caller.owner,
+            name=name,
+            quota=state.settings.quota,
+        )
+    except QuotaExceededError as exc:
+        raise quota_exceeded(exc) from None
     return dataset_public(record)
 
 

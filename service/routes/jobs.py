@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 
-from engine import TrainConfig
+from engine import TrainConfig, estimate_memory
 from service.auth import Principal
 from service.deps import (
     HISTORY_LIMIT,
@@ -20,7 +20,7 @@ from service.deps import (
     find_model,
     job_or_404,
 )
-from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
+from service.errors import ApiError, invalid, limit_exceeded, not_found, quota_exceeded, responses
 from service.schemas import (
     EpochPublic,
     JobCreate,
@@ -37,6 +37,7 @@ from worker import (
     JobStatus,
     ModelRecord,
     QueueLimitError,
+    QuotaExceededError,
     cancel_job,
     enqueue_training,
     eta_seconds,
@@ -122,6 +123,36 @@ def check_compute(config: TrainConfig, n_features: int, n_classes: int, state: S
     return parameters
 
 
+def check_memory(config: TrainConfig, dataset: DatasetRecord, state: AppState) -> None:
+    """The job's estimated peak training memory against max_job_memory_bytes (422 above)."""
+    limit = state.settings.max_job_memory_bytes
+    # the dataset is loaded as it was stored: in dataset_dtype (uploads are converted to it)
+    shape = (dataset.n_samples, dataset.n_features, len(dataset.classes))
+    estimate = estimate_memory(config, *shape, input_dtype=state.settings.dataset_dtype).total
+    if estimate > limit:
+        error = limit_exceeded(422, "training memory", "max_job_memory_bytes", estimate, limit)
+        hint = (
+            f" (estimated {estimate / 2**30:.2f} GiB of memory: parameters, optimizer state, batch buffers and "
+            "data); lower batch_size or hidden_layers, or use dtype float32"
+        )
+        error.message += hint
+        error.details[0]["message"] += hint
+        raise error
+
+
+def _check_model_room(state: State, owner: str | None) -> None:
+    """A new job needs room for its model: the key is below its model quota (counting the models of its
+    unfinished jobs) and below its quota of stored bytes. A job already accepted stores its model even past
+    them, so no training is ever lost to a quota."""
+    quota = state.settings.quota
+    usage = state.store.usage(owner)
+    models = usage.models + usage.pending_models + 1
+    if models > quota.max_models:
+        raise quota_exceeded(QuotaExceededError("models", models, quota.max_models))
+    if usage.bytes >= quota.max_bytes:
+        raise quota_exceeded(QuotaExceededError("bytes", usage.bytes, quota.max_bytes))
+
+
 def _architecture_differences(parent: ModelRecord, config: TrainConfig, dataset: DatasetRecord) -> list[str]:
     """How the network a job would train differs from `parent`'s (empty: its weights fit)."""
     output, layer_sizes = config.network_shape(dataset.n_features, len(dataset.classes))
@@ -192,6 +223,8 @@ def create_job(body: JobCreate, response: Response, state: State, caller: Caller
         raise error
     config = _train_config(body)
     parameters = check_compute(config, dataset.n_features, len(dataset.classes), state)
+    check_memory(config, dataset, state)
+    _check_model_room(state, caller.owner)
     parent = None if body.init_model is None else _parent_model(state, caller, body.init_model, config, dataset)
     name = body.name or (parent.name if parent else None) or dataset.name or f"dataset-{dataset.id[:8]}"
     record = submit_job(

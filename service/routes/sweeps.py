@@ -10,9 +10,10 @@ from pydantic import ValidationError
 
 from service.deps import AppState, Caller, Limit, Offset, State
 from service.errors import ApiError, field_path, invalid, limit_exceeded, not_found, responses
-from service.routes.jobs import check_compute
+from service.routes.jobs import check_compute, check_memory
 from service.schemas import JobCreate, SweepCreate, SweepList, SweepPublic, SweepSummaryPublic
 from worker import (
+    DatasetRecord,
     QueueLimitError,
     SweepNotFinishedError,
     SweepRecord,
@@ -91,8 +92,9 @@ def _trials(body: SweepCreate, max_jobs: int) -> list[dict[str, Any]]:
     return random_trials(body.random.n_trials, body.random.seed, space)
 
 
-def _configs(body: SweepCreate, trials: list[dict[str, Any]], state: AppState, n_features: int,
-             n_classes: int) -> tuple[list[dict[str, Any]], list[int]]:
+def _configs(
+    body: SweepCreate, trials: list[dict[str, Any]], state: AppState, dataset: DatasetRecord
+) -> tuple[list[dict[str, Any]], list[int]]:
     """Each trial's TrainConfig dict, validated exactly as POST /v1/jobs validates a job, and its parameter
     count."""
     configs, parameters = [], []
@@ -100,7 +102,8 @@ def _configs(body: SweepCreate, trials: list[dict[str, Any]], state: AppState, n
         try:
             job = JobCreate.model_validate({"dataset_id": body.dataset_id, **body.base, **overrides})
             config = job.train_config()
-            parameters.append(check_compute(config, n_features, n_classes, state))
+            parameters.append(check_compute(config, dataset.n_features, len(dataset.classes), state))
+            check_memory(config, dataset, state)
         except (ValidationError, ApiError) as exc:
             raise _trial_error(body, index, exc) from None
         except (ValueError, TypeError) as exc:
@@ -180,7 +183,7 @@ def create_sweep(body: SweepCreate, response: Response, state: State, caller: Ca
         error.details = [{"field": "dataset_id", "message": error.message}]
         raise error
     trials = _trials(body, settings.max_sweep_jobs)
-    configs, parameters = _configs(body, trials, state, dataset.n_features, len(dataset.classes))
+    configs, parameters = _configs(body, trials, state, dataset)
     n_jobs = len(trials) * len(body.seeds)
     depth = queue_depth(state.redis, queue_name=settings.queue_name)
     if depth + n_jobs > settings.max_queue_depth:

@@ -8,11 +8,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from engine import TrainConfig
-from tests.service.conftest import blobs_csv, upload_csv
+from engine import TrainConfig, estimate_memory
+from tests.service.conftest import blobs_csv, npz_bytes, upload_csv
 
 
 @pytest.fixture()
@@ -187,6 +188,8 @@ def test_create_job_accepts_train_config_defaults_spelled_out(client: TestClient
     response = client.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
     assert response.json()["config"] == TrainConfig(epochs=1).to_dict()
+
+
 def test_delete_job_finished_only_and_model_stays(client: TestClient, run_worker: Callable[[], None]) -> None:
     dataset_id = upload_csv(client, blobs_csv(n_per_class=4)).json()["id"]
     job = client.post("/v1/jobs", json={"dataset_id": dataset_id, "epochs": 2}).json()
@@ -215,3 +218,36 @@ def test_queued_jobs_per_key_holds_under_concurrent_posts(make_client: Callable[
         codes = list(pool.map(post, range(20)))
     assert sorted(codes) == [202] + [429] * 19
     assert client.get("/v1/jobs").json()["total"] == 1
+
+
+def test_create_job_memory_estimate_over_limit_is_422(make_client: Callable[..., TestClient]) -> None:
+    client = make_client()
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((70_000, 3))
+    y = np.arange(70_000) % 3
+    upload = client.post("/v1/datasets", files={"file": ("big.npz", npz_bytes(X=X, y=y), "application/octet-stream")})
+    assert upload.status_code == 201, upload.text
+    # the job of the review: 10 hidden layers of 1,400 with batches of 65,536 rows in float64
+    job = {"hidden_layers": [1400] * 10, "batch_size": 65_536, "dtype": "float64"}
+    response = client.post("/v1/jobs", json={"dataset_id": upload.json()["id"], **job})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    estimate = estimate_memory(TrainConfig.from_dict(job), 70_000, 3, 3, input_dtype="float32").total
+    assert estimate > 16 * 2**30
+    assert error["code"] == "limit_exceeded"
+    assert f"{estimate} exceeds the limit max_job_memory_bytes={4 * 2**30}" in error["message"]
+    assert error["details"][0]["limit"] == "max_job_memory_bytes"
+    assert error["details"][0]["value"] == estimate
+    assert client.get("/v1/jobs").json()["total"] == 0
+
+
+def test_create_job_memory_limit_is_inclusive(make_client: Callable[..., TestClient]) -> None:
+    job = {"hidden_layers": [64, 64], "batch_size": 16}
+    estimate = estimate_memory(TrainConfig.from_dict(job), 12, 3, 3, input_dtype="float32").total
+    at_limit = make_client(max_job_memory_bytes=estimate)
+    dataset_id = upload_csv(at_limit, blobs_csv(n_per_class=4)).json()["id"]
+    assert at_limit.post("/v1/jobs", json={"dataset_id": dataset_id, **job}).status_code == 202
+    below = make_client(max_job_memory_bytes=estimate - 1)
+    response = below.post("/v1/jobs", json={"dataset_id": dataset_id, **job})
+    assert response.status_code == 422
+    assert f"max_job_memory_bytes={estimate - 1}" in response.json()["error"]["message"]
