@@ -282,6 +282,33 @@ def test_cli_usage_errors_exit_2(server: ApiServer, blobs_csv: Path, tmp_path: P
     assert "line 2, column 3: 'seven' is not a finite number" in unreadable.stderr
 
 
+def test_cli_sweep_waits_and_prints_the_final_sweep(server: ApiServer, blobs_csv: Path) -> None:
+    flags = "--label color --grid learning_rate=0.05,0.01 --grid hidden=4:8,4 --seeds 0,1 --metric validation_loss"
+    flags += " --set epochs=2 --set batch_size=30 --set validation_fraction=0.2 --wait"
+    record = run_json(server, "sweep", str(blobs_csv), *flags.split())
+    assert record["status"] == "succeeded" and record["metric"] == "validation_loss"
+    overrides = [trial["overrides"] for trial in record["trials"]]
+    assert {(o["learning_rate"], tuple(o["hidden_layers"])) for o in overrides} == {
+        (0.05, (4,)),
+        (0.05, (8, 4)),
+        (0.01, (4,)),
+        (0.01, (8, 4)),
+    }
+    assert all(len(trial["seeds"]) == 2 for trial in record["trials"])
+    means = [row["mean"] for row in record["leaderboard"]]
+    assert len(means) == 4 and means == sorted(means)
+    assert record["best"]["trial"] == record["leaderboard"][0]["index"] and record["best"]["model_id"]
+
+
+def test_cli_sweep_usage_errors_exit_2(server: ApiServer, blobs_csv: Path) -> None:
+    bad_grid = run(server, "sweep", str(blobs_csv), "--label", "color", "--grid", "learning_rate")
+    assert bad_grid.returncode == 2 and "NAME=V1,V2" in bad_grid.stderr
+    bad_hidden = run(server, "sweep", str(blobs_csv), "--label", "color", "--grid", "hidden=8:x")
+    assert bad_hidden.returncode == 2 and "'x'" in bad_hidden.stderr
+    assert run(server, "sweep", str(blobs_csv)).returncode == 2  # no --grid
+    assert api(server, "GET", "/v1/sweeps")["items"] == []
+
+
 def test_cli_server_validation_errors_exit_2_naming_the_field(server: ApiServer, blobs_csv: Path) -> None:
     dataset = run_json(server, "datasets", "upload", str(blobs_csv))
     result = run(server, "--json", "train", dataset["id"], "--epochs", "0", "--set", 'momentum="lots"')
