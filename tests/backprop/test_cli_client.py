@@ -300,6 +300,16 @@ def test_cli_sweep_waits_and_prints_the_final_sweep(server: ApiServer, blobs_csv
     assert record["best"]["trial"] == record["leaderboard"][0]["index"] and record["best"]["model_id"]
 
 
+def test_cli_sweep_without_json_prints_the_leaderboard_and_the_best(server: ApiServer, blobs_csv: Path) -> None:
+    flags = "--label color --grid l2=0,0.001 --set epochs=1 --set validation_fraction=0.2 --wait"
+    result = run(server, "sweep", str(blobs_csv), *flags.split())
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["RANK", "TRIAL", "OVERRIDES", "MEAN", "STD", "EPOCHS"]
+    assert [line.split()[2] for line in lines[1:3]] in (["l2=0", "l2=0.001"], ["l2=0.001", "l2=0"])
+    assert "succeeded; best trial" in lines[3]
+
+
 def test_cli_sweep_usage_errors_exit_2(server: ApiServer, blobs_csv: Path) -> None:
     bad_grid = run(server, "sweep", str(blobs_csv), "--label", "color", "--grid", "learning_rate")
     assert bad_grid.returncode == 2 and "NAME=V1,V2" in bad_grid.stderr
