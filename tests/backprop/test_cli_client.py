@@ -421,6 +421,8 @@ def test_cli_train_shows_a_live_progress_bar_on_a_terminal(server: ApiServer, bl
     assert code == 0, screen
     assert "epoch 6/6" in screen and "100%" in screen and "ETA" in screen
     assert "samples/s" in screen and "val loss" in screen
-    assert "status: running (attempt 1)" in screen and "status: succeeded" in screen
+    # the job may already have ended when the CLI attaches (a tiny job): only its last status is certain here;
+    # the lines for every status change are checked with scripted events in test_cli_parts
+    assert "status: succeeded (attempt 1)" in screen
     assert screen.rindex("100%") > screen.rindex("epoch 1/6")  # the last frame shows the end
     assert "\x1b[" in screen  # drawn in place with escape codes, not plain lines
