@@ -1,8 +1,8 @@
-"""The `backprop` command: the client commands (datasets, train, jobs, models, predict) on a Backprop API, and
+"""The `backprop` command: the client commands (datasets, train, sweep, jobs, models, predict) on a Backprop API, and
 `serve`, `api`, `worker`, which run the service itself (`backprop.server_commands`, loaded only for them, so a
 client command imports neither FastAPI, uvicorn, RQ nor the engine).
 
-Exit status: 0 success; 1 the job failed or was canceled, or the server refused (not found, conflict, limit);
+Exit status: 0 success; 1 the job (or sweep) failed or was canceled, or the server refused (not found, conflict, limit);
 2 usage error, including a request the server rejects as invalid; 3 server unreachable or authentication
 refused; 130 interrupted.
 """
@@ -28,6 +28,7 @@ from backprop.client import (
     InvalidRequest,
     Job,
     NotFound,
+    Sweep,
     Unauthorized,
     Unavailable,
 )
@@ -339,6 +340,128 @@ def interrupted(job: Job, cancel: bool) -> int:
         file=sys.stderr,
     )
     return EXIT_INTERRUPTED
+
+
+# --- sweep ----------------------------------------------------------------------------------------------
+GRID_ALIASES = {"hidden": "hidden_layers"}
+
+
+def grid_value(text: str) -> Any:
+    """One value of a grid: the JSON value when `text` parses as JSON, else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_grid(assignments: Sequence[str]) -> dict[str, list[Any]]:
+    """`NAME=V1,V2,...` per option; for `hidden`/`hidden_layers` the values are separated by `:` and the
+    widths within one by `,` (`hidden=32:64,32` -> [[32], [64, 32]])."""
+    grid: dict[str, list[Any]] = {}
+    for assignment in assignments:
+        name, separator, values = assignment.partition("=")
+        name = GRID_ALIASES.get(name.strip(), name.strip())
+        if not separator or not name or not values.strip():
+            raise typer.BadParameter(f"{assignment!r} is not NAME=V1,V2,...", param_hint="'--grid'")
+        if name in grid:
+            raise typer.BadParameter(f"{name} given twice", param_hint="'--grid'")
+        if name == "hidden_layers":
+            grid[name] = [parse_hidden(value) for value in values.split(":")]
+        else:
+            grid[name] = [grid_value(value.strip()) for value in values.split(",")]
+    return grid
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`0,1,2` -> [0, 1, 2]."""
+    try:
+        return [int(seed) for seed in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not comma-separated integers like 0,1,2") from None
+
+
+def leaderboard_rows(leaderboard: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The leaderboard as table rows: rank, trial, its overrides, mean, std, epochs."""
+    return [
+        (
+            rank,
+            row["index"],
+            ", ".join(f"{key}={json.dumps(value)}" for key, value in row["overrides"].items()),
+            row.get("mean"),
+            row.get("std"),
+            row.get("epochs"),
+        )
+        for rank, row in enumerate(leaderboard, start=1)
+    ]
+
+
+@app.command()
+def sweep(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(metavar="FILE|DATASET_ID", help="A CSV/NPZ file, or a dataset id.")],
+    grid: Annotated[
+        list[str],
+        typer.Option(
+            "--grid",
+            metavar="NAME=V1,V2",
+            help="Values of one option (repeatable); hidden=32:64,32 is [32] and [64, 32].",
+        ),
+    ],
+    seeds: Annotated[str, typer.Option("--seeds", help="Seeds per trial, e.g. 0,1,2.")] = "0",
+    metric: Annotated[str, typer.Option("--metric", help="What ranks the trials.")] = "validation_loss",
+    label: Annotated[str | None, typer.Option("--label", help="The label column of FILE.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The sweep's name (and FILE's dataset's).")] = None,
+    assignments: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="FIELD=VALUE", help="An option every trial shares (JSON when it parses)."),
+    ] = None,
+    wait: Annotated[
+        bool | None, typer.Option("--wait/--no-wait", help="Follow the sweep until it ends (default: on a TTY).")
+    ] = None,
+    json_flag: JsonFlag = False,
+) -> None:
+    """Train one job per combination of --grid values and seed; a live leaderboard while waiting."""
+    opts = options(ctx, json_flag)
+    trials, seed_list, base = parse_grid(grid), parse_seeds(seeds), parse_set(assignments or [])
+    with opts.client() as client:
+        dataset_id = dataset_id_for(client, source, label, name)
+        try:
+            started = client.sweep(dataset_id, grid=trials, seeds=seed_list, metric=metric, base=base, name=name)
+        except NotFound as exc:
+            if Path(source).suffix or "/" in source:
+                fail(EXIT_USAGE, f"{source}: no such file")
+            raise exc
+        if not (sys.stdout.isatty() if wait is None else wait):
+            if opts.json:
+                print_json(started.data)
+            else:
+                print(f"sweep {started.id} {started.status}; see it with: GET /v1/sweeps/{started.id}")
+            return
+        raise typer.Exit(follow_sweep(started, opts))
+
+
+def follow_sweep(started: Sweep, opts: Options) -> int:
+    """Wait for the sweep (a live leaderboard on a terminal); 0 when it succeeded, else 1."""
+    try:
+        started.wait(progress=not opts.json)
+    except KeyboardInterrupt:
+        print(
+            f"backprop: interrupted; sweep {started.id} keeps running. See it with: GET /v1/sweeps/{started.id}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    final = started.data
+    if opts.json:
+        print_json(final)
+    elif not sys.stdout.isatty():
+        table(("RANK", "TRIAL", "OVERRIDES", "MEAN", "STD", "EPOCHS"), leaderboard_rows(final.get("leaderboard", [])))
+    if final.get("status") == "succeeded":
+        if not opts.json:
+            best = started.best or {}
+            print(f"sweep {started.id} succeeded; best trial {best.get('trial')}, model {best.get('model_id')}")
+        return 0
+    print(f"backprop: sweep {started.id} {final.get('status')}", file=sys.stderr)
+    return EXIT_JOB
 
 
 # --- jobs -----------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 import typer
 from rich.console import Console
 
-from backprop.cli import job_options, parse_hidden, parse_set
+from backprop.cli import job_options, parse_grid, parse_hidden, parse_seeds, parse_set
 from backprop.client import Event
 from backprop.feature_rows import FeatureRowsError, read_feature_rows
 from backprop.progress_display import LiveProgress, PlainProgress, display_for, epoch_line, status_line
@@ -62,6 +62,31 @@ def test_job_options_merges_flags_and_set_but_refuses_a_field_twice() -> None:
     assert job_options(flags, ["l2=0.01"]) == {"epochs": 3, "hidden_layers": [8], "l2": 0.01}
     with pytest.raises(typer.BadParameter, match="epochs given by its own option and by --set"):
         job_options(flags, ["epochs=4"])
+
+
+def test_parse_grid_splits_values_by_comma_and_hidden_values_by_colon() -> None:
+    grid = parse_grid(["learning_rate=0.01,0.001", "hidden=32:64,32", "optimizer=adam,sgd"])
+    assert grid == {
+        "learning_rate": [0.01, 0.001],
+        "hidden_layers": [[32], [64, 32]],
+        "optimizer": ["adam", "sgd"],
+    }
+    assert parse_grid(["hidden_layers=8"]) == {"hidden_layers": [[8]]}
+    assert parse_seeds("0,1,2") == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("assignments", "message"),
+    [
+        (["learning_rate"], "NAME=V1,V2"),
+        (["learning_rate="], "NAME=V1,V2"),
+        (["hidden=32:x"], "layer widths"),
+        (["hidden=8", "hidden_layers=4"], "hidden_layers given twice"),
+    ],
+)
+def test_parse_grid_refuses_a_bad_assignment(assignments: list[str], message: str) -> None:
+    with pytest.raises(typer.BadParameter, match=message):
+        parse_grid(assignments)
 
 
 # --- predict's CSV ------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import numpy as np
 import pytest
+from playwright.sync_api import expect
 
 from backprop.local_stack import wait_until
 from tests.ui.browser import PHONE
@@ -138,7 +139,7 @@ def test_dashboard_cancel_long_job(stack: ApiStack, open_page: OpenPage, tmp_pat
     assert cancel.is_enabled()
     cancel.click()
     wait_status(page, "canceled", timeout=120_000)
-    assert cancel.is_hidden()
+    expect(cancel).to_be_hidden()  # the status and the button are redrawn in separate frames
     with stack.client() as client:
         assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "canceled"
 
@@ -155,7 +156,7 @@ def test_dashboard_failed_job_shows_its_error(stack: ApiStack, open_page: OpenPa
     page = open_page(f"{stack.url}/ui/#/jobs/{job['id']}")
     wait_status(page, "failed")
     assert "diverged" in page.get_by_test_id("job-error").inner_text()
-    assert page.get_by_test_id("cancel-job").is_hidden()
+    expect(page.get_by_test_id("cancel-job")).to_be_hidden()
     assert page.get_by_test_id("model-link").count() == 0
 
 
