@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     import uvicorn
 
-    # The same server options as `backprop api` (service/cli.py run_api), one process.
+    # The same server options as `backprop api` (backprop/server_commands.py run_api), one process.
     uvicorn.run(
         "bench.noop_app:create_app",
         factory=True,
