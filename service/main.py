@@ -24,7 +24,7 @@ from service.metrics import Metrics, store_snapshot
 from service.model_cache import ModelCache, ModelRecords, model_nbytes
 from service.routes import datasets, events, health, jobs, metrics, models, v2
 from service.settings import Settings, get_settings
-from worker import Store, reap
+from worker import Store, open_blob_store, reap
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.log_format, settings.log_level)
     client = make_redis(settings)
     probe = make_redis(settings, timeout=min(1.0, settings.redis_timeout), retries=0)
-    store = Store(client, settings.blobs)
+    store = Store(client, open_blob_store(settings.blob_config()))
     state = AppState(
         settings=settings,
         redis=client,

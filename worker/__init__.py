@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from worker import keys
-from worker.blobs import BlobError, StorageFullError
+from worker.blobs import (
+    BlobConfig,
+    BlobConfigError,
+    BlobError,
+    BlobInfo,
+    BlobStore,
+    BlobStoreUnavailableError,
+    StorageFullError,
+    open_blob_store,
+)
 from worker.checkpoints import checkpoint_failures
 from worker.progress import eta_seconds, subscribe_job_events
 from worker.queue import (
@@ -25,7 +34,12 @@ __all__ = [
     "JOB_STATUSES",
     "TERMINAL_STATUSES",
     "AmbiguousModelNameError",
+    "BlobConfig",
+    "BlobConfigError",
     "BlobError",
+    "BlobInfo",
+    "BlobStore",
+    "BlobStoreUnavailableError",
     "DatasetRecord",
     "JobRecord",
     "ModelRecord",
@@ -41,6 +55,7 @@ __all__ = [
     "is_id",
     "job_timeout",
     "keys",
+    "open_blob_store",
     "queue_depth",
     "queue_position",
     "reap",

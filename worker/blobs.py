@@ -1,24 +1,54 @@
-"""Blob files under the blob directory: atomic writes, checksummed reads."""
+"""The blob store: whole-or-nothing writes, checksummed reads, behind one small interface with two backends.
+
+`LocalBlobStore` keeps files under a directory (temp file, fsync, rename); `S3BlobStore` (worker/s3blobs.py)
+keeps objects in an S3-compatible bucket. `open_blob_store(BlobConfig)` picks one from a location: a path, or
+`s3://bucket/prefix`. Blob names are relative paths such as `datasets/<id>.npz`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import hashlib
+import logging
 import os
+import re
 import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+CHUNK_BYTES = 1024 * 1024
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class BlobError(RuntimeError):
-    """A blob is missing, outside the blob directory, or does not match its checksum."""
+    """A blob is missing, outside the blob store, or does not match its checksum."""
 
 
 class StorageFullError(RuntimeError):
     """The blob directory's file system is full (or the user is over quota): nothing was stored."""
 
 
+class BlobStoreUnavailableError(RuntimeError):
+    """The blob store cannot be reached (or answers with a server error): nothing was read or written."""
+
+    def __init__(self, store: str, reason: str) -> None:
+        super().__init__(f"the blob store {store} is unavailable ({reason})")
+        self.store = store
+        self.reason = reason
+
+
+class BlobConfigError(ValueError):
+    """The blob store's configuration is wrong: the message names the setting to fix."""
+
+
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 def write_fd(fd: int, data: bytes) -> None:
@@ -33,11 +63,102 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class BlobStore:
-    """Files addressed by a path relative to `root`."""
+def verified(chunks: Iterator[bytes], relative: str, sha256: str) -> bytes:
+    """The concatenated `chunks`, checked against `sha256` (BlobError on a mismatch)."""
+    digest = hashlib.sha256()
+    parts = []
+    for chunk in chunks:
+        digest.update(chunk)
+        parts.append(chunk)
+    if digest.hexdigest() != sha256:
+        raise BlobError(f"blob {relative!r} does not match its checksum")
+    return b"".join(parts)
+
+
+def parse_s3_location(location: str) -> tuple[str, str]:
+    """(bucket, key prefix ending in / or empty) of `s3://bucket/prefix`; BlobConfigError naming the setting."""
+    bucket, _, prefix = location.removeprefix("s3://").partition("/")
+    if not _BUCKET.fullmatch(bucket):
+        raise BlobConfigError(
+            f"BACKPROP_BLOB_URL: {bucket!r} is not a bucket name (3-63 lowercase letters, digits, '-', '.')"
+        )
+    prefix = prefix.strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """One stored blob: its relative name, size, and seconds since it was last written."""
+
+    name: str
+    size: int
+    age_seconds: float
+
+
+@dataclass(frozen=True)
+class BlobConfig:
+    """Where blobs live: `location` is a directory path or `s3://bucket/prefix`; the rest is for S3 only.
+
+    Credentials left None come from boto3's usual chain (environment, config files, instance roles).
+    `timeout` bounds each connect and read; `attempts` is boto3's total tries per call.
+    """
+
+    location: str
+    endpoint_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    region: str | None = None
+    timeout: float = 5.0
+    attempts: int = 2
+
+    @property
+    def is_s3(self) -> bool:
+        return self.location.startswith("s3://")
+
+
+class BlobStore(ABC):
+    """Blobs addressed by a relative name; a reader sees a blob whole or not at all."""
+
+    @property
+    @abstractmethod
+    def description(self) -> str:
+        """Where the blobs live, for messages (no secrets)."""
+
+    @abstractmethod
+    def write(self, relative: str, data: bytes) -> str:
+        """Store `data` under `relative` whole or not at all; returns its sha256."""
+
+    @abstractmethod
+    def stream(self, relative: str) -> Iterator[bytes]:
+        """The blob's bytes in chunks, unverified (BlobError when it is missing)."""
+
+    def read(self, relative: str, sha256: str) -> bytes:
+        """The blob's bytes, verified against `sha256`."""
+        return verified(self.stream(relative), relative, sha256)
+
+    @abstractmethod
+    def delete(self, relative: str) -> None:
+        """Remove the blob if it exists."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[BlobInfo]:
+        """Every blob whose name starts with `prefix`, with its age."""
+
+    @abstractmethod
+    def check(self, *, create: bool = True) -> None:
+        """Verify the store is usable (creating the directory or bucket when `create`); BlobConfigError or
+        BlobStoreUnavailableError naming what to fix."""
+
+
+class LocalBlobStore(BlobStore):
+    """Files under `root`: written to a temp file, fsynced and renamed into place."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    @property
+    def description(self) -> str:
+        return str(self.root)
 
     def path(self, relative: str) -> Path:
         """The absolute path of `relative`, refusing anything that escapes the root."""
@@ -78,18 +199,75 @@ class BlobStore:
             os.close(dir_fd)
         return sha256_hex(data)
 
-    def read(self, relative: str, sha256: str) -> bytes:
-        """The blob's bytes, verified against `sha256`."""
+    def stream(self, relative: str) -> Iterator[bytes]:
         path = self.path(relative)
         try:
-            data = path.read_bytes()
+            handle = path.open("rb")
         except FileNotFoundError:
             raise BlobError(f"blob {relative!r} is missing") from None
-        if sha256_hex(data) != sha256:
-            raise BlobError(f"blob {relative!r} does not match its checksum")
-        return data
+        return self._chunks(handle)
+
+    @staticmethod
+    def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+        with handle:
+            while chunk := handle.read(CHUNK_BYTES):
+                yield chunk
 
     def delete(self, relative: str) -> None:
-        """Remove the blob if it exists."""
         with contextlib.suppress(FileNotFoundError):
             self.path(relative).unlink()
+
+    def list(self, prefix: str) -> list[BlobInfo]:
+        directory, _, start = prefix.rpartition("/")
+        folder = self.path(directory) if directory else self.root.resolve()
+        if not folder.is_dir():
+            return []
+        now = time.time()
+        found = []
+        for path in sorted(folder.iterdir()):
+            if not path.name.startswith(start) or path.name.startswith(".tmp-") or not path.is_file():
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                stat = path.stat()
+                name = f"{directory}/{path.name}" if directory else path.name
+                found.append(BlobInfo(name, stat.st_size, max(0.0, now - stat.st_mtime)))
+        return found
+
+    def check(self, *, create: bool = True) -> None:
+        try:
+            if create:
+                self.root.mkdir(parents=True, exist_ok=True)
+            if not self.root.is_dir():
+                raise BlobConfigError(f"BACKPROP_BLOB_URL: {self.root} is not a directory")
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                raise BlobConfigError(f"BACKPROP_BLOB_URL: {self.root} is not writable")
+        except OSError as exc:
+            raise BlobConfigError(f"BACKPROP_BLOB_URL: cannot use {self.root} ({exc.strerror})") from exc
+
+
+def retry_unavailable(call: Callable[[], T], *, seconds: float, what: str, first_delay: float = 0.5) -> T:
+    """`call()`, retried with exponential backoff (0.5 s doubling, at most 8 s apart) while the blob store is
+    unavailable, for up to `seconds`; then its BlobStoreUnavailableError."""
+    deadline = time.monotonic() + seconds
+    delay = first_delay
+    while True:
+        try:
+            return call()
+        except BlobStoreUnavailableError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("%s: %s; retrying in %.1f s", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+
+
+def open_blob_store(config: BlobConfig | Path | str) -> BlobStore:
+    """The blob store at `config` (a BlobConfig, or a directory path)."""
+    if not isinstance(config, BlobConfig):
+        config = BlobConfig(str(config))
+    if config.is_s3:
+        from worker.s3blobs import S3BlobStore  # boto3 is imported only where S3 is used
+
+        return S3BlobStore(config)
+    location = config.location.removeprefix("file://")
+    return LocalBlobStore(Path(location))

@@ -14,7 +14,7 @@ from rq.timeouts import JobTimeoutException
 import engine
 from worker import runtime
 from worker.attempts import Attempts, SupersededAttemptError
-from worker.blobs import BlobError
+from worker.blobs import BlobError, BlobStoreUnavailableError, retry_unavailable
 from worker.checkpoints import drop_checkpoints, load_checkpoint, save_checkpoint
 from worker.joblog import JobLogger, job_logger
 from worker.progress import ProgressReporter
@@ -35,6 +35,8 @@ def failure_reason(exc: BaseException, *, dataset_id: str | None = None, timeout
         text = f"dataset {dataset_id} not found (was it deleted?)" if dataset_id else str(exc)
     elif isinstance(exc, BlobError):
         text = f"stored data is unusable: {exc}"
+    elif isinstance(exc, BlobStoreUnavailableError):
+        text = f"{exc}; no retries are left"
     elif isinstance(exc, JobTimeoutException):
         text = (
             f"training exceeded its time limit of {timeout} s"
@@ -73,7 +75,7 @@ def run_training(job_id: str) -> dict[str, Any]:
         log.info("already %s; not running it again", begin.previous_status)
         return {"job_id": job_id, "status": begin.previous_status}
     token = begin.token
-    store = Store(connection, config.blob_dir)
+    store = Store(connection, config.blobs)
     record = store.get_job(job_id)
     if record is None:  # deleted between begin and now
         log.error("job record vanished")
@@ -87,33 +89,55 @@ def run_training(job_id: str) -> dict[str, Any]:
     except (RedisConnectionError, RedisTimeoutError):
         log.exception("lost Redis while training; leaving the job to RQ's retry")
         raise
+    except BlobStoreUnavailableError as exc:
+        if rq_job.retries_left:
+            log.error("%s; leaving the job to RQ's retry (%d left)", exc, rq_job.retries_left)
+            raise
+        return _fail(store, attempts, record, token, exc, log)
     except Exception as exc:
-        reason = failure_reason(exc, dataset_id=record.dataset_id, timeout=record.timeout)
-        expected = isinstance(
-            exc, engine.TrainingDivergedError | NotFoundError | BlobError | JobTimeoutException | ValueError
-        )
-        if expected:
-            log.error("failed: %s", reason)
-        else:
-            log.exception("failed with an unexpected error: %s", reason)
-        applied, _ = attempts.write(
-            job_id,
-            token,
-            {"status": "failed", "error": reason, "finished_at": utc_now()},
-            drop_checkpoint=True,
-        )
-        if not applied:
-            log.warning("attempt superseded; failure not recorded")
-            return {"job_id": job_id, "status": "superseded"}
-        drop_checkpoints(store.blobs, job_id)
-        return {"job_id": job_id, "status": "failed", "error": reason}
+        return _fail(store, attempts, record, token, exc, log)
+
+
+def _fail(
+    store: Store, attempts: Attempts, record: JobRecord, token: int, exc: Exception, log: JobLogger
+) -> dict[str, Any]:
+    """Record the attempt's failure (if it is still the current one) and drop the job's checkpoints."""
+    job_id = record.id
+    reason = failure_reason(exc, dataset_id=record.dataset_id, timeout=record.timeout)
+    expected = isinstance(
+        exc,
+        engine.TrainingDivergedError
+        | NotFoundError
+        | BlobError
+        | BlobStoreUnavailableError
+        | JobTimeoutException
+        | ValueError,
+    )
+    if expected:
+        log.error("failed: %s", reason)
+    else:
+        log.exception("failed with an unexpected error: %s", reason)
+    applied, _ = attempts.write(
+        job_id,
+        token,
+        {"status": "failed", "error": reason, "finished_at": utc_now()},
+        drop_checkpoint=True,
+    )
+    if not applied:
+        log.warning("attempt superseded; failure not recorded")
+        return {"job_id": job_id, "status": "superseded"}
+    drop_checkpoints(store.blobs, job_id)
+    return {"job_id": job_id, "status": "failed", "error": reason}
 
 
 def _train(store: Store, attempts: Attempts, record: JobRecord, token: int, log: JobLogger) -> dict[str, Any]:
     config = runtime.current()
-    X, y = store.load_dataset(record.dataset_id)
+    patience = config.blob_retry_seconds
+    X, y = retry_unavailable(lambda: store.load_dataset(record.dataset_id), seconds=patience, what="dataset")
     train_config = engine.TrainConfig.from_dict(record.spec)
-    checkpoint = load_checkpoint(store.redis, store.blobs, record.id)
+    checkpoint = retry_unavailable(
+        lambda: load_checkpoint(store.redis, store.blobs, record.id), seconds=patience, what="checkpoint"
+    )
     training = None
     if checkpoint is not None:
         try:
@@ -169,7 +193,8 @@ def _commit(
     data = engine.dumps(model)
     model_id = new_id()
     blob = model_blob(model_id)
-    sha256 = store.blobs.write(blob, data)
+    patience = runtime.current().blob_retry_seconds
+    sha256 = retry_unavailable(lambda: store.blobs.write(blob, data), seconds=patience, what="model")
     meta = engine.json_safe(
         {
             "id": model_id,

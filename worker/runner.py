@@ -16,6 +16,7 @@ from rq.worker import Worker
 import engine  # noqa: F401 - preloaded for every work-horse
 import worker.jobs  # noqa: F401 - preloaded: the work-horse resolves `worker.jobs.run_training` from here
 from worker.attempts import Attempts
+from worker.blobs import BlobConfig, open_blob_store
 from worker.queue import rq_queue
 from worker.records import utc_now
 from worker.runtime import configure
@@ -69,21 +70,28 @@ def run_worker(
     redis_url: str,
     *,
     queue_name: str,
-    blob_dir: Path,
+    blobs: BlobConfig | Path,
     burst: bool = False,
     worker_ttl: int = 60,
     job_monitoring_interval: int = 10,
     checkpoint_seconds: float = 10.0,
     name: str | None = None,
     progress_min_interval: float = 0.2,
+    blob_retry_seconds: float = 30.0,
 ) -> None:
-    """Configure this process and run an RQ worker until stopped (with `burst`: until the queue is empty)."""
-    configure(
-        blob_dir,
+    """Configure this process and run an RQ worker until stopped (with `burst`: until the queue is empty).
+
+    `blobs` is a BlobConfig or a blob directory; an S3 store's client library is imported here, before RQ
+    forks, so a work-horse does not pay for it."""
+    config = configure(
+        blobs,
         checkpoint_seconds=checkpoint_seconds,
         progress_min_interval=progress_min_interval,
         job_monitoring_interval=job_monitoring_interval,
+        blob_retry_seconds=blob_retry_seconds,
     )
+    if config.blobs.is_s3:
+        import worker.s3blobs  # noqa: F401 - preloaded for every work-horse
     connection = Redis.from_url(redis_url)
     rq_worker = build_worker(
         connection,
@@ -92,5 +100,6 @@ def run_worker(
         job_monitoring_interval=job_monitoring_interval,
         name=name,
     )
-    logger.info("worker %s listening on queue %s (blobs in %s)", rq_worker.name, queue_name, blob_dir)
+    store = open_blob_store(config.blobs).description
+    logger.info("worker %s listening on queue %s (blobs in %s)", rq_worker.name, queue_name, store)
     rq_worker.work(burst=burst, with_scheduler=False)

@@ -5,38 +5,46 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker.blobs import BlobConfig
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
     """What a work-horse needs besides the job id."""
 
-    blob_dir: Path
+    blobs: BlobConfig
     checkpoint_seconds: float = 10.0
     progress_min_interval: float = 0.2
     job_monitoring_interval: int = 10
+    blob_retry_seconds: float = 30.0
 
 
 _config: WorkerConfig | None = None
 
 
 def configure(
-    blob_dir: Path,
+    blobs: BlobConfig | Path | str,
     *,
     checkpoint_seconds: float = 10.0,
     progress_min_interval: float = 0.2,
     job_monitoring_interval: int = 10,
+    blob_retry_seconds: float = 30.0,
 ) -> WorkerConfig:
-    """Set the worker configuration of this process (called by `run_worker` and by tests)."""
+    """Set the worker configuration of this process (called by `run_worker` and by tests); `blobs` is a
+    BlobConfig or a blob directory."""
     global _config
     if checkpoint_seconds < 0:
         raise ValueError(f"checkpoint_seconds must be >= 0, got {checkpoint_seconds}")
     if progress_min_interval < 0:
         raise ValueError(f"progress_min_interval must be >= 0, got {progress_min_interval}")
+    if blob_retry_seconds < 0:
+        raise ValueError(f"blob_retry_seconds must be >= 0, got {blob_retry_seconds}")
     _config = WorkerConfig(
-        blob_dir=Path(blob_dir),
+        blobs=blobs if isinstance(blobs, BlobConfig) else BlobConfig(str(blobs)),
         checkpoint_seconds=float(checkpoint_seconds),
         progress_min_interval=float(progress_min_interval),
         job_monitoring_interval=int(job_monitoring_interval),
+        blob_retry_seconds=float(blob_retry_seconds),
     )
     return _config
 
@@ -44,5 +52,5 @@ def configure(
 def current() -> WorkerConfig:
     """The configuration set by `configure`; RuntimeError when it was never called."""
     if _config is None:
-        raise RuntimeError("worker not configured: call worker.configure(blob_dir=...) before running jobs")
+        raise RuntimeError("worker not configured: call worker.configure(blobs=...) before running jobs")
     return _config

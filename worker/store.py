@@ -1,9 +1,10 @@
-"""Datasets, jobs and models: metadata in Redis, arrays as .npz blobs under the blob directory."""
+"""Datasets, jobs and models: metadata in Redis, arrays as .npz blobs in the blob store."""
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import time
 import uuid
@@ -16,7 +17,7 @@ from redis import Redis
 
 from worker import keys
 from worker.attempts import Attempts
-from worker.blobs import BlobError, BlobStore
+from worker.blobs import BlobConfig, BlobError, BlobStore, BlobStoreUnavailableError, open_blob_store
 from worker.records import (
     JOB_STATUSES,
     DatasetRecord,
@@ -54,6 +55,8 @@ end
 redis.call('HSET', KEYS[1], 'epochs', epochs, 'built', ARGV[5])
 return 1
 """
+
+logger = logging.getLogger(__name__)
 
 
 class NotFoundError(LookupError):
@@ -122,10 +125,17 @@ def _text(value: Any) -> str:
 class Store:
     """Datasets, jobs and models of Backprop."""
 
-    def __init__(self, redis: Redis, blob_dir: Path) -> None:
+    def __init__(self, redis: Redis, blobs: BlobStore | BlobConfig | Path) -> None:
         self.redis = redis
-        self.blobs = BlobStore(Path(blob_dir))
+        self.blobs = blobs if isinstance(blobs, BlobStore) else open_blob_store(blobs)
         self._recount = redis.register_script(_RECOUNT)
+
+    def _drop_blob(self, blob: str) -> None:
+        """Delete the blob of a record just deleted; with the store unreachable it is left to the orphan sweep."""
+        try:
+            self.blobs.delete(blob)
+        except BlobStoreUnavailableError as exc:
+            logger.warning("blob %s not deleted (%s)", blob, exc)
 
     def _ids(self, index: str, start: int = 0, stop: int = -1) -> list[str]:
         """Members of a sorted set, highest score first."""
@@ -210,7 +220,7 @@ class Store:
             if data.get("owner") is not None:
                 pipe.zrem(keys.datasets_of(data["owner"]), dataset_id)
             deleted = pipe.execute()[0]
-        self.blobs.delete(data["blob"])
+        self._drop_blob(data["blob"])
         return bool(deleted)
 
     def load_dataset(self, dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -449,7 +459,7 @@ class Store:
             pipe.zrem(keys.model_versions(data.get("owner"), data["name"]), model_id)
             pipe.zrem(keys.models_named(data["name"]), model_id)
             deleted = pipe.execute()[0]
-        self.blobs.delete(data["blob"])
+        self._drop_blob(data["blob"])
         return bool(deleted)
 
     def load_model_bytes(self, model_id: str) -> bytes:
