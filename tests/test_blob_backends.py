@@ -113,7 +113,7 @@ def test_blob_backend_upload_train_predict_cancel_resume_delete(
     X, y = blobs(n=300)
     with LocalStack(data_dir, env=env) as stack, httpx.Client(base_url=stack.url, timeout=30) as client:
         dataset_id = upload(client, X, y)
-        job = wait_job(client, submit(client, dataset_id, hidden_layers=[16], epochs=5))
+        job = wait_job(client, submit(client, dataset_id, hidden_layers=[16], epochs=20, learning_rate=0.01))
         assert job["status"] == "succeeded", job
         response = client.post(f"/v1/models/{job['model_id']}/predict", json={"instances": X[:50].tolist()})
         assert response.status_code == 200, response.text
