@@ -37,9 +37,13 @@ def find_rclone() -> str:
 class S3Server:
     """`rclone serve s3 DIRECTORY` on 127.0.0.1:<port>; `stop()` and `start()` again keep port and data."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, *, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY
+    ) -> None:
         self.directory = Path(directory)
         self.port = port if port is not None else free_port()
+        self.access_key = access_key
+        self.secret_key = secret_key
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -51,7 +55,7 @@ class S3Server:
         argv = [
             find_rclone(),
             *("serve", "s3", str(self.directory), "--addr", f"127.0.0.1:{self.port}"),
-            *("--auth-key", f"{ACCESS_KEY},{SECRET_KEY}", "--config", "/dev/null", "--log-level", "ERROR"),
+            *("--auth-key", f"{self.access_key},{self.secret_key}", "--config", "/dev/null", "--log-level", "ERROR"),
         ]
         with (self.directory.parent / f"rclone-{self.port}.log").open("ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -85,8 +89,8 @@ class S3Server:
         return BlobConfig(
             location,
             endpoint_url=self.endpoint_url,
-            access_key_id=ACCESS_KEY,
-            secret_access_key=SECRET_KEY,
+            access_key_id=self.access_key,
+            secret_access_key=self.secret_key,
             region="us-east-1",
             **options,  # type: ignore[arg-type]
         )
@@ -96,7 +100,7 @@ class S3Server:
         return {
             "BACKPROP_BLOB_URL": location,
             "BACKPROP_S3_ENDPOINT_URL": self.endpoint_url,
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
             "AWS_DEFAULT_REGION": "us-east-1",
         }
