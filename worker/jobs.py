@@ -75,7 +75,7 @@ def run_training(job_id: str) -> dict[str, Any]:
         log.info("already %s; not running it again", begin.previous_status)
         return {"job_id": job_id, "status": begin.previous_status}
     token = begin.token
-    store = Store(connection, config.blobs)
+    store = Store(connection, runtime.blob_store())
     record = store.get_job(job_id)
     if record is None:  # deleted between begin and now
         log.error("job record vanished")

@@ -16,10 +16,10 @@ from rq.worker import Worker
 import engine  # noqa: F401 - preloaded for every work-horse
 import worker.jobs  # noqa: F401 - preloaded: the work-horse resolves `worker.jobs.run_training` from here
 from worker.attempts import Attempts
-from worker.blobs import BlobConfig, open_blob_store
+from worker.blobs import BlobConfig
 from worker.queue import rq_queue
 from worker.records import utc_now
-from worker.runtime import configure
+from worker.runtime import blob_store, configure
 
 logger = logging.getLogger(__name__)
 
@@ -81,17 +81,14 @@ def run_worker(
 ) -> None:
     """Configure this process and run an RQ worker until stopped (with `burst`: until the queue is empty).
 
-    `blobs` is a BlobConfig or a blob directory; an S3 store's client library is imported here, before RQ
-    forks, so a work-horse does not pay for it."""
-    config = configure(
+    `blobs` is a BlobConfig or a blob directory."""
+    configure(
         blobs,
         checkpoint_seconds=checkpoint_seconds,
         progress_min_interval=progress_min_interval,
         job_monitoring_interval=job_monitoring_interval,
         blob_retry_seconds=blob_retry_seconds,
     )
-    if config.blobs.is_s3:
-        import worker.s3blobs  # noqa: F401 - preloaded for every work-horse
     connection = Redis.from_url(redis_url)
     rq_worker = build_worker(
         connection,
@@ -100,6 +97,6 @@ def run_worker(
         job_monitoring_interval=job_monitoring_interval,
         name=name,
     )
-    store = open_blob_store(config.blobs).description
+    store = blob_store().description  # opened before RQ forks: every work-horse inherits it
     logger.info("worker %s listening on queue %s (blobs in %s)", rq_worker.name, queue_name, store)
     rq_worker.work(burst=burst, with_scheduler=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.blobs import BlobConfig
+from worker.blobs import BlobConfig, BlobStore, open_blob_store
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class WorkerConfig:
 
 
 _config: WorkerConfig | None = None
+_blob_store: BlobStore | None = None
 
 
 def configure(
@@ -32,7 +33,7 @@ def configure(
 ) -> WorkerConfig:
     """Set the worker configuration of this process (called by `run_worker` and by tests); `blobs` is a
     BlobConfig or a blob directory."""
-    global _config
+    global _config, _blob_store
     if checkpoint_seconds < 0:
         raise ValueError(f"checkpoint_seconds must be >= 0, got {checkpoint_seconds}")
     if progress_min_interval < 0:
@@ -46,6 +47,7 @@ def configure(
         job_monitoring_interval=int(job_monitoring_interval),
         blob_retry_seconds=float(blob_retry_seconds),
     )
+    _blob_store = None
     return _config
 
 
@@ -54,3 +56,12 @@ def current() -> WorkerConfig:
     if _config is None:
         raise RuntimeError("worker not configured: call worker.configure(blobs=...) before running jobs")
     return _config
+
+
+def blob_store() -> BlobStore:
+    """This process' blob store, opened once: made before RQ forks, a work-horse inherits it (an S3 client
+    that has not connected yet), so a job does not pay for building one."""
+    global _blob_store
+    if _blob_store is None:
+        _blob_store = open_blob_store(current().blobs)
+    return _blob_store
