@@ -48,4 +48,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('BACKPROP_PORT', '8000') + '/healthz', timeout=4)"]
 
+# On 0.0.0.0 the API needs BACKPROP_API_KEYS (or, on purpose, BACKPROP_ALLOW_NO_AUTH=true): it exits otherwise.
 CMD ["backprop", "api", "--host", "0.0.0.0"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import ipaddress
 import logging
 import os
 import signal
@@ -15,12 +14,15 @@ import urllib.request
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO, TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, ValidationError
 
-from service.settings import Settings, get_settings
+from service.settings import Settings, get_settings, is_loopback
+
+if TYPE_CHECKING:
+    from backprop.embedded_redis import RedisServer
 
 logger = logging.getLogger("backprop")
 
@@ -107,14 +109,17 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
-def is_loopback(host: str) -> bool:
-    """Whether binding to `host` keeps the API on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+def check_open_access(settings: Settings, host: str) -> None:
+    """Exit 2 when the API would listen on `host` open to anyone; warn when that is allowed on purpose."""
+    refusal = settings.open_access_refusal(host)
+    if refusal is not None:
+        _fail(EXIT_CONFIG, refusal)
+    if not settings.parsed_api_keys() and not is_loopback(host):
+        logger.warning(
+            "BACKPROP_ALLOW_NO_AUTH=true and no API keys (BACKPROP_API_KEYS): anyone who can reach %s "
+            "has full access",
+            host,
+        )
 
 
 def port_number(text: str) -> int:
@@ -139,12 +144,7 @@ def run_api(args: argparse.Namespace) -> int:
     check_blob_store(settings)
     host = args.host if args.host is not None else settings.host
     port = args.port if args.port is not None else settings.port
-    if not settings.parsed_api_keys() and not is_loopback(host):
-        logger.warning(
-            "no API keys configured (BACKPROP_API_KEYS) and the API listens on %s: "
-            "anyone who can reach this port has full access",
-            host,
-        )
+    check_open_access(settings, host)
     import uvicorn
 
     uvicorn.run(
@@ -183,6 +183,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
             checkpoint_seconds=settings.checkpoint_seconds,
             name=args.name,
             progress_min_interval=settings.progress_min_interval,
+            running_limit=settings.max_running_jobs_per_key,
         )
     except redis.ConnectionError as exc:
         logger.error("cannot reach Redis at %s: %s", redact_url(settings.redis_url), exc)
@@ -213,9 +214,26 @@ def _api_ready(url: str) -> bool:
         return False
 
 
+def _embedded_redis(data_dir: Path) -> RedisServer:
+    """The embedded Redis of `data_dir`: AOF and password (0600) under data_dir/redis, on a free port."""
+    from backprop.embedded_redis import (
+        RedisServer,
+        RedisServerNotFoundError,
+        find_redis_server,
+        free_port,
+        stored_password,
+    )
+
+    try:
+        find_redis_server()
+    except RedisServerNotFoundError as exc:
+        _fail(1, str(exc))
+    redis_dir = data_dir / "redis"
+    return RedisServer(redis_dir, free_port(), persistent=True, password=stored_password(redis_dir))
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Embedded (or external) Redis, N workers and the API, each a supervised child process."""
-    from backprop.embedded_redis import RedisServer, RedisServerNotFoundError, find_redis_server, free_port
     from backprop.supervisor import Child, ProcessChild, RedisChild, Supervisor
 
     settings = load_settings()
@@ -224,19 +242,12 @@ def run_serve(args: argparse.Namespace) -> int:
         _fail(EXIT_CONFIG, "--workers must be at least 1")
     host = args.host if args.host is not None else settings.host
     port = args.port if args.port is not None else settings.port
+    check_open_access(settings, host)
     data_dir = Path(args.data_dir if args.data_dir is not None else settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     if settings.blob_url is not None and settings.blob_url.startswith("s3://"):
         check_blob_store(settings)  # a local directory is checked by each child, under its own data dir
     lock = _lock_data_dir(data_dir)
-
-    if not settings.parsed_api_keys() and not is_loopback(host):
-        print(
-            f"backprop: no API keys configured (BACKPROP_API_KEYS): refusing to listen on {host}; "
-            "binding to 127.0.0.1 instead",
-            file=sys.stderr,
-        )
-        host = "127.0.0.1"
 
     env = dict(os.environ)
     env.update(
@@ -246,16 +257,14 @@ def run_serve(args: argparse.Namespace) -> int:
         PYTHONUNBUFFERED="1",
     )
     redis_tier: list[Child] = []
+    redis_port: int | None = None
     external = any(name in os.environ for name in ("REDIS_URL", "BACKPROP_REDIS_URL"))
     if external:
         logger.info("using the external Redis at %s", redact_url(settings.redis_url))
     else:
-        try:
-            find_redis_server()
-        except RedisServerNotFoundError as exc:
-            _fail(1, str(exc))
-        server = RedisServer(data_dir / "redis", free_port(), persistent=True)
-        env["REDIS_URL"] = server.url
+        server = _embedded_redis(data_dir)
+        env["REDIS_URL"] = server.url  # the password reaches the children here, never on a command line
+        redis_port = server.port
         redis_tier.append(RedisChild("redis", server))
 
     command = [sys.executable, "-m", "backprop.cli"]
@@ -273,6 +282,7 @@ def run_serve(args: argparse.Namespace) -> int:
             "api_url": base_url,
             "data_dir": str(data_dir),
             "redis": "external" if external else "embedded",
+            "redis_port": redis_port,
         },
     )
     supervisor.install_signal_handlers()

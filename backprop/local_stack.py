@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -28,7 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from backprop.embedded_redis import free_port
+from backprop.embedded_redis import free_port, stored_password
+from backprop.embedded_redis import redis_url as embedded_redis_url
 from backprop.supervisor import descendants
 
 CONFIG_VARIABLES = ("REDIS_URL", "LOG_FORMAT", "LOG_LEVEL")
@@ -221,13 +221,12 @@ class LocalStack:
         }
 
     def redis_url(self) -> str:
-        """The embedded Redis' URL, from the redis-server command line (the status file has no URL)."""
-        # redis-server rewrites its title to `redis-server 127.0.0.1:<port>`; before that it is the argv.
-        title = Path(f"/proc/{self.child_pid('redis')}/cmdline").read_bytes().decode().replace("\0", " ")
-        found = re.search(r"127\.0\.0\.1:(\d+)", title) or re.search(r"--port (\d+)", title)
-        if found is None:
-            raise RuntimeError(f"no port in the redis-server command line {title!r}")
-        return f"redis://127.0.0.1:{found.group(1)}/0"
+        """The embedded Redis' URL with its password: the port from the status file, the password from
+        the data directory (the status file holds no secret)."""
+        port = self.status().get("redis_port")
+        if port is None:
+            raise RuntimeError("this stack has no embedded Redis")
+        return embedded_redis_url(int(port), stored_password(self.data_dir / "redis"))
 
     def api_environment(self) -> dict[str, str]:
         """The environment serve gives its API child (to run a second server on the same data)."""

@@ -47,7 +47,13 @@ async def _reap_forever(state: AppState) -> None:
     while True:
         await asyncio.sleep(settings.reaper_interval)
         try:
-            changed = await run_in_threadpool(reap, state.redis, state.store, queue_name=settings.queue_name)
+            changed = await run_in_threadpool(
+                reap,
+                state.redis,
+                state.store,
+                queue_name=settings.queue_name,
+                job_retention_seconds=settings.job_retention_days * 86400,
+            )
             if changed:
                 logger.info("reaper: %d job(s) re-queued or failed", changed)
         except Exception as exc:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema, create_model
 
 from engine import OptionSpec, TrainConfig, json_safe, option_fields
+from worker import JobStatus
 
 # Strict numbers: booleans and numeric strings are not numbers; NaN and infinities are refused.
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -16,7 +17,6 @@ NAME_MAX_LENGTH = 64
 Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
 ResourceId = Annotated[str, Field(min_length=1, max_length=128)]
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled", "stalled"]
 
 
 # Non-finite floats (a diverged loss) are shown as null: JSON has no NaN.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -26,7 +27,9 @@ class Settings(BaseSettings):
         description="Redis URL (redis://[:password@]host:port/db). `backprop serve` embeds its own Redis "
         "unless REDIS_URL is set.",
     )
-    data_dir: Path = Field(Path("./var"), description="Data directory: blobs, embedded Redis' AOF, logs.")
+    data_dir: Path = Field(
+        Path("./var"), description="Data directory: blobs, the embedded Redis' AOF and password, logs."
+    )
     blob_dir: Path | None = Field(
         None, description="Directory of dataset and model arrays shared by API and workers (default DATA_DIR/blobs)."
     )
@@ -69,7 +72,11 @@ class Settings(BaseSettings):
     api_keys: str = Field(
         "",
         description="Comma-separated `key:role` pairs (role `user` or `admin`). Empty: no authentication, "
-        "and `backprop serve` binds to loopback only.",
+        "and the API refuses to listen on any address but loopback (see BACKPROP_ALLOW_NO_AUTH).",
+    )
+    allow_no_auth: bool = Field(
+        False,
+        description="Let the API listen on a non-loopback address without API keys (every caller is an admin).",
     )
     metrics_public: bool = Field(True, description="Serve /metrics without an API key.")
 
@@ -95,6 +102,9 @@ class Settings(BaseSettings):
         10.0, ge=0, le=3600, description="Checkpoint after an epoch once this many seconds passed since the last."
     )
     progress_min_interval: float = Field(0.2, ge=0, le=60, description="Minimum seconds between progress writes.")
+    job_retention_days: float = Field(
+        0, ge=0, description="Finished job records older than this are deleted; their models stay (0: keep)."
+    )
 
     # --- limits (OWASP API4) -----------------------------------------------------------------------
     max_upload_bytes: int = Field(100 * MiB, ge=1, description="Largest dataset upload in bytes (413 above).")
@@ -108,6 +118,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(65_536, ge=1, description="Largest batch size of a job.")
     max_predict_rows: int = Field(10_000, ge=1, description="Most instances in one predict request.")
     max_queued_jobs_per_key: int = Field(100, ge=1, description="Queued jobs one API key may have (429 above).")
+    max_running_jobs_per_key: int = Field(
+        0, ge=0, description="Jobs of one API key that run at once; the others wait in the queue (0: no limit)."
+    )
     max_queue_depth: int = Field(1_000, ge=1, description="Jobs in the queue in all (503 above).")
     model_cache_size: int = Field(32, ge=1, description="Most models the API keeps loaded in memory.")
     model_cache_bytes: int = Field(
@@ -162,6 +175,16 @@ class Settings(BaseSettings):
             attempts=attempts,
         )
 
+    def open_access_refusal(self, host: str) -> str | None:
+        """Why the API must not listen on `host` with these settings, or None when it may."""
+        if self.parsed_api_keys() or self.allow_no_auth or is_loopback(host):
+            return None
+        return (
+            f"refusing to listen on {host} without API keys: anyone who can reach it would be an admin. "
+            "Set BACKPROP_API_KEYS (`key:role` pairs), listen on 127.0.0.1, "
+            "or set BACKPROP_ALLOW_NO_AUTH=true to run without authentication on purpose"
+        )
+
     def parsed_api_keys(self) -> dict[str, str]:
         """API key -> role."""
         keys: dict[str, str] = {}
@@ -169,6 +192,16 @@ class Settings(BaseSettings):
             key, _, role = entry.rpartition(":")
             keys[key] = role
         return keys
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to `host` keeps the API on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache

@@ -14,6 +14,7 @@ from worker.blobs import (
     open_blob_store,
 )
 from worker.checkpoints import checkpoint_failures
+from worker.jobstate import ACTIVE_STATUSES, JOB_STATUSES, TERMINAL_STATUSES, TRANSITIONS, JobStatus
 from worker.progress import eta_seconds, subscribe_job_events
 from worker.queue import (
     cancel_job,
@@ -24,15 +25,25 @@ from worker.queue import (
     reap,
     workers_alive,
 )
-from worker.records import JOB_STATUSES, TERMINAL_STATUSES, DatasetRecord, JobRecord, ModelRecord
+from worker.records import DatasetRecord, JobRecord, ModelRecord
 from worker.runner import run_worker
 from worker.runtime import WorkerConfig, configure
-from worker.store import ID_PATTERN, AmbiguousModelNameError, NotFoundError, Store, is_id
+from worker.store import (
+    ID_PATTERN,
+    AmbiguousModelNameError,
+    JobNotFinishedError,
+    NotFoundError,
+    QueueLimitError,
+    Store,
+    is_id,
+)
 
 __all__ = [
+    "ACTIVE_STATUSES",
     "ID_PATTERN",
     "JOB_STATUSES",
     "TERMINAL_STATUSES",
+    "TRANSITIONS",
     "AmbiguousModelNameError",
     "BlobConfig",
     "BlobConfigError",
@@ -41,9 +52,12 @@ __all__ = [
     "BlobStore",
     "BlobStoreUnavailableError",
     "DatasetRecord",
+    "JobNotFinishedError",
     "JobRecord",
+    "JobStatus",
     "ModelRecord",
     "NotFoundError",
+    "QueueLimitError",
     "StorageFullError",
     "Store",
     "WorkerConfig",

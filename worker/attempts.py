@@ -9,68 +9,31 @@ and the job is running, so an orphaned or superseded attempt can never commit. T
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import RedisError
 
 from worker import keys
+from worker.jobstate import MOVE_LUA, TERMINAL_STATUSES, JobStatus
+from worker.records import utc_now
 
-logger = logging.getLogger(__name__)
+_TERMINAL = " or ".join(f"status == {json.dumps(json.dumps(s.value))}" for s in TERMINAL_STATUSES)
 
-# The keys every status change updates, in the scripts' order (the active set last: KEYS[#KEYS]).
-_COUNTERS = (keys.job_counts(), keys.jobs_running(), keys.jobs_active())
-
-# Statuses are stored JSON-encoded, so the Lua scripts compare against '"running"' etc.
-# Every status change also moves the job between the per-status counters (keys.job_counts, with the
-# per-owner queued counters keys.queued_of), in or out of the running set (keys.jobs_running) and the active
-# set (keys.jobs_active), in the same script, so /metrics, the per-key queue limit and the reaper never scan
-# the jobs. The job id is always the last ARGV, the job record always KEYS[1], the active set the last KEYS.
-_MOVE = """
-local ACTIVE = {['"queued"'] = true, ['"running"'] = true, ['"stalled"'] = true}
-local function move(counts, running, job_id, old, new)
-  if old == new then return end
-  if old then redis.call('HINCRBY', counts, old, -1) end
-  redis.call('HINCRBY', counts, new, 1)
-  if new == '"running"' then redis.call('SADD', running, job_id)
-  elseif old == '"running"' then redis.call('SREM', running, job_id) end
-  local was, is = old and ACTIVE[old], ACTIVE[new]
-  if is and not was then redis.call('SADD', KEYS[#KEYS], job_id)
-  elseif was and not is then redis.call('SREM', KEYS[#KEYS], job_id) end
-  if old == '"queued"' or new == '"queued"' then
-    local of = 'queued_of:' .. (redis.call('HGET', KEYS[1], 'owner') or 'null')
-    if old == '"queued"' then redis.call('HINCRBY', counts, of, -1) end
-    if new == '"queued"' then redis.call('HINCRBY', counts, of, 1) end
-  end
-end
+# KEYS: job, fence. ARGV: started_at, worker, heartbeat_interval, job_id.
+_BEGIN = MOVE_LUA + """
 local job_id = ARGV[#ARGV]
--- HSET the n field/value pairs ARGV[first..] on the job; a `status` field moves the counters too.
-local function set_fields(counts, running, status, first, n)
-  for i = first, first + 2 * n - 1, 2 do
-    if ARGV[i] == 'status' then
-      move(counts, running, job_id, status, ARGV[i + 1])
-      status = ARGV[i + 1]
-    end
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  end
-  return status
-end
-"""
-
-# KEYS: job, fence, counts, running, active. ARGV: started_at, worker, heartbeat_interval, job_id.
-_BEGIN = _MOVE + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {-1, ''} end
-if status == '"succeeded"' or status == '"failed"' or status == '"canceled"' then return {0, status} end
+if """ + _TERMINAL + """ then return {0, status} end
 local token = redis.call('INCR', KEYS[2])
-move(KEYS[3], KEYS[4], job_id, status, '"running"')
 local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') + 1
 redis.call('HSET', KEYS[1], 'status', '"running"', 'attempts', tostring(attempts), 'error', 'null',
            'worker', ARGV[2], 'heartbeat_interval', ARGV[3])
 local started = redis.call('HGET', KEYS[1], 'started_at')
 if not started or started == 'null' then redis.call('HSET', KEYS[1], 'started_at', ARGV[1]) end
+move(KEYS[1], job_id, status, '"running"')
+if status == '"running"' then announce(KEYS[1], job_id, status) end  -- a new attempt of a running job
 return {token, status}
 """
 
@@ -82,18 +45,18 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= '"running"' and status ~= '"stalled"' then return 0 end
 """
 
-# KEYS: job, fence, history, checkpoint, counts, running, active.
+# KEYS: job, fence, history, checkpoint.
 # ARGV: token, trim, drop_checkpoint, n_fields, fields..., entries..., job_id.
-_WRITE = _MOVE + _FENCED + """
+_WRITE = MOVE_LUA + _FENCED + """
+local n = tonumber(ARGV[4])
+if not set_fields(ARGV[#ARGV], status, 5, n) then return 0 end
 local before = redis.call('LLEN', KEYS[3])
 local trim = tonumber(ARGV[2])
 if trim == 0 then redis.call('DEL', KEYS[3])
 elseif trim > 0 then redis.call('LTRIM', KEYS[3], 0, trim - 1) end
-local n = tonumber(ARGV[4])
-status = set_fields(KEYS[5], KEYS[6], status, 5, n)
 for i = 5 + 2 * n, #ARGV - 1 do redis.call('RPUSH', KEYS[3], ARGV[i]) end
 local added = redis.call('LLEN', KEYS[3]) - before
-if added ~= 0 then redis.call('HINCRBY', KEYS[5], 'epochs', added) end
+if added ~= 0 then redis.call('HINCRBY', COUNTS, 'epochs', added) end
 local old = ''
 if ARGV[3] == '1' then
   old = redis.call('HGET', KEYS[4], 'path') or ''
@@ -112,44 +75,59 @@ return {1, older}
 """
 
 # KEYS: job, fence, checkpoint, model, models, models_of, versions (of owner and name), counter (of owner
-# and name), models_named (all owners), counts, running, active.
+# and name), models_named (all owners).
 # ARGV: token, model_id, meta, score, has_owner, n_fields, fields..., owner (JSON), job_id.
-_COMMIT_MODEL = _MOVE + _FENCED + """
+_COMMIT_MODEL = MOVE_LUA + _FENCED + """
+if not set_fields(ARGV[#ARGV], status, 7, tonumber(ARGV[6])) then return {0, ''} end
 local version = redis.call('INCR', KEYS[8])
 redis.call('HSET', KEYS[4], 'meta', ARGV[3], 'version', version, 'owner', ARGV[#ARGV - 1])
 redis.call('ZADD', KEYS[5], ARGV[4], ARGV[2])
 if ARGV[5] == '1' then redis.call('ZADD', KEYS[6], ARGV[4], ARGV[2]) end
 redis.call('ZADD', KEYS[7], version, ARGV[2])
 redis.call('ZADD', KEYS[9], ARGV[4], ARGV[2])
-set_fields(KEYS[10], KEYS[11], status, 7, tonumber(ARGV[6]))
 local old = redis.call('HGET', KEYS[3], 'path') or ''
 redis.call('DEL', KEYS[3])
 return {version, old}
 """
 
-# KEYS: job, fence, counts, running, active.
+# KEYS: job, fence.
 # ARGV: allowed statuses (comma separated JSON texts), bump_fence, n_fields, fields..., job_id.
-_TRANSITION = _MOVE + """
+_TRANSITION = MOVE_LUA + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
 local allowed = false
 for s in string.gmatch(ARGV[1], '[^,]+') do if s == status then allowed = true end end
 if not allowed then return 0 end
+local wanted = target(4, tonumber(ARGV[3]))
+if wanted and not may_move(status, wanted) then return 0 end
 if ARGV[2] == '1' then redis.call('INCR', KEYS[2]) end
-set_fields(KEYS[3], KEYS[4], status, 4, tonumber(ARGV[3]))
+set_fields(ARGV[#ARGV], status, 4, tonumber(ARGV[3]))
 return 1
 """
 
-# KEYS: job, stop, fence, counts, running, active. ARGV: finished_at, job_id.
+# KEYS: job. ARGV: limit, job_id. A queued job starts running only while its owner has fewer than `limit`
+# jobs running; the move happens here so two workers cannot both take the last slot. 1: run it, 0: not now.
+_ADMIT = MOVE_LUA + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= '"queued"' then return 1 end
+local owner = redis.call('HGET', KEYS[1], 'owner') or 'null'
+local running = tonumber(redis.call('HGET', COUNTS, 'running_of:' .. owner) or '0')
+if running >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'status', '"running"')
+move(KEYS[1], ARGV[#ARGV], status, '"running"', true)
+return 1
+"""
+
+# KEYS: job, stop, fence. ARGV: finished_at, job_id.
 # Queued/stalled -> canceled now; running -> stop flag.
-_CANCEL = _MOVE + """
+_CANCEL = MOVE_LUA + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return '' end
 if status == '"queued"' or status == '"stalled"' then
   redis.call('INCR', KEYS[3])
   redis.call('SET', KEYS[2], '1')
-  move(KEYS[4], KEYS[5], job_id, status, '"canceled"')
   redis.call('HSET', KEYS[1], 'status', '"canceled"', 'finished_at', ARGV[1])
+  move(KEYS[1], ARGV[#ARGV], status, '"canceled"')
   return 'canceled'
 end
 if status == '"running"' then
@@ -158,21 +136,6 @@ if status == '"running"' then
 end
 return status
 """
-
-
-def publish_status(redis: Redis, job_id: str) -> None:
-    """Announce the job's current status and attempt on its event channel (`keys.job_events`).
-
-    Best effort: the job record stays the source of truth, and event streams re-read it.
-    """
-    try:
-        status, attempt = redis.hmget(keys.job(job_id), ["status", "attempts"])
-        if status is None:
-            return
-        message = {"event": "status", "status": json.loads(status), "attempt": int(json.loads(attempt or b"0"))}
-        redis.publish(keys.job_events(job_id), json.dumps(message))
-    except RedisError as exc:
-        logger.warning("job %s: status event not published: %s", job_id, exc)
 
 
 class SupersededAttemptError(RuntimeError):
@@ -214,6 +177,7 @@ class Attempts:
         self._commit = redis.register_script(_COMMIT_MODEL)
         self._transition = redis.register_script(_TRANSITION)
         self._cancel = redis.register_script(_CANCEL)
+        self._admit = redis.register_script(_ADMIT)
 
     # --- the worker's side (fenced) ------------------------------------------------------------------
     def begin(self, job_id: str, *, started_at: str, worker: str | None, heartbeat_interval: int) -> Begin:
@@ -222,12 +186,9 @@ class Attempts:
             keys=[
                 keys.job(job_id),
                 keys.job_fence(job_id),
-                *_COUNTERS,
             ],
             args=[json.dumps(started_at), json.dumps(worker), json.dumps(heartbeat_interval), job_id],
         )
-        if int(token) > 0:
-            publish_status(self.redis, job_id)
         return Begin(int(token), json.loads(previous) if previous else None)
 
     def is_current(self, job_id: str, token: int) -> bool:
@@ -254,7 +215,6 @@ class Attempts:
                 keys.job_fence(job_id),
                 keys.job_history(job_id),
                 keys.job_checkpoint(job_id),
-                *_COUNTERS,
             ],
             args=[
                 str(token),
@@ -268,8 +228,6 @@ class Attempts:
         )
         if not result:
             return False, ""
-        if "status" in fields:
-            publish_status(self.redis, job_id)
         return True, _text(result[1])
 
     def set_checkpoint(
@@ -316,7 +274,6 @@ class Attempts:
                 keys.model_versions(owner, name),
                 keys.model_version_counter(owner, name),
                 keys.models_named(name),
-                *_COUNTERS,
             ],
             args=[
                 str(token),
@@ -332,8 +289,6 @@ class Attempts:
         )
         if not result:
             return 0, ""
-        if "status" in job_fields:
-            publish_status(self.redis, job_id)
         return int(result[0]), _text(result[1])
 
     # --- the API's side (status-conditional) ---------------------------------------------------------
@@ -345,7 +300,6 @@ class Attempts:
             keys=[
                 keys.job(job_id),
                 keys.job_fence(job_id),
-                *_COUNTERS,
             ],
             args=[
                 ",".join(json.dumps(status) for status in allowed),
@@ -355,9 +309,25 @@ class Attempts:
                 job_id,
             ],
         )
-        if result and "status" in fields:
-            publish_status(self.redis, job_id)
         return bool(result)
+
+    def admit(self, job_id: str, *, running_limit: int) -> bool:
+        """Whether a worker may start the job now: its owner runs fewer than `running_limit` jobs (a queued
+        job is marked running at once, taking the slot)."""
+        return bool(self._admit(keys=[keys.job(job_id)], args=[str(running_limit), job_id]))
+
+    def requeue_or_fail(self, job_id: str, *, requeue: bool, reason: str) -> JobStatus | None:
+        """A running or stalled job whose attempt died: back to `queued` (RQ re-runs it) or `failed` with
+        `reason`; returns the new status, None when the job was no longer running or stalled."""
+        alive = (JobStatus.RUNNING, JobStatus.STALLED)
+        if requeue:
+            if self.transition(job_id, allowed=alive, fields={"status": JobStatus.QUEUED}):
+                return JobStatus.QUEUED
+            return None
+        failed = {"status": JobStatus.FAILED, "error": reason, "finished_at": utc_now()}
+        if self.transition(job_id, allowed=alive, fields=failed, bump_fence=True):
+            return JobStatus.FAILED
+        return None
 
     def cancel(self, job_id: str, *, finished_at: str) -> str:
         """'canceled' (was queued/stalled), 'stopping' (running: stop flag set), else the status or ''."""
@@ -366,13 +336,10 @@ class Attempts:
                 keys.job(job_id),
                 keys.job_stop(job_id),
                 keys.job_fence(job_id),
-                *_COUNTERS,
             ],
             args=[json.dumps(finished_at), job_id],
         )
         text = _text(result)
-        if text == "canceled":
-            publish_status(self.redis, job_id)
         return text if text in ("canceled", "stopping", "") else str(json.loads(text))
 
     def stop_requested(self, job_id: str) -> bool:

@@ -17,6 +17,7 @@ from worker.attempts import Attempts, SupersededAttemptError
 from worker.blobs import BlobError, BlobStoreUnavailableError, retry_unavailable
 from worker.checkpoints import drop_checkpoints, load_checkpoint, save_checkpoint
 from worker.joblog import JobLogger, job_logger
+from worker.jobstate import JobStatus
 from worker.progress import ProgressReporter
 from worker.records import JobRecord, utc_now
 from worker.store import NotFoundError, Store, model_blob, new_id
@@ -120,7 +121,7 @@ def _fail(
     applied, _ = attempts.write(
         job_id,
         token,
-        {"status": "failed", "error": reason, "finished_at": utc_now()},
+        {"status": JobStatus.FAILED, "error": reason, "finished_at": utc_now()},
         drop_checkpoint=True,
     )
     if not applied:
@@ -155,7 +156,7 @@ def _train(store: Store, attempts: Attempts, record: JobRecord, token: int, log:
         if attempts.stop_requested(record.id):
             reporter.flush()
             applied, _ = attempts.write(
-                record.id, token, {"status": "canceled", "finished_at": utc_now()}, drop_checkpoint=True
+                record.id, token, {"status": JobStatus.CANCELED, "finished_at": utc_now()}, drop_checkpoint=True
             )
             if not applied:
                 raise SupersededAttemptError(record.id, token)
@@ -226,7 +227,7 @@ def _commit(
         owner=record.owner,
         meta=meta,
         score=time.time(),
-        job_fields={"status": "succeeded", "model_id": model_id, "finished_at": utc_now()},
+        job_fields={"status": JobStatus.SUCCEEDED, "model_id": model_id, "finished_at": utc_now()},
     )
     if version == 0:
         store.blobs.delete(blob)
@@ -236,3 +237,4 @@ def _commit(
         "succeeded: model %s (%s v%d), stop reason %s", model_id, record.name, version, result.stop_reason
     )
     return {"job_id": record.id, "status": "succeeded", "model_id": model_id, "version": version}
+"""Dotted names of the functions an RQ job may run: the worker refuses a job naming any other."""

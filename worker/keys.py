@@ -64,6 +64,13 @@ def checkpoint_failures() -> str:
     return f"{PREFIX}checkpoint-failures"
 
 
+def jobs_with_status(status: str, owner: str | None = None) -> str:
+    """Job ids in one status (of one owner, or everyone's), scored by creation time (sorted set)."""
+    if owner is None:
+        return f"{PREFIX}jobs:status:{status}"
+    return f"{PREFIX}jobs:owner:{owner}:status:{status}"
+
+
 def job_counts() -> str:
     """Jobs per status (fields: JSON-encoded statuses), queued jobs per owner (fields: `queued_of:` + the
     JSON-encoded owner), `epochs` (history entries of all jobs) and `built` (the version of these indexes,
@@ -84,6 +91,11 @@ def jobs_active() -> str:
 def queued_of(owner: str | None) -> str:
     """The field of `job_counts()` counting `owner`'s queued jobs (owner JSON-encoded, as in job records)."""
     return "queued_of:" + json.dumps(owner)
+
+
+def running_of(owner: str | None) -> str:
+    """The field of `job_counts()` counting `owner`'s running jobs (owner JSON-encoded, as in job records)."""
+    return "running_of:" + json.dumps(owner)
 
 
 # --- models --------------------------------------------------------------------------------------

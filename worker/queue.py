@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
@@ -14,7 +15,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Retry
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
@@ -23,12 +26,14 @@ from rq.worker_registration import clean_worker_registry
 
 from worker import keys
 from worker.attempts import Attempts
+from worker.jobstate import JobStatus
 from worker.records import JobRecord, encode_job_fields, utc_now
+from worker.rqjob import EntryPointJob
 from worker.store import NotFoundError, Store
 
 logger = logging.getLogger(__name__)
 
-JOB_FUNCTION = "worker.jobs.run_training"
+JOB_FUNCTION = "worker.jobs.run_training"  # one of rqjob.ENTRY_POINTS
 
 # Rough cost model of one training job: forward + backward is ~6 flops per parameter per sample,
 # run at a (pessimistic) 2e8 flop/s, plus a per-sample overhead for batching and bookkeeping,
@@ -44,8 +49,8 @@ _ENQUEUE_GRACE_SECONDS = 60.0
 
 
 def rq_queue(redis: Redis, queue_name: str) -> Queue:
-    """The RQ queue of training jobs (JSON serializer)."""
-    return Queue(queue_name, connection=redis, serializer=JSONSerializer)
+    """The RQ queue of training jobs (JSON serializer); its registries' clean-ups see only EntryPointJobs."""
+    return Queue(queue_name, connection=redis, serializer=JSONSerializer, job_class=EntryPointJob)
 
 
 def job_timeout(n_samples: int, n_parameters: int, epochs: int, *, minimum: int, maximum: int) -> int:
@@ -96,7 +101,7 @@ def cancel_job(redis: Redis, store: Store, job_id: str, *, queue_name: str) -> J
         raise NotFoundError(f"job {job_id} not found")
     if outcome == "canceled":
         rq_job = _fetch(redis, job_id)
-        if rq_job is not None and rq_job.get_status() in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+        if rq_job is not None and rq_job.get_status() in (RQStatus.QUEUED, RQStatus.SCHEDULED):
             with contextlib.suppress(InvalidJobOperation):  # already canceled by another request
                 rq_job.cancel()
         else:
@@ -124,6 +129,24 @@ def _worker_heartbeat_age(redis: Redis, worker_name: str, now: float) -> float |
     return now - utcparse(text).timestamp()
 
 
+def _worker_alive(redis: Redis, fields: dict[str, Any], now: float) -> bool:
+    """Whether the worker of the job's current attempt still heart-beats."""
+    if not fields["worker"]:
+        return False
+    interval = int(fields["heartbeat_interval"] or 10)
+    age = _worker_heartbeat_age(redis, fields["worker"], now)
+    return age is not None and age <= 2 * interval + 5
+
+
+def _attempt_live(redis: Redis, job_id: str, fields: dict[str, Any], now: float) -> bool:
+    """Whether the worker of the job's current attempt is alive and busy with this job."""
+    if not _worker_alive(redis, fields, now):
+        return False
+    running = redis.smembers(WORKER_EXECUTIONS_KEY_TEMPLATE.format(fields["worker"]))
+    texts = (raw.decode() if isinstance(raw, bytes) else str(raw) for raw in running)  # type: ignore[union-attr]
+    return any(text.startswith(f"{job_id}:") for text in texts)  # members are "<job id>:<execution id>"
+
+
 def _job_fields(redis: Redis, job_id: str) -> dict[str, Any]:
     raw = redis.hmget(keys.job(job_id), ["status", "worker", "heartbeat_interval"])
     names = ("status", "worker", "heartbeat_interval")
@@ -132,8 +155,12 @@ def _job_fields(redis: Redis, job_id: str) -> dict[str, Any]:
     }
 
 
-def reap(redis: Redis, store: Store, *, queue_name: str, now: float | None = None) -> int:
+def reap(
+    redis: Redis, store: Store, *, queue_name: str, now: float | None = None, job_retention_seconds: float = 0.0
+) -> int:
     """Clean RQ's registries and reconcile our job records with RQ; returns jobs re-queued or failed.
+
+    With `job_retention_seconds` > 0, finished jobs that ended longer ago than that are deleted too.
 
     A running job whose worker stopped heart-beating shows `stalled`; once RQ's StartedJobRegistry cleanup
     (after the worker's heartbeat TTL) re-queues it, it is `queued` again, and when no retries are left it
@@ -153,66 +180,73 @@ def reap(redis: Redis, store: Store, *, queue_name: str, now: float | None = Non
     changed = 0
     for job_id in store.active_job_ids():
         try:
-            changed += _reconcile(redis, attempts, job_id, moment)
+            changed += _reconcile(redis, attempts, job_id, moment, queue_name=queue_name)
         except (RedisConnectionError, RedisTimeoutError):
             raise
         except Exception:
             logger.exception("job %s: reaper could not reconcile the job", job_id)
+    if job_retention_seconds > 0:
+        cutoff = datetime.fromtimestamp(moment - job_retention_seconds, UTC)
+        purged = store.purge_finished_jobs(finished_before=cutoff)
+        if purged:
+            logger.info("deleted %d finished job(s) older than the retention period", purged)
     return changed
 
 
-def _reconcile(redis: Redis, attempts: Attempts, job_id: str, now: float) -> int:
+def _reconcile(redis: Redis, attempts: Attempts, job_id: str, now: float, *, queue_name: str) -> int:
     fields = _job_fields(redis, job_id)
     status = fields["status"]
     rq_job = _fetch(redis, job_id)
     rq_status = rq_job.get_status() if rq_job is not None else None
-    if status in ("running", "stalled"):
-        if rq_status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
-            if attempts.transition(job_id, allowed=("running", "stalled"), fields={"status": "queued"}):
-                logger.warning("job %s: its worker died; re-queued to resume from its checkpoint", job_id)
-                return 1
-            return 0
-        if rq_status == JobStatus.STARTED:
-            interval = int(fields["heartbeat_interval"] or 10)
-            age = _worker_heartbeat_age(redis, fields["worker"] or "", now) if fields["worker"] else None
-            dead = age is None or age > 2 * interval + 5
-            if dead and status == "running":
-                if attempts.transition(job_id, allowed=("running",), fields={"status": "stalled"}):
-                    logger.warning("job %s: worker %s stopped heart-beating", job_id, fields["worker"])
-            elif not dead and status == "stalled":
-                attempts.transition(job_id, allowed=("stalled",), fields={"status": "running"})
-            return 0
-        reason = (
-            "the worker running the job died and no retries are left"
-            if rq_status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, None)
-            else "the job ended without recording a result"
-        )
-        if attempts.transition(
-            job_id,
-            allowed=("running", "stalled"),
-            fields={"status": "failed", "error": reason, "finished_at": utc_now()},
-            bump_fence=True,
-        ):
-            logger.error("job %s failed: %s", job_id, reason)
-            return 1
-        return 0
-    if status == "queued":
+    if status in (JobStatus.RUNNING, JobStatus.STALLED):
+        if rq_status == RQStatus.QUEUED and queue_position(redis, job_id, queue_name=queue_name) is None:
+            return 0  # a worker dequeued it and is starting it (admission marks it running first)
+        return _reconcile_started(redis, attempts, job_id, fields, rq_status, now)
+    if status == JobStatus.QUEUED:
         if rq_job is None:
             created = redis.zscore(keys.jobs(), job_id)
             if created is not None and now - float(created) > _ENQUEUE_GRACE_SECONDS:
                 reason = "the job was never enqueued"
             else:
                 return 0
-        elif rq_status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+        elif rq_status in (RQStatus.FAILED, RQStatus.STOPPED, RQStatus.CANCELED):
             reason = "the worker could not run the job"
         else:
             return 0
-        if attempts.transition(
-            job_id,
-            allowed=("queued",),
-            fields={"status": "failed", "error": reason, "finished_at": utc_now()},
-            bump_fence=True,
-        ):
+        failed = {"status": JobStatus.FAILED, "error": reason, "finished_at": utc_now()}
+        if attempts.transition(job_id, allowed=(JobStatus.QUEUED,), fields=failed, bump_fence=True):
             logger.error("job %s failed: %s", job_id, reason)
             return 1
     return 0
+
+
+def _reconcile_started(
+    redis: Redis, attempts: Attempts, job_id: str, fields: dict[str, Any], rq_status: RQStatus | None, now: float
+) -> int:
+    """A running or stalled job: stalled while its worker is silent, re-queued or failed once RQ gave up."""
+    status = fields["status"]
+    if rq_status == RQStatus.STARTED:
+        dead = not _worker_alive(redis, fields, now)
+        if dead and status == JobStatus.RUNNING:
+            stalled = {"status": JobStatus.STALLED}
+            if attempts.transition(job_id, allowed=(JobStatus.RUNNING,), fields=stalled):
+                logger.warning("job %s: worker %s stopped heart-beating", job_id, fields["worker"])
+        elif not dead and status == JobStatus.STALLED:
+            attempts.transition(job_id, allowed=(JobStatus.STALLED,), fields={"status": JobStatus.RUNNING})
+        return 0
+    requeue = rq_status in (RQStatus.QUEUED, RQStatus.SCHEDULED, RQStatus.DEFERRED)
+    if not requeue and _attempt_live(redis, job_id, fields, now):
+        # RQ's status is shared by every attempt of the job: an abandoned attempt that returned marks it
+        # finished (or failed) while the current attempt, named in our record, still runs it
+        return 0
+    reason = (
+        "the worker running the job died and no retries are left"
+        if rq_status in (RQStatus.FAILED, RQStatus.STOPPED, RQStatus.CANCELED, None)
+        else "the job ended without recording a result"
+    )
+    outcome = attempts.requeue_or_fail(job_id, requeue=requeue, reason=reason)
+    if outcome is JobStatus.QUEUED:
+        logger.warning("job %s: its worker died; re-queued to resume from its checkpoint", job_id)
+    elif outcome is JobStatus.FAILED:
+        logger.error("job %s failed: %s", job_id, reason)
+    return 0 if outcome is None else 1

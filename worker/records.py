@@ -7,8 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled", "stalled")
-TERMINAL_STATUSES = ("succeeded", "failed", "canceled")
+from worker.jobstate import JobStatus
 
 
 def utc_now() -> str:
@@ -50,7 +49,7 @@ class JobRecord:
     owner: str | None
     dataset_id: str
     spec: dict[str, Any]
-    status: str
+    status: JobStatus
     progress: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     model_id: str | None = None
@@ -107,4 +106,5 @@ def decode_job(raw: dict[bytes, bytes], history: list[bytes]) -> JobRecord:
     """A job record from its hash (HGETALL) and history list (LRANGE)."""
     data = {key.decode(): json.loads(value) for key, value in raw.items()}
     known = {name: data[name] for name in JOB_FIELDS if name in data}
+    known["status"] = JobStatus(known["status"])
     return JobRecord(**known, history=[json.loads(entry) for entry in history])

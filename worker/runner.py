@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy  # noqa: F401 - preloaded for every work-horse
 from redis import Redis
+from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import Worker
@@ -17,11 +19,14 @@ import engine  # noqa: F401 - preloaded for every work-horse
 import worker.jobs  # noqa: F401 - preloaded: the work-horse resolves `worker.jobs.run_training` from here
 from worker.attempts import Attempts
 from worker.blobs import BlobConfig
+from worker.jobstate import JobStatus
 from worker.queue import rq_queue
-from worker.records import utc_now
+from worker.rqjob import EntryPointJob
 from worker.runtime import blob_store, configure
 
 logger = logging.getLogger(__name__)
+
+_HOLD_BACK_PAUSE = 0.5
 
 
 def _horse_killed(job: Job, retpid: int | None, ret_val: int | None, rusage: Any) -> None:
@@ -29,21 +34,32 @@ def _horse_killed(job: Job, retpid: int | None, ret_val: int | None, rusage: Any
     signal_text = (
         f"signal {os.WTERMSIG(ret_val)}" if ret_val and os.WIFSIGNALED(ret_val) else f"status {ret_val}"
     )
-    attempts = Attempts(job.connection)
-    if job.retries_left:
-        if attempts.transition(job.id, allowed=("running", "stalled"), fields={"status": "queued"}):
-            logger.warning(
-                "job %s: work-horse died (%s); re-queued to resume from its checkpoint", job.id, signal_text
-            )
-        return
     reason = f"the worker process died ({signal_text}) and no retries are left"
-    if attempts.transition(
-        job.id,
-        allowed=("running", "stalled"),
-        fields={"status": "failed", "error": reason, "finished_at": utc_now()},
-        bump_fence=True,
-    ):
+    outcome = Attempts(job.connection).requeue_or_fail(job.id, requeue=bool(job.retries_left), reason=reason)
+    if outcome is JobStatus.QUEUED:
+        logger.warning("job %s: work-horse died (%s); re-queued to resume from its checkpoint", job.id, signal_text)
+    elif outcome is JobStatus.FAILED:
         logger.error("job %s failed: %s", job.id, reason)
+
+
+class TrainingWorker(Worker):
+    """RQ's forking worker, holding back the jobs of an owner already running `running_limit` jobs (0: none).
+
+    A held-back job goes to the end of the queue, so other owners' jobs run first and no worker waits on it.
+    """
+
+    running_limit = 0
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        if self.running_limit > 0 and not Attempts(self.connection).admit(job.id, running_limit=self.running_limit):
+            with self.connection.pipeline() as pipe:  # dequeuing parked the id in RQ's intermediate list
+                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+                pipe.rpush(queue.key, job.id)
+                pipe.execute()
+            logger.info("job %s: its owner runs %d jobs already; back to the queue", job.id, self.running_limit)
+            time.sleep(_HOLD_BACK_PAUSE)  # when only held-back jobs wait, do not spin on them
+            return
+        super().execute_job(job, queue)
 
 
 def build_worker(
@@ -53,17 +69,23 @@ def build_worker(
     worker_ttl: int = 60,
     job_monitoring_interval: int = 10,
     name: str | None = None,
+    running_limit: int = 0,
 ) -> Worker:
-    """A forking RQ worker on the training queue, JSON serializer, with our work-horse-killed handler."""
-    return Worker(
-        [rq_queue(connection, queue_name)],
+    """A forking RQ worker on the training queue, JSON serializer, running only EntryPointJobs, with our
+    work-horse-killed handler."""
+    queue = rq_queue(connection, queue_name)
+    rq_worker = TrainingWorker(
+        [queue],
         connection=connection,
         serializer=JSONSerializer,
+        job_class=EntryPointJob,
         name=name,
         worker_ttl=worker_ttl,
         job_monitoring_interval=job_monitoring_interval,
         work_horse_killed_handler=_horse_killed,
     )
+    rq_worker.running_limit = running_limit
+    return rq_worker
 
 
 def run_worker(
@@ -78,10 +100,13 @@ def run_worker(
     name: str | None = None,
     progress_min_interval: float = 0.2,
     blob_retry_seconds: float = 30.0,
+    running_limit: int = 0,
 ) -> None:
     """Configure this process and run an RQ worker until stopped (with `burst`: until the queue is empty).
 
-    `blobs` is a BlobConfig or a blob directory."""
+    `blobs` is a BlobConfig or a blob directory. `running_limit` > 0: an owner's jobs beyond that many running
+    wait in the queue.
+    """
     configure(
         blobs,
         checkpoint_seconds=checkpoint_seconds,
@@ -96,6 +121,7 @@ def run_worker(
         worker_ttl=worker_ttl,
         job_monitoring_interval=job_monitoring_interval,
         name=name,
+        running_limit=running_limit,
     )
     store = blob_store().description  # opened before RQ forks: every work-horse inherits it
     logger.info("worker %s listening on queue %s (blobs in %s)", rq_worker.name, queue_name, store)

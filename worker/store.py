@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -9,6 +10,7 @@ import re
 import time
 import uuid
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,9 @@ from redis import Redis
 from worker import keys
 from worker.attempts import Attempts
 from worker.blobs import BlobConfig, BlobError, BlobStore, BlobStoreUnavailableError, open_blob_store
+from worker.checkpoints import drop_checkpoints
+from worker.jobstate import ACTIVE_STATUSES, JOB_STATUSES, MOVE_LUA, TERMINAL_STATUSES, JobStatus
 from worker.records import (
-    JOB_STATUSES,
     DatasetRecord,
     JobRecord,
     ModelRecord,
@@ -28,27 +31,32 @@ from worker.records import (
     utc_now,
 )
 
-# Recount keys.job_counts (with the per-owner queued counters), keys.jobs_running and keys.jobs_active from
-# the job records, once per Redis dataset and index version (a store written before these indexes existed,
-# or a flushed one): atomic, so increments made before it are replaced by the exact count.
-# KEYS: counts, running, jobs, active. ARGV: job key prefix/suffix, history prefix/suffix, index version.
-_INDEX_VERSION = "2"
-_RECOUNT = """
+# Recount keys.job_counts (with the per-owner counters), keys.jobs_running, keys.jobs_active and the
+# per-status indexes from the job records, once per Redis dataset and index version (a store written before
+# these indexes existed, or a flushed one): atomic, so increments made before it are replaced by the exact
+# count. KEYS: counts, running, jobs, active. ARGV: job key prefix/suffix, history prefix/suffix, index version.
+_INDEX_VERSION = "3"
+_RECOUNT = MOVE_LUA + """
 if redis.call('HGET', KEYS[1], 'built') == ARGV[5] then return 0 end
+local ids = redis.call('ZRANGE', KEYS[3], 0, -1)
+local owners = {}
+for _, id in ipairs(ids) do
+  local owner = redis.call('HGET', ARGV[1] .. id .. ARGV[2], 'owner')
+  if owner and owner ~= 'null' then owners[owner] = true end
+end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
+for status, _ in pairs(NEXT) do
+  if status ~= '' then
+    redis.call('DEL', by_status(status))
+    for owner, _ in pairs(owners) do redis.call('DEL', by_owner_status(owner, status)) end
+  end
+end
 local epochs = 0
-for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+for _, id in ipairs(ids) do
   local job = ARGV[1] .. id .. ARGV[2]
   local status = redis.call('HGET', job, 'status')
   if status then
-    redis.call('HINCRBY', KEYS[1], status, 1)
-    if status == '"running"' then redis.call('SADD', KEYS[2], id) end
-    if status == '"queued"' or status == '"running"' or status == '"stalled"' then
-      redis.call('SADD', KEYS[4], id)
-    end
-    if status == '"queued"' then
-      redis.call('HINCRBY', KEYS[1], 'queued_of:' .. (redis.call('HGET', job, 'owner') or 'null'), 1)
-    end
+    move(job, id, nil, status, true)
     epochs = epochs + redis.call('LLEN', ARGV[3] .. id .. ARGV[4])
   end
 end
@@ -57,6 +65,54 @@ return 1
 """
 
 logger = logging.getLogger(__name__)
+
+
+# A new job: KEYS: job. ARGV: max_queued (0: no limit), the counter of queued jobs it is checked against,
+# score, n_fields, fields..., job_id. Returns {1, queued before} or {0, queued} when the limit is reached.
+_CREATE = MOVE_LUA + """
+local job_id = ARGV[#ARGV]
+local queued = tonumber(redis.call('HGET', COUNTS, ARGV[2]) or '0')
+local limit = tonumber(ARGV[1])
+if limit > 0 and queued >= limit then return {0, queued} end
+redis.call('ZADD', JOBS, ARGV[3], job_id)
+set_fields(job_id, nil, 5, tonumber(ARGV[4]))
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner ~= 'null' then redis.call('ZADD', jobs_of(owner), ARGV[3], job_id) end
+return {1, queued}
+"""
+
+# Remove a finished job's record, history and keys (its model stays). KEYS: job, history, fence, stop,
+# checkpoint. ARGV: job_id. Returns '' (no such job), 'deleted', or the status that forbids it.
+_DELETE = MOVE_LUA + """
+local job_id = ARGV[#ARGV]
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return '' end
+if not may_move(status, nil) then return status end
+local owner = redis.call('HGET', KEYS[1], 'owner') or 'null'
+move(KEYS[1], job_id, status, nil)
+redis.call('ZREM', JOBS, job_id)
+if owner ~= 'null' then redis.call('ZREM', jobs_of(owner), job_id) end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+return 'deleted'
+"""
+
+
+class QueueLimitError(RuntimeError):
+    """The owner already has the maximum number of queued jobs."""
+
+    def __init__(self, queued: int, limit: int) -> None:
+        super().__init__(f"{queued} jobs queued; the limit is {limit}")
+        self.queued = queued
+        self.limit = limit
+
+
+class JobNotFinishedError(RuntimeError):
+    """Only finished jobs can be deleted."""
+
+    def __init__(self, job_id: str, status: JobStatus) -> None:
+        super().__init__(f"job {job_id} is {status}; only finished jobs can be deleted")
+        self.job_id = job_id
+        self.status = status
 
 
 class NotFoundError(LookupError):
@@ -129,6 +185,8 @@ class Store:
         self.redis = redis
         self.blobs = blobs if isinstance(blobs, BlobStore) else open_blob_store(blobs)
         self._recount = redis.register_script(_RECOUNT)
+        self._create = redis.register_script(_CREATE)
+        self._delete = redis.register_script(_DELETE)
 
     def _drop_blob(self, blob: str) -> None:
         """Delete the blob of a record just deleted; with the store unreachable it is left to the orphan sweep."""
@@ -236,29 +294,34 @@ class Store:
             raise BlobError(f"dataset {dataset_id}: unreadable blob ({exc})") from exc
 
     # --- jobs -------------------------------------------------------------------------------------
-    def create_job(self, spec: dict[str, Any], *, owner: str | None, dataset_id: str, name: str) -> JobRecord:
-        """A new job record with status `queued` (enqueue it with `enqueue_training`)."""
+    def create_job(
+        self, spec: dict[str, Any], *, owner: str | None, dataset_id: str, name: str, max_queued: int = 0
+    ) -> JobRecord:
+        """A new job record with status `queued` (enqueue it with `enqueue_training`).
+
+        With `max_queued` > 0 the job is created only while `owner` (None: everyone) has fewer jobs queued,
+        checked and counted in one step; QueueLimitError otherwise.
+        """
         record = JobRecord(
             id=new_id(),
             name=name,
             owner=owner,
             dataset_id=dataset_id,
             spec=dict(spec),
-            status="queued",
+            status=JobStatus.QUEUED,
             created_at=utc_now(),
         )
         fields = record.to_dict()
         del fields["history"]
-        score = time.time()
-        with self.redis.pipeline() as pipe:
-            pipe.hset(keys.job(record.id), mapping=encode_job_fields(fields))  # type: ignore[arg-type]
-            pipe.zadd(keys.jobs(), {record.id: score})
-            if owner is not None:
-                pipe.zadd(keys.jobs_of(owner), {record.id: score})
-            pipe.hincrby(keys.job_counts(), json.dumps(record.status), 1)
-            pipe.hincrby(keys.job_counts(), keys.queued_of(owner), 1)
-            pipe.sadd(keys.jobs_active(), record.id)
-            pipe.execute()
+        self._ensure_indexes()
+        counter = json.dumps(JobStatus.QUEUED) if owner is None else keys.queued_of(owner)
+        flat = [text for pair in encode_job_fields(fields).items() for text in pair]
+        created, queued = self._create(
+            keys=[keys.job(record.id)],
+            args=[str(max_queued), counter, repr(time.time()), str(len(fields)), *flat, record.id],
+        )
+        if not int(created):
+            raise QueueLimitError(int(queued), max_queued)
         return record
 
     def get_job(self, job_id: str, *, with_history: bool = True) -> JobRecord | None:
@@ -290,46 +353,72 @@ class Store:
         return None if raw is None else str(json.loads(raw))
 
     def set_job_fields(self, job_id: str, **values: Any) -> None:
-        """Overwrite some fields of an existing job record (not for fenced worker writes)."""
-        Attempts(self.redis).transition(job_id, allowed=JOB_STATUSES, fields=values)
+        """Overwrite some fields of an unfinished job record (not for fenced worker writes)."""
+        Attempts(self.redis).transition(job_id, allowed=tuple(ACTIVE_STATUSES), fields=values)
 
-    def _statuses(self, ids: list[str]) -> list[str | None]:
-        with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hget(keys.job(job_id), "status")
-            values = pipe.execute()
-        return [None if value is None else str(json.loads(value)) for value in values]
+    def delete_job(self, job_id: str) -> bool:
+        """Remove a finished job's record (its model stays); False when it did not exist.
+
+        JobNotFinishedError when the job is still queued, running or stalled.
+        """
+        outcome = _text(
+            self._delete(
+                keys=[
+                    keys.job(job_id),
+                    keys.job_history(job_id),
+                    keys.job_fence(job_id),
+                    keys.job_stop(job_id),
+                    keys.job_checkpoint(job_id),
+                ],
+                args=[job_id],
+            )
+        )
+        if outcome == "":
+            return False
+        if outcome != "deleted":
+            raise JobNotFinishedError(job_id, JobStatus(json.loads(outcome)))
+        drop_checkpoints(self.blobs, job_id)
+        return True
+
+    def purge_finished_jobs(self, *, finished_before: datetime) -> int:
+        """Delete finished jobs whose `finished_at` is before `finished_before`; returns how many."""
+        cutoff = finished_before.timestamp()
+        purged = 0
+        for status in TERMINAL_STATUSES:
+            # created before the cutoff is necessary (a job finishes after it is created), not sufficient
+            candidates = self.redis.zrangebyscore(keys.jobs_with_status(status), "-inf", cutoff)
+            for raw_id in candidates:
+                job_id = _text(raw_id)
+                raw = self.redis.hget(keys.job(job_id), "finished_at")
+                finished = None if raw is None else json.loads(raw)
+                if finished and datetime.fromisoformat(finished).timestamp() < cutoff:
+                    with contextlib.suppress(JobNotFinishedError):
+                        purged += int(self.delete_job(job_id))
+        return purged
 
     def list_jobs(
         self, *, owner: str | None, status: str | None = None, offset: int = 0, limit: int = 50
     ) -> tuple[list[JobRecord], int]:
         """Jobs newest first, optionally of one status, and the total that matched."""
-        index = keys.jobs() if owner is None else keys.jobs_of(owner)
         if status is None:
-            total = int(self.redis.zcard(index))
-            selected = self._window(index, offset, limit)
+            index = keys.jobs() if owner is None else keys.jobs_of(owner)
         else:
-            every = self._ids(index)
-            statuses = self._statuses(every)
-            matching = [job_id for job_id, value in zip(every, statuses, strict=True) if value == status]
-            total = len(matching)
-            selected = matching[offset : offset + max(limit, 0)]
+            self._ensure_indexes()
+            index = keys.jobs_with_status(JobStatus(status).value, owner)
+        total = int(self.redis.zcard(index))
+        selected = self._window(index, offset, limit)
         records = [self.get_job(job_id, with_history=False) for job_id in selected]
         return [record for record in records if record is not None], total
-
-    def count_queued_jobs(self, owner: str | None) -> int:
-        """Jobs of `owner` (None: everyone) that are queued: one kept counter."""
-        field = json.dumps("queued") if owner is None else keys.queued_of(owner)
-        built, value = self.redis.hmget(keys.job_counts(), ["built", field])
-        if built is None or _text(built) != _INDEX_VERSION:
-            self._build_indexes()
-            value = self.redis.hget(keys.job_counts(), field)
-        return max(0, int(value or 0))
 
     def active_job_ids(self) -> list[str]:
         """Ids of jobs that are queued, running or stalled (what the reaper looks at), from a kept index."""
         self._job_counts_raw()  # make sure the index was built
         return sorted(_text(raw) for raw in self.redis.smembers(keys.jobs_active()))  # type: ignore[union-attr]
+
+    def _ensure_indexes(self) -> None:
+        built = self.redis.hget(keys.job_counts(), "built")
+        if built is None or _text(built) != _INDEX_VERSION:
+            self._build_indexes()
 
     def _build_indexes(self) -> None:
         job_prefix, job_suffix = _key_parts(keys.job)
@@ -348,7 +437,7 @@ class Store:
 
     def job_counts(self) -> dict[str, int]:
         """Number of jobs in each status (every status of JOB_STATUSES present), from kept counters."""
-        counts = dict.fromkeys(JOB_STATUSES, 0)
+        counts: dict[str, int] = {status.value: 0 for status in JOB_STATUSES}
         for field, value in self._job_counts_raw().items():
             if field.startswith('"'):
                 counts[str(json.loads(field))] = value

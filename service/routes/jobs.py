@@ -1,4 +1,4 @@
-"""/v1/jobs: submit a training job, follow it, list jobs, cancel one."""
+"""/v1/jobs: submit a training job, follow it, list jobs, cancel one, delete a finished one."""
 
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ from service.schemas import (
     JobCreate,
     JobList,
     JobPublic,
-    JobStatus,
     JobSummaryPublic,
     ProgressPublic,
 )
 from worker import (
     TERMINAL_STATUSES,
+    JobNotFinishedError,
     JobRecord,
+    JobStatus,
+    QueueLimitError,
     cancel_job,
     enqueue_training,
     eta_seconds,
@@ -46,7 +48,7 @@ def job_summary(record: JobRecord, position: int | None = None) -> JobSummaryPub
         id=record.id,
         name=record.name,
         dataset_id=record.dataset_id,
-        status=record.status,  # type: ignore[arg-type]
+        status=record.status,
         config=dict(record.spec),
         queue_position=position,
         progress=_progress(record),
@@ -135,18 +137,23 @@ def create_job(body: JobCreate, response: Response, state: State, caller: Caller
         raise error
     config = _train_config(body)
     parameters = _check_compute(config, dataset.n_features, len(dataset.classes), state)
-    queued = state.store.count_queued_jobs(caller.owner)
-    if queued >= settings.max_queued_jobs_per_key:
-        raise limit_exceeded(
-            429, "queued jobs", "max_queued_jobs_per_key", queued + 1, settings.max_queued_jobs_per_key
-        )
     depth = queue_depth(state.redis, queue_name=settings.queue_name)
     if depth >= settings.max_queue_depth:
         error = limit_exceeded(503, "queue depth", "max_queue_depth", depth + 1, settings.max_queue_depth)
         error.headers = {"Retry-After": "30"}
         raise error
     name = body.name or dataset.name or f"dataset-{dataset.id[:8]}"
-    record = state.store.create_job(config.to_dict(), owner=caller.owner, dataset_id=dataset.id, name=name)
+    try:  # the per-key limit is checked and counted in the same step as the job is created
+        record = state.store.create_job(
+            config.to_dict(),
+            owner=caller.owner,
+            dataset_id=dataset.id,
+            name=name,
+            max_queued=settings.max_queued_jobs_per_key,
+        )
+    except QueueLimitError as exc:
+        limit = settings.max_queued_jobs_per_key
+        raise limit_exceeded(429, "queued jobs", "max_queued_jobs_per_key", exc.queued + 1, limit) from None
     timeout = job_timeout(
         dataset.n_samples,
         parameters,
@@ -196,3 +203,15 @@ def cancel(record: Annotated[JobRecord, Depends(job_or_404)], state: State) -> J
         raise ApiError(409, "conflict", f"job {record.id!r} is already {record.status}")
     updated = cancel_job(state.redis, state.store, record.id, queue_name=state.settings.queue_name)
     return job_public(state, updated)
+
+
+@router.delete("/{job_id}", status_code=204, summary="Delete a job", responses=responses(401, 404, 409, 503))
+def delete_job(record: Annotated[JobRecord, Depends(job_or_404)], state: State) -> Response:
+    """Delete a finished job's record and history; the model it trained stays. 409 while it is unfinished."""
+    try:
+        deleted = state.store.delete_job(record.id)
+    except JobNotFinishedError as exc:
+        raise ApiError(409, "conflict", f"job {record.id!r} is {exc.status}; cancel it first") from None
+    if not deleted:
+        raise not_found("job", record.id)
+    return Response(status_code=204)

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from backprop import cli
-from backprop.local_stack import clean_environment
-from service.settings import get_settings
+from backprop.embedded_redis import free_port
+from backprop.local_stack import clean_environment, wait_until
+from service.settings import Settings, get_settings, is_loopback
+from tests.processes import listening_addresses
 
 BACKPROP = Path(sys.executable).with_name("backprop")
 
@@ -101,7 +103,75 @@ def test_cli_rejects_a_port_out_of_range(capsys: pytest.CaptureFixture[str]) -> 
     ],
 )
 def test_is_loopback(host: str, loopback: bool) -> None:
-    assert cli.is_loopback(host) is loopback
+    assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize(
+    ("host", "values", "refused"),
+    [
+        ("0.0.0.0", {}, True),
+        ("192.168.1.10", {}, True),
+        ("::", {"allow_no_auth": "false"}, True),
+        ("0.0.0.0", {"api_keys": "k:user"}, False),
+        ("0.0.0.0", {"allow_no_auth": "true"}, False),
+        ("127.0.0.1", {}, False),
+        ("localhost", {}, False),
+    ],
+)
+def test_settings_open_access_refusal(host: str, values: dict[str, str], refused: bool) -> None:
+    refusal = Settings.model_validate(values).open_access_refusal(host)
+    assert (refusal is not None) is refused
+    if refusal is not None:
+        assert host in refusal and "BACKPROP_API_KEYS" in refusal and "BACKPROP_ALLOW_NO_AUTH=true" in refusal
+
+
+@pytest.mark.parametrize("command", ["api", "serve"])
+def test_cli_refuses_a_public_address_without_api_keys(tmp_path: Path, command: str) -> None:
+    port = free_port()
+    result = subprocess.run(
+        [str(BACKPROP), command, "--host", "0.0.0.0", "--port", str(port)],
+        env=clean_environment({"BACKPROP_DATA_DIR": str(tmp_path / "var")}),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "refusing to listen on 0.0.0.0 without API keys" in result.stderr
+    assert "BACKPROP_API_KEYS" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "var").exists()  # nothing was started
+    assert listening_addresses(port) == set()
+
+
+@pytest.mark.parametrize(
+    ("env", "warned"),
+    [({"BACKPROP_API_KEYS": "k:admin"}, False), ({"BACKPROP_ALLOW_NO_AUTH": "true"}, True)],
+)
+def test_cli_api_listens_on_every_interface_with_keys_or_when_allowed(
+    tmp_path: Path, redis_url: str, env: dict[str, str], warned: bool
+) -> None:
+    port = free_port()
+    log_path = tmp_path / "api.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(BACKPROP), "api", "--host", "0.0.0.0", "--port", str(port)],
+            env=clean_environment({**env, "REDIS_URL": redis_url, "BACKPROP_DATA_DIR": str(tmp_path / "var")}),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def listening() -> bool:
+            assert process.poll() is None, log_path.read_text()
+            return bool(listening_addresses(port))
+
+        wait_until(listening, 60, f"backprop api listening on port {port}")
+        assert listening_addresses(port) == {"0.0.0.0"}
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert ("anyone who can reach 0.0.0.0 has full access" in log_path.read_text()) is warned
 
 
 def test_redact_url_hides_the_password() -> None:

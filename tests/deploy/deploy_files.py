@@ -212,11 +212,13 @@ def dockerignore_patterns() -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def env_example_entries() -> dict[str, str]:
-    """NAME -> value of each `NAME=value` line of .env.example, commented out (`# NAME=value`) or not."""
+def env_example_entries(*, active_only: bool = False) -> dict[str, str]:
+    """NAME -> value of each `NAME=value` line of .env.example, commented out (`# NAME=value`) or not
+    (with `active_only`, only the lines that are not commented out: what a copy of it sets)."""
     entries: dict[str, str] = {}
+    comment = "" if active_only else "#?"
     for line in ENV_EXAMPLE.read_text().splitlines():
-        match = re.fullmatch(r"#?\s*([A-Z][A-Z0-9_]*)=(.*)", line.strip())
+        match = re.fullmatch(rf"{comment}\s*([A-Z][A-Z0-9_]*)=(.*)", line.strip())
         if match:
             entries[match[1]] = match[2]
     return entries

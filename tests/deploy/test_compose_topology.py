@@ -60,11 +60,13 @@ class Topology:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
         self.password = secrets.token_hex(16)
+        self.api_key = secrets.token_hex(16)
         self.minio_user = f"minio-{secrets.token_hex(8)}"
         self.minio_password = secrets.token_hex(16)
         self.compose = load_compose(
             {
                 "REDIS_PASSWORD": self.password,
+                "BACKPROP_API_KEYS": f"{self.api_key}:admin",
                 "MINIO_ROOT_USER": self.minio_user,
                 "MINIO_ROOT_PASSWORD": self.minio_password,
             }
@@ -230,7 +232,8 @@ def test_compose_redis_healthcheck_needs_the_password(topology: Topology) -> Non
 
 def test_compose_topology_survives_a_killed_worker(topology: Topology) -> None:
     base_url = f"http://127.0.0.1:{topology.api_port}"
-    client = httpx.Client(base_url=base_url, timeout=30.0)
+    headers = {"Authorization": f"Bearer {topology.api_key}"}
+    client = httpx.Client(base_url=base_url, timeout=30.0, headers=headers)
 
     def ready() -> bool:
         assert topology.processes["api"].poll() is None, topology.log("api")

@@ -33,13 +33,41 @@ from tests.deploy.deploy_files import (
 PASSWORD = "s3cret-Pw-0123456789"
 MINIO_USER = "backprop-minio"
 MINIO_PASSWORD = "minio-s3cret-0123456789"
-COMPOSE_ENV = {"REDIS_PASSWORD": PASSWORD, "MINIO_ROOT_USER": MINIO_USER, "MINIO_ROOT_PASSWORD": MINIO_PASSWORD}
+API_KEYS = "alice-0123456789:user,ops-0123456789:admin"
+# a .env with what compose requires
+DOT_ENV = {
+    "REDIS_PASSWORD": PASSWORD,
+    "BACKPROP_API_KEYS": API_KEYS,
+    "MINIO_ROOT_USER": MINIO_USER,
+    "MINIO_ROOT_PASSWORD": MINIO_PASSWORD,
+}
+COMPOSE_ENV = DOT_ENV
+MINIO = {"MINIO_ROOT_USER": MINIO_USER, "MINIO_ROOT_PASSWORD": MINIO_PASSWORD}
 APP_SERVICES = ("api", "worker")
+# The Settings fields `backprop worker` reads: all a worker container is given.
+WORKER_SETTINGS = {
+    "redis_url",
+    "data_dir",
+    "blob_dir",
+    "blob_url",
+    "s3_endpoint_url",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_default_region",
+    "blob_retry_seconds",
+    "queue_name",
+    "worker_ttl",
+    "job_monitoring_interval",
+    "checkpoint_seconds",
+    "progress_min_interval",
+    "log_format",
+    "log_level",
+}
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return load_compose(COMPOSE_ENV)
+    return load_compose(DOT_ENV)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +129,7 @@ def test_compose_api_port_matches_settings(compose: dict[str, Any], stages: list
 def test_compose_api_workers_from_environment(compose: dict[str, Any]) -> None:
     api = compose["services"]["api"]
     assert "BACKPROP_API_WORKERS" in service_environment(api)
-    scaled = load_compose({**COMPOSE_ENV, "BACKPROP_API_WORKERS": "5"})
+    scaled = load_compose({**DOT_ENV, "BACKPROP_API_WORKERS": "5"})
     assert settings_from(service_environment(scaled["services"]["api"])).api_workers == 5
 
 
@@ -155,9 +183,12 @@ def test_workers_compose_file_runs_workers_from_environment_without_volumes() ->
     assert_is_project_command(command_argv(worker["command"]))
     assert command_argv(worker["command"])[1] == "worker"
     assert "volumes" not in worker and "ports" not in worker and "container_name" not in worker
+    assert "env_file" not in worker, "a worker must not get every variable of .env (API keys among them)"
     environment = service_environment(worker)
     known = settings_env_vars()
     assert not [variable for variable in environment if variable.upper() not in known]
+    given = {known[variable] for variable in environment}
+    assert given <= WORKER_SETTINGS, f"a worker does not read {sorted(given - WORKER_SETTINGS)}"
     settings = settings_from(environment)
     assert settings.redis_url == WORKERS_ENV["REDIS_URL"]
     assert settings.blob_config().location == "s3://backprop/blobs"
@@ -191,7 +222,77 @@ def test_compose_redis_persistent_with_password_and_healthcheck(compose: dict[st
 
 def test_compose_requires_redis_password() -> None:
     with pytest.raises(InterpolationError, match="REDIS_PASSWORD"):
-        load_compose({})
+        load_compose({"BACKPROP_API_KEYS": API_KEYS})
+
+
+@pytest.mark.parametrize(
+    "dot_env",
+    [
+        {**MINIO, "REDIS_PASSWORD": PASSWORD},
+        {**MINIO, "REDIS_PASSWORD": PASSWORD, "BACKPROP_API_KEYS": ""},
+        {**MINIO, "REDIS_PASSWORD": PASSWORD, "BACKPROP_ALLOW_NO_AUTH": "true"},
+    ],
+)
+def test_compose_requires_api_keys(dot_env: dict[str, str]) -> None:
+    with pytest.raises(InterpolationError, match=r"BACKPROP_API_KEYS: set BACKPROP_API_KEYS in \.env"):
+        load_compose(dot_env)
+
+
+def test_compose_api_is_authenticated_on_every_interface(compose: dict[str, Any]) -> None:
+    api = compose["services"]["api"]
+    settings = settings_from(service_environment(api))
+    args = build_parser().parse_args(command_argv(api["command"])[1:])
+    assert settings.parsed_api_keys() == {"alice-0123456789": "user", "ops-0123456789": "admin"}
+    assert not settings.allow_no_auth
+    assert settings.open_access_refusal(args.host) is None
+
+
+def test_env_example_as_is_does_not_start_compose() -> None:
+    # `cp .env.example .env && docker compose up` stops until a Redis password and API keys are chosen.
+    assigned = env_example_entries(active_only=True)
+    assert assigned.get("REDIS_PASSWORD") == "" and assigned.get("BACKPROP_API_KEYS") == ""
+    with pytest.raises(InterpolationError):
+        load_compose(assigned)
+
+
+def test_compose_worker_gets_only_worker_settings(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    assert "env_file" not in worker, "a worker must not get every variable of .env (API keys among them)"
+    environment = service_environment(worker)
+    known = settings_env_vars()
+    given = {known[variable] for variable in environment}
+    assert given <= WORKER_SETTINGS, f"a worker does not read {sorted(given - WORKER_SETTINGS)}"
+    assert not any(API_KEYS in value or value == PASSWORD for value in environment.values())
+    settings = settings_from(environment)
+    defaults = Settings.model_validate({})
+    blob_store = {"blob_url", "s3_endpoint_url", "aws_access_key_id", "aws_secret_access_key", "aws_default_region"}
+    for name in WORKER_SETTINGS - {"redis_url", "data_dir", "blob_dir", "log_format"} - blob_store:
+        assert getattr(settings, name) == getattr(defaults, name), f"{name}: the compose default differs"
+
+
+def test_compose_worker_settings_come_from_dot_env() -> None:
+    dot_env = {
+        **DOT_ENV,
+        "BACKPROP_QUEUE_NAME": "other",
+        "BACKPROP_WORKER_TTL": "30",
+        "BACKPROP_JOB_MONITORING_INTERVAL": "2",
+        "BACKPROP_CHECKPOINT_SECONDS": "5",
+        "BACKPROP_PROGRESS_MIN_INTERVAL": "1",
+        "LOG_LEVEL": "DEBUG",
+        "BACKPROP_BLOB_DIR": "/elsewhere",
+        "BACKPROP_BLOB_URL": "/elsewhere",
+        "BACKPROP_BLOB_RETRY_SECONDS": "90",
+    }
+    services = load_compose(dot_env)["services"]
+    worker = settings_from(service_environment(services["worker"]))
+    assert (worker.queue_name, worker.worker_ttl, worker.job_monitoring_interval) == ("other", 30, 2)
+    assert (worker.checkpoint_seconds, worker.progress_min_interval, worker.log_level) == (5.0, 1.0, "DEBUG")
+    api = settings_from(service_environment(services["api"]))
+    assert api.queue_name == worker.queue_name
+    assert api.blob_url == worker.blob_url == "s3://backprop/blobs"  # the bucket, whatever .env says
+    assert worker.blob_retry_seconds == 90.0
+    env_files = [entry["path"] for entry in services["api"]["env_file"]]
+    assert env_files == [".env"]  # the api gets every other setting of .env
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -185,3 +187,31 @@ def test_create_job_accepts_train_config_defaults_spelled_out(client: TestClient
     response = client.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
     assert response.json()["config"] == TrainConfig(epochs=1).to_dict()
+def test_delete_job_finished_only_and_model_stays(client: TestClient, run_worker: Callable[[], None]) -> None:
+    dataset_id = upload_csv(client, blobs_csv(n_per_class=4)).json()["id"]
+    job = client.post("/v1/jobs", json={"dataset_id": dataset_id, "epochs": 2}).json()
+    response = client.delete(f"/v1/jobs/{job['id']}")
+    assert response.status_code == 409 and "queued" in response.json()["error"]["message"]
+    run_worker()
+    finished = client.get(f"/v1/jobs/{job['id']}").json()
+    assert finished["status"] == "succeeded"
+    assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
+    assert client.get(f"/v1/jobs/{job['id']}").status_code == 404
+    assert client.delete(f"/v1/jobs/{job['id']}").status_code == 404
+    assert client.get(f"/v1/models/{finished['model_id']}").status_code == 200
+    assert client.get("/v1/jobs", params={"status": "succeeded"}).json()["total"] == 0
+
+
+def test_queued_jobs_per_key_holds_under_concurrent_posts(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_queued_jobs_per_key=1)
+    dataset_id = upload_csv(client, blobs_csv(n_per_class=4)).json()["id"]
+    barrier = threading.Barrier(20)
+
+    def post(_: int) -> int:
+        barrier.wait()
+        return int(client.post("/v1/jobs", json={"dataset_id": dataset_id}).status_code)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        codes = list(pool.map(post, range(20)))
+    assert sorted(codes) == [202] + [429] * 19
+    assert client.get("/v1/jobs").json()["total"] == 1

@@ -49,7 +49,7 @@ def blobs_dataset(seed: int = 0, n: int = 120, n_features: int = 4) -> tuple[np.
 
 
 def worker_command(
-    redis_url: str, blob_dir: Path, *, name: str, checkpoint_seconds: float = 0.0
+    redis_url: str, blob_dir: Path, *, name: str, checkpoint_seconds: float = 0.0, running_limit: int = 0
 ) -> list[str]:
     """A subprocess running `worker.run_worker` (1 s heartbeats) on the test queue, logging to stderr."""
     code = (
@@ -57,7 +57,7 @@ def worker_command(
         "logging.basicConfig(level=logging.INFO, stream=sys.stderr); "
         f"run_worker({redis_url!r}, queue_name={QUEUE!r}, blobs=Path({str(blob_dir)!r}), "
         f"worker_ttl=15, job_monitoring_interval=1, checkpoint_seconds={checkpoint_seconds!r}, "
-        f"progress_min_interval=0.0, name={name!r})"
+        f"progress_min_interval=0.0, name={name!r}, running_limit={running_limit!r})"
     )
     return [sys.executable, "-c", code]
 
@@ -81,13 +81,13 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str) -> Non
 
 
 @pytest.fixture()
-def worker_process(redis_url: str, blob_dir: Path) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
-    """Start subprocess workers; all are killed at the end of the test."""
+def worker_process(redis_url: str, blob_dir: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start subprocess workers (`start(name, running_limit=0)`); all are killed at the end of the test."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(name: str) -> subprocess.Popen[bytes]:
+    def start(name: str, running_limit: int = 0) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
-            worker_command(redis_url, blob_dir, name=name),
+            worker_command(redis_url, blob_dir, name=name, running_limit=running_limit),
             stderr=subprocess.PIPE,
             cwd=Path(__file__).resolve().parents[2],
         )

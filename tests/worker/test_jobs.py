@@ -11,10 +11,14 @@ from typing import Any
 
 import numpy as np
 import redis
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
+from rq.serializers import JSONSerializer
 
 import engine
 from tests.worker.conftest import QUEUE, blobs_dataset, children, wait_for
-from worker import Store, cancel_job, enqueue_training, keys, reap, workers_alive
+from worker import Store, cancel_job, enqueue_training, keys, queue_position, reap, workers_alive
+from worker.attempts import Attempts
 from worker.records import JobRecord
 from worker.runner import build_worker
 from worker.runtime import WorkerConfig
@@ -259,3 +263,62 @@ def test_killed_worker_is_reaped_and_resumes_bit_identical(
     assert record.attempts == 2
     assert [entry["epoch"] for entry in record.history] == list(range(1, 61))
     _assert_same_weights(store, record, X, y, spec)
+
+
+def test_abandoned_attempt_returning_does_not_fail_the_live_one(
+    redis_conn: redis.Redis, store: Store, worker_process: Callable[[str], subprocess.Popen[bytes]]
+) -> None:
+    X, y = blobs_dataset(n=600)
+    dataset = store.create_dataset(X, y, owner=None)
+    spec = _slow_spec(80)
+    job_id = _submit(redis_conn, store, spec, dataset_id=dataset.id)
+    first = worker_process("paused-worker")
+    wait_for(lambda: len(_job(store, job_id).history) >= 5, timeout=30, what="five epochs on the first worker")
+    (first_horse,) = children(first.pid)
+    for pid in (first.pid, first_horse):
+        os.kill(pid, signal.SIGSTOP)
+    second = worker_process("second-worker")
+    # past the first worker's heartbeat TTL, RQ re-queues the job and the second worker takes it
+    reap(redis_conn, store, queue_name=QUEUE, now=time.time() + 120)
+    wait_for(
+        lambda: _job(store, job_id).attempts == 2 and len(_job(store, job_id).history) >= 3,
+        timeout=30,
+        what="the second attempt to make progress",
+    )
+    (second_horse,) = children(second.pid)
+    os.kill(second_horse, signal.SIGSTOP)  # keep the live attempt mid-job while the abandoned one returns
+    try:
+        for pid in (first_horse, first.pid):
+            os.kill(pid, signal.SIGCONT)
+        rq_job = Job.fetch(job_id, connection=redis_conn, serializer=JSONSerializer)
+        finished = (RQStatus.FINISHED, RQStatus.FAILED)
+        wait_for(lambda: rq_job.get_status() in finished, timeout=30, what="the abandoned attempt to return")
+        reap(redis_conn, store, queue_name=QUEUE)
+        assert _job(store, job_id).status == "running", _job(store, job_id).error
+    finally:
+        os.kill(second_horse, signal.SIGCONT)
+    wait_for(lambda: _job(store, job_id).status in ("succeeded", "failed"), timeout=60, what="the job to end")
+    record = _job(store, job_id)
+    assert record.status == "succeeded", record.error
+    assert record.attempts == 2
+    _assert_same_weights(store, record, X, y, spec)
+
+
+def test_running_limit_per_key_holds_back_an_owners_jobs_and_runs_others_first(
+    redis_conn: redis.Redis, store: Store, worker_process: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    dataset = store.create_dataset(*blobs_dataset(), owner=None)
+    attempts = Attempts(redis_conn)
+    busy = store.create_job(SPEC, owner="alice", dataset_id=dataset.id, name="busy")  # runs elsewhere
+    token = attempts.begin(busy.id, started_at="t", worker="elsewhere", heartbeat_interval=10).token
+    submitted = {}
+    for owner in ("alice", "bob"):  # alice's job is first in the queue
+        job = store.create_job(SPEC, owner=owner, dataset_id=dataset.id, name=owner)
+        enqueue_training(redis_conn, job, queue_name=QUEUE, timeout=120, retries=0)
+        submitted[owner] = job.id
+    worker_process("limited-worker", running_limit=1)
+    wait_for(lambda: _job(store, submitted["bob"]).status == "succeeded", timeout=30, what="bob's job")
+    assert _job(store, submitted["alice"]).status == "queued"
+    assert queue_position(redis_conn, submitted["alice"], queue_name=QUEUE) is not None
+    assert attempts.write(busy.id, token, {"status": "canceled", "finished_at": "t"})[0]  # alice's slot frees
+    wait_for(lambda: _job(store, submitted["alice"]).status == "succeeded", timeout=30, what="alice's job")

@@ -21,6 +21,7 @@ from worker import (
     reap,
 )
 from worker.attempts import Attempts
+from worker.records import utc_now
 
 
 def test_job_timeout_grows_with_size_and_is_clamped() -> None:
@@ -99,3 +100,13 @@ def test_reap_fails_a_running_job_whose_rq_job_failed(redis_conn: redis.Redis, s
     record = store.get_job(job.id)
     assert record is not None and record.status == "failed" and "no retries" in (record.error or "")
     assert not Attempts(redis_conn).is_current(job.id, token)  # the orphan attempt can no longer commit
+
+
+def test_reap_deletes_finished_jobs_past_their_retention(redis_conn: redis.Redis, store: Store) -> None:
+    done = store.create_job({}, owner=None, dataset_id="d", name="done")
+    store.set_job_fields(done.id, status="failed", error="x", finished_at=utc_now())
+    day = 86400.0
+    reap(redis_conn, store, queue_name=QUEUE, job_retention_seconds=day)
+    assert store.get_job(done.id) is not None  # finished just now
+    reap(redis_conn, store, queue_name=QUEUE, now=time.time() + 2 * day, job_retention_seconds=day)
+    assert store.get_job(done.id) is None and store.job_counts()["failed"] == 0

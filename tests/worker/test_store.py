@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +15,23 @@ import pytest
 import redis
 
 from tests.worker.conftest import blobs_dataset
-from worker import JOB_STATUSES, AmbiguousModelNameError, BlobError, NotFoundError, Store, keys
+from worker import (
+    JOB_STATUSES,
+    AmbiguousModelNameError,
+    BlobError,
+    JobNotFinishedError,
+    NotFoundError,
+    QueueLimitError,
+    Store,
+    keys,
+)
 from worker.attempts import Attempts
 from worker.store import new_id
+
+
+def _queued(store: Store, owner: str | None) -> int:
+    """Queued jobs of `owner` (None: everyone's), from the kept per-status index."""
+    return store.list_jobs(owner=owner, status="queued", limit=0)[1]
 
 
 def test_dataset_create_get_load_roundtrip(store: Store, blob_dir: Path) -> None:
@@ -89,8 +106,8 @@ def test_job_create_get_list_filter_and_count_queued(store: Store) -> None:
     assert total == 3 and [j.id for j in jobs] == [third.id, second.id, first.id]
     queued, total = store.list_jobs(owner="alice", status="queued")
     assert total == 1 and [j.id for j in queued] == [first.id]
-    assert store.count_queued_jobs("alice") == 1
-    assert store.count_queued_jobs(None) == 2
+    assert _queued(store, "alice") == 1
+    assert _queued(store, None) == 2
     assert store.get_job("0" * 32) is None
 
 
@@ -193,9 +210,9 @@ def test_model_versions_count_per_owner_and_name(redis_conn: redis.Redis, store:
 
 def _brute_counts(store: Store) -> tuple[dict[str, int], int]:
     jobs, _ = store.list_jobs(owner=None, limit=1000)
-    counts = dict.fromkeys(JOB_STATUSES, 0)
+    counts = {status.value: 0 for status in JOB_STATUSES}
     for job in jobs:
-        counts[job.status] += 1
+        counts[job.status.value] += 1
     return counts, sum(store.job_history(job.id, 0, 1)[1] for job in jobs)  # lists carry no histories
 
 
@@ -249,15 +266,15 @@ def test_queued_counts_and_active_ids_follow_every_transition(redis_conn: redis.
     a0, a1, a2, a3 = (store.create_job({}, owner="alice", dataset_id="d", name=f"a{i}").id for i in range(4))
     bob = store.create_job({}, owner="bob", dataset_id="d", name="b").id
     anonymous = store.create_job({}, owner=None, dataset_id="d", name="n").id
-    assert (store.count_queued_jobs("alice"), store.count_queued_jobs("bob"), store.count_queued_jobs(None)) == (
+    assert (_queued(store, "alice"), _queued(store, "bob"), _queued(store, None)) == (
         4, 1, 6,
     )  # fmt: skip
     assert store.active_job_ids() == sorted([a0, a1, a2, a3, bob, anonymous])
     attempts.begin(a0, started_at="t", worker="w", heartbeat_interval=10)  # queued -> running
-    assert store.count_queued_jobs("alice") == 3 and store.count_queued_jobs(None) == 5
+    assert _queued(store, "alice") == 3 and _queued(store, None) == 5
     assert attempts.transition(a0, allowed=("running",), fields={"status": "stalled"})
     assert attempts.transition(a0, allowed=("stalled",), fields={"status": "queued"})  # the reaper's requeue
-    assert store.count_queued_jobs("alice") == 4 and a0 in store.active_job_ids()
+    assert _queued(store, "alice") == 4 and a0 in store.active_job_ids()
     token = attempts.begin(a0, started_at="t", worker="w", heartbeat_interval=10).token
     assert attempts.write(a0, token, {"status": "succeeded"})[0]
     token = attempts.begin(a1, started_at="t", worker="w", heartbeat_interval=10).token
@@ -266,8 +283,8 @@ def test_queued_counts_and_active_ids_follow_every_transition(redis_conn: redis.
     store.set_job_fields(bob, status="failed", error="could not be queued")
     token = attempts.begin(anonymous, started_at="t", worker="w", heartbeat_interval=10).token
     for owner in ("alice", "bob", None):
-        assert store.count_queued_jobs(owner) == _brute_queued(store, owner)
-    assert (store.count_queued_jobs("alice"), store.count_queued_jobs("bob"), store.count_queued_jobs(None)) == (
+        assert _queued(store, owner) == _brute_queued(store, owner)
+    assert (_queued(store, "alice"), _queued(store, "bob"), _queued(store, None)) == (
         1, 0, 1,
     )  # fmt: skip
     assert store.active_job_ids() == sorted([a3, anonymous])
@@ -277,7 +294,7 @@ def test_queued_counts_and_active_ids_follow_every_transition(redis_conn: redis.
     redis_conn.hset(keys.job(stray), mapping={"status": '"queued"', "owner": '"alice"'})
     redis_conn.zadd(keys.jobs(), {stray: 1.0})
     redis_conn.zadd(keys.jobs_of("alice"), {stray: 1.0})
-    assert store.count_queued_jobs("alice") == 1 and store.count_queued_jobs(None) == 1
+    assert _queued(store, "alice") == 1 and _queued(store, None) == 1
     assert store.active_job_ids() == sorted([a3, anonymous])
 
 
@@ -290,6 +307,82 @@ def test_queue_indexes_are_rebuilt_once_from_an_older_store(redis_conn: redis.Re
     redis_conn.delete(keys.jobs_active())
     redis_conn.hdel(keys.job_counts(), keys.queued_of("alice"))
     redis_conn.hset(keys.job_counts(), "built", 1)
-    assert store.count_queued_jobs("alice") == 1
+    assert _queued(store, "alice") == 1
     assert store.active_job_ids() == sorted([jobs[0], jobs[2]])
     assert store.job_counts()["running"] == 1 and store.job_counts()["canceled"] == 1
+
+
+def _finish(store: Store, job_id: str, status: str, finished_at: str) -> None:
+    """End a job the way the API or reaper does (an unfinished job moved to a terminal status)."""
+    store.set_job_fields(job_id, status=status, finished_at=finished_at)
+
+
+def test_store_list_jobs_by_status_reads_only_its_index(redis_conn: redis.Redis, store: Store) -> None:
+    jobs = [store.create_job({}, owner="alice", dataset_id="d", name=f"j{i}") for i in range(5)]
+    _finish(store, jobs[1].id, "failed", "2020-01-01T00:00:00+00:00")
+    _finish(store, jobs[3].id, "failed", "2020-01-01T00:00:00+00:00")
+    # the per-owner and global job indexes are not what a status filter reads
+    redis_conn.delete(keys.jobs(), keys.jobs_of("alice"))
+    failed, total = store.list_jobs(owner="alice", status="failed")
+    assert total == 2 and [job.id for job in failed] == [jobs[3].id, jobs[1].id]
+    queued, total = store.list_jobs(owner=None, status="queued", offset=1, limit=1)
+    assert total == 3 and [job.id for job in queued] == [jobs[2].id]
+    assert store.list_jobs(owner="bob", status="failed") == ([], 0)
+
+
+def test_store_delete_job_keeps_its_model_and_refuses_unfinished(redis_conn: redis.Redis, store: Store) -> None:
+    model_id, _ = _commit_model(redis_conn, store, "m", "alice")
+    record = store.get_model(model_id)
+    assert record is not None
+    queued = store.create_job({}, owner="alice", dataset_id="d", name="q")
+    with pytest.raises(JobNotFinishedError, match="queued"):
+        store.delete_job(queued.id)
+    assert store.delete_job(record.job_id)
+    assert store.get_job(record.job_id) is None and not store.delete_job(record.job_id)
+    assert store.get_model(model_id) == record
+    assert store.job_counts()["succeeded"] == 0 and store.list_jobs(owner="alice")[1] == 1
+    assert not [key for key in redis_conn.keys(f"bp:job:{record.job_id}*")]
+
+
+def test_store_purge_finished_jobs_deletes_only_those_finished_before(store: Store) -> None:
+    old, recent, running = (store.create_job({}, owner=None, dataset_id="d", name=n) for n in "abc")
+    _finish(store, old.id, "canceled", "2020-01-01T00:00:00+00:00")
+    _finish(store, recent.id, "failed", "2030-01-01T00:00:00+00:00")
+    cutoff = datetime(2025, 1, 1, tzinfo=UTC)
+    assert store.purge_finished_jobs(finished_before=cutoff) == 0  # every job was created after the cutoff
+    assert store.purge_finished_jobs(finished_before=datetime(2099, 1, 1, tzinfo=UTC)) == 2
+    assert [job.id for job in store.list_jobs(owner=None)[0]] == [running.id]
+
+
+def test_store_create_job_queue_limit_is_atomic(redis_url: str, store: Store) -> None:
+    def submit(_: int) -> bool:
+        connection = redis.Redis.from_url(redis_url)
+        try:
+            Store(connection, store.blobs.root).create_job({}, owner="alice", dataset_id="d", name="n", max_queued=1)
+        except QueueLimitError:
+            return False
+        finally:
+            connection.close()
+        return True
+
+    barrier = threading.Barrier(20)
+
+    def at_once(index: int) -> bool:
+        barrier.wait()
+        return submit(index)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        accepted = list(pool.map(at_once, range(20)))
+    assert sum(accepted) == 1
+    assert _queued(store, "alice") == 1 and store.list_jobs(owner="alice")[1] == 1
+
+
+def test_store_status_indexes_are_rebuilt_for_an_older_store(redis_conn: redis.Redis, store: Store) -> None:
+    jobs = [store.create_job({}, owner=owner, dataset_id="d", name="n") for owner in ("alice", "bob", None)]
+    store.set_job_fields(jobs[1].id, status="failed", error="x")
+    stale = [keys.jobs_with_status(s.value, o) for s in JOB_STATUSES for o in ("alice", "bob", None)]
+    redis_conn.delete(*stale)
+    redis_conn.hset(keys.job_counts(), "built", "2")  # indexes of the previous version: no per-status sets
+    assert [job.id for job in store.list_jobs(owner="bob", status="failed")[0]] == [jobs[1].id]
+    assert store.list_jobs(owner=None, status="queued")[1] == 2
+    assert _queued(store, "alice") == 1 and _queued(store, "bob") == 0
