@@ -55,8 +55,3 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     yield server
     server.stop()
 
-
-@pytest.fixture()
-def s3_location(s3_server: S3Server) -> str:
-    """`s3://bucket/prefix` in a bucket of its own for this test (created on first use)."""
-    return s3_server.new_location()
