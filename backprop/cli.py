@@ -141,10 +141,10 @@ def run_api(args: argparse.Namespace) -> int:
     """The HTTP API under uvicorn (settings.api_workers processes)."""
     settings = load_settings()
     configure_logging(settings)
-    check_blob_store(settings)
     host = args.host if args.host is not None else settings.host
     port = args.port if args.port is not None else settings.port
     check_open_access(settings, host)
+    check_blob_store(settings)
     import uvicorn
 
     uvicorn.run(
@@ -243,10 +243,10 @@ def run_serve(args: argparse.Namespace) -> int:
     host = args.host if args.host is not None else settings.host
     port = args.port if args.port is not None else settings.port
     check_open_access(settings, host)
-    data_dir = Path(args.data_dir if args.data_dir is not None else settings.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
     if settings.blob_url is not None and settings.blob_url.startswith("s3://"):
         check_blob_store(settings)  # a local directory is checked by each child, under its own data dir
+    data_dir = Path(args.data_dir if args.data_dir is not None else settings.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_data_dir(data_dir)
 
     env = dict(os.environ)

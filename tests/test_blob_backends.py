@@ -304,3 +304,4 @@ def test_serve_stops_at_start_naming_the_setting_when_credentials_are_wrong(
     assert result.returncode == 2
     assert b"AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY" in result.stderr
     assert b"not-the-secret-key" not in result.stderr
+    assert not (tmp_path / "var").exists()  # nothing was started
