@@ -388,6 +388,37 @@ class Model:
         """Class probabilities (n_samples, n_classes), columns in the order of `classes`."""
         return np.asarray(self._predict(X)["probabilities"], dtype=np.float64)
 
+    # --- after training ------------------------------------------------------------------------------
+    def promote(self, alias: str, *, require: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Point `name@alias` at this version; with `require` ({dataset_id, metric, min_delta}) only when it
+        is at least as good as the alias' holder (Conflict with both figures otherwise)."""
+        body: dict[str, Any] = {"version": self.version}
+        if require is not None:
+            body["require"] = require
+        answer: dict[str, Any] = self.client.request("PUT", f"/v1/models/{self.name}/aliases/{alias}", json=body)
+        return answer
+
+    def evaluate(self, dataset: Dataset | str) -> dict[str, Any] | Job:
+        """The evaluation report on a dataset, or the evaluation Job when the dataset is too large to
+        evaluate in the request (its report then appears in `evaluations()`)."""
+        dataset_id = dataset.id if isinstance(dataset, Dataset) else dataset
+        answer: dict[str, Any] = self.client.request(
+            "POST", f"/v1/models/{self.id}/evaluate", json={"dataset_id": dataset_id}
+        )
+        return Job(self.client, answer) if answer.get("kind") == "evaluate" else answer
+
+    def verify(self) -> Job:
+        """Queue a verification (retrain from the receipt, compare the weights); see `verifications()`."""
+        return Job(self.client, self.client.request("POST", f"/v1/models/{self.id}/verify"))
+
+    def evaluations(self) -> list[dict[str, Any]]:
+        """The stored evaluation reports, oldest first."""
+        return list(self.client._pages(f"/v1/models/{self.id}/evaluations", {}))
+
+    def verifications(self) -> list[dict[str, Any]]:
+        """The stored verification results, oldest first."""
+        return list(self.client._pages(f"/v1/models/{self.id}/verifications", {}))
+
 
 @dataclass
 class _ProgressDisplay:

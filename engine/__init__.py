@@ -4,11 +4,13 @@ Public names (the contract in docs/architecture.md): :func:`backprop`, :func:`fo
 :func:`init_params`, :data:`ACTIVATIONS`, :data:`OPTIMIZERS`, :class:`TrainConfig`, :class:`EpochMetrics`,
 :class:`TrainResult`, :class:`Training`, :func:`train`, :class:`Model`, :func:`dumps`, :func:`loads`,
 :class:`ModelFormatError`, :class:`TrainingDivergedError`, :class:`TrainingState` (a checkpoint),
-:func:`option_fields` / :class:`OptionSpec` (the options as data), :class:`NetworkShape`, :func:`json_safe`.
+:func:`option_fields` / :class:`OptionSpec` (the options as data), :class:`NetworkShape`, :func:`json_safe`,
+:func:`evaluation_report`, :data:`METRICS`, :func:`higher_is_better`.
 """
 
 from engine.activations import ACTIVATIONS
 from engine.config import NetworkShape, OptionSpec, TrainConfig, option_fields
+from engine.metrics import METRICS, evaluation_report, higher_is_better
 from engine.model import Model
 from engine.network import backprop, forward, init_params
 from engine.optimizers import OPTIMIZERS
@@ -17,6 +19,7 @@ from engine.trainer import EpochMetrics, Training, TrainingDivergedError, TrainR
 
 __all__ = [
     "ACTIVATIONS",
+    "METRICS",
     "OPTIMIZERS",
     "EpochMetrics",
     "Model",
@@ -30,7 +33,9 @@ __all__ = [
     "TrainingState",
     "backprop",
     "dumps",
+    "evaluation_report",
     "forward",
+    "higher_is_better",
     "init_params",
     "json_safe",
     "loads",

@@ -7,6 +7,7 @@ little memory above the data itself.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,17 @@ Array = NDArray[Any]
 Label = int | str
 
 _CHUNK_ELEMENTS = 1 << 20
+MAX_LABEL_CHARS = 256
+_INTEGER = re.compile(r"[+-]?\d{1,18}")
+
+
+class LabelError(ValueError):
+    """A label that cannot be a class: empty or too long. ``index`` is its 0-based position in the input."""
+
+    def __init__(self, reason: str, index: int) -> None:
+        super().__init__(f"{reason} (label at index {index})")
+        self.reason = reason
+        self.index = index
 
 
 def row_chunks(n_rows: int, n_cols: int) -> range:
@@ -64,7 +76,8 @@ def check_features(X: object, name: str = "X", n_features: int | None = None) ->
 def check_labels(y: object, n_samples: int, name: str = "y") -> Array:
     """Return ``y`` as a 1-D array of ints or strings of length ``n_samples``, or raise naming ``name``.
 
-    Floats that are whole numbers (``1.0``) are accepted as ints; a column vector (n, 1) is flattened.
+    Floats that are whole numbers (``1.0``) are accepted as ints; a column vector (n, 1) is flattened; text
+    labels go through :func:`normalize_labels` (stripped; integer-like text becomes ints).
     """
     try:
         arr = np.asarray(y)
@@ -86,21 +99,78 @@ def check_labels(y: object, n_samples: int, name: str = "y") -> Array:
         if not (arr == np.round(arr)).all():
             raise TypeError(f"{name} holds non-integer floats; class labels must be ints or strings")
         return arr.astype(np.int64)
-    if arr.dtype.kind == "U":
-        return arr
-    if arr.dtype.kind == "T":  # NumPy 2's variable-width StringDType
-        return np.array(arr.tolist(), dtype=str)
+    if arr.dtype.kind in "UT":  # "T": NumPy 2's variable-width StringDType
+        return normalize_labels(arr)
     if arr.dtype == object:
         if all(isinstance(v, str) for v in arr):
-            return np.array(arr.tolist(), dtype=str)
+            return normalize_labels(np.array(arr.tolist(), dtype=str))
         if all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in arr):
             return arr.astype(np.int64)
     raise TypeError(f"{name} must hold class labels that are all ints or all strings, got dtype {arr.dtype}")
 
 
+def distinct(values: Array) -> tuple[Array, NDArray[np.intp]]:
+    """The distinct values of a 1-D array (in no particular order) and each element's index into them.
+
+    Fixed-width text is grouped by a 64-bit polynomial hash of its code points (a sort of integers, several
+    times faster than ``np.unique``'s sort of strings); the result is verified, and a hash collision falls
+    back to ``np.unique``.
+    """
+    width = values.dtype.itemsize // 4
+    if values.dtype.kind != "U" or width == 0:
+        uniques, inverse = np.unique(values, return_inverse=True)
+        return uniques, inverse.astype(np.intp, copy=False)
+    points = np.ascontiguousarray(values).view(np.uint32).reshape(len(values), width)
+    hashes = np.zeros(len(values), dtype=np.uint64)
+    for column in range(width):  # wraps modulo 2**64, as a hash should
+        hashes *= np.uint64(1_000_003)
+        hashes += points[:, column]
+    found, inverse = np.unique(hashes, return_inverse=True)
+    first = np.empty(len(found), dtype=np.intp)
+    first[inverse] = np.arange(len(values))  # one element of each group (any will do: all are checked)
+    if not np.array_equal(points[first][inverse], points):
+        uniques, inverse = np.unique(values, return_inverse=True)
+        return uniques, inverse.astype(np.intp, copy=False)
+    return values[first], inverse.astype(np.intp, copy=False)
+
+
+def normalize_labels(labels: object) -> Array:
+    """Class labels as int64 when every label is an integer or integer-like text, else as a str array.
+
+    Text is stripped; ``"1"``, ``"01"`` and ``"+1"`` are the same class 1. The work is done on the distinct
+    values (``np.unique``), so a long column with few classes costs one sort. Raises :class:`LabelError`
+    (with the 0-based position of the first offending label) for an empty label or one longer than
+    ``MAX_LABEL_CHARS`` characters.
+    """
+    arr = np.asarray(labels)
+    if arr.dtype.kind in "biu":
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "S":
+        arr = np.strings.decode(arr, "utf-8")  # UnicodeDecodeError (a ValueError) for other bytes
+    elif arr.dtype.kind != "U":
+        arr = np.array([str(label) for label in arr.reshape(-1).tolist()], dtype=str)
+    if arr.size == 0:
+        return np.empty(0, dtype=np.int64)
+    uniques, inverse = distinct(arr.reshape(-1))
+    texts = np.strings.strip(uniques)
+    lengths = np.strings.str_len(texts)
+    too_long = f"label longer than {MAX_LABEL_CHARS} characters"
+    for bad, reason in ((lengths == 0, "empty label"), (lengths > MAX_LABEL_CHARS, too_long)):
+        if bad.any():
+            raise LabelError(reason, int(np.flatnonzero(np.isin(inverse, np.flatnonzero(bad)))[0]))
+    values = texts.tolist()
+    if all(_INTEGER.fullmatch(text) for text in values):
+        return np.array([int(text) for text in values], dtype=np.int64)[inverse]
+    return texts[inverse]
+
+
 def encode_labels(y: Array, name: str = "y") -> tuple[list[Label], NDArray[np.intp]]:
     """Sorted distinct labels (as JSON-able Python values) and each sample's index into them."""
-    classes, indices = np.unique(y, return_inverse=True)
+    found, where = distinct(np.asarray(y).reshape(-1))
+    order = np.argsort(found)  # the few distinct values sorted, instead of sorting every label
+    rank = np.empty(len(order), dtype=np.intp)
+    rank[order] = np.arange(len(order))
+    classes, indices = found[order], rank[where]
     if len(classes) < 2:
         raise ValueError(f"{name} needs at least 2 classes, got {len(classes)}: {classes.tolist()}")
     labels = [c.item() if isinstance(c, np.generic) else c for c in classes]

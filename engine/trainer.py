@@ -24,7 +24,7 @@ from engine.config import TrainConfig
 from engine.data import Label, check_features, check_labels, encode_labels, standardisation, stratified_split
 from engine.losses import targets
 from engine.model import Model
-from engine.network import init_params
+from engine.network import Params, init_params
 from engine.optimizers import OPTIMIZERS, Hyperparameters, State, clip_by_global_norm
 from engine.serialization import ModelFormatError, TrainingState, json_safe
 from engine.workspace import Workspace
@@ -111,6 +111,11 @@ class Training:
     config : TrainConfig or TrainingState, optional
         A new run's options, or a checkpoint (:meth:`state`) to continue on the same ``X`` and ``y``
         (``ValueError`` if their shape or classes differ).
+    init : list of (W, b), optional
+        Weights a new run starts from instead of random ones (continue training a model): ``W`` of shape
+        ``(n_in, n_out)`` and ``b`` of shape ``(n_out,)`` per layer, exactly the run's layer sizes
+        (``ValueError`` naming the first layer that differs). Ignored with a ``TrainingState``, which has
+        its own weights.
 
     Examples
     --------
@@ -122,7 +127,14 @@ class Training:
     >>> model = run.result().model                          # doctest: +SKIP
     """
 
-    def __init__(self, X: object, y: object, config: TrainConfig | TrainingState | None = None) -> None:
+    def __init__(
+        self,
+        X: object,
+        y: object,
+        config: TrainConfig | TrainingState | None = None,
+        *,
+        init: Params | None = None,
+    ) -> None:
         if config is None:
             config = TrainConfig()
         if not isinstance(config, TrainConfig | TrainingState):
@@ -143,6 +155,24 @@ class Training:
             raise ValueError(f"y has classes {classes} but the training state was made with {state.classes}")
         self._setup(features, y_idx, state)
         self._restore(state)
+        if init is not None and isinstance(config, TrainConfig):
+            self._start_from(init)
+
+    def _start_from(self, init: Params) -> None:
+        """Replace the freshly drawn weights by ``init`` after checking every shape."""
+        if len(init) != len(self._layer_sizes) - 1:
+            raise ValueError(
+                f"init has {len(init)} layers, the network {self._layer_sizes} has {len(self._layer_sizes) - 1}"
+            )
+        for index, ((W, b), n_in, n_out) in enumerate(
+            zip(init, self._layer_sizes[:-1], self._layer_sizes[1:], strict=True)
+        ):
+            if np.shape(W) != (n_in, n_out) or np.shape(b) != (n_out,):
+                raise ValueError(
+                    f"init layer {index}: W {np.shape(W)} and b {np.shape(b)}, the network needs "
+                    f"({n_in}, {n_out}) and ({n_out},)"
+                )
+        self._ws.set_params([(np.asarray(W, self._dtype), np.asarray(b, self._dtype)) for W, b in init])
 
     def _setup(self, X: Array, y_idx: NDArray[np.intp], state: TrainingState) -> None:
         """The data, the split, the workspace and the optimizer of the run ``state`` describes."""
@@ -244,6 +274,11 @@ class Training:
     def n_parameters(self) -> int:
         """Number of weights and biases."""
         return int(self._ws.theta.size)
+
+    @property
+    def validation_indices(self) -> NDArray[np.intp]:
+        """Rows of ``X`` held out for validation, shape (n_validation,) (empty without a split)."""
+        return self._val_idx.copy()
 
     def stop(self, reason: str = "callback") -> None:
         """Finish the run now (the next :meth:`result` reports ``reason``)."""
@@ -468,6 +503,8 @@ def train(
     y: object,
     config: TrainConfig | None = None,
     on_epoch: Callable[[EpochMetrics], bool | None] | None = None,
+    *,
+    init: Params | None = None,
 ) -> TrainResult:
     """Train a classifier on ``(X, y)``.
 
@@ -480,12 +517,14 @@ def train(
     on_epoch : callable, optional
         Called with each epoch's :class:`EpochMetrics`; returning ``True`` stops training
         (``stop_reason="callback"``).
+    init : list of (W, b), optional
+        Starting weights instead of random ones (see :class:`Training`).
 
     Returns
     -------
     TrainResult
     """
-    run = Training(X, y, config)
+    run = Training(X, y, config, init=init)
     while not run.finished:
         metrics = run.run_epoch()
         if on_epoch is not None and on_epoch(metrics) is True:

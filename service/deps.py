@@ -3,7 +3,6 @@ and "this dataset / job / model or 404"."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -18,11 +17,9 @@ from service.auth import KeyRing, Principal, authenticate
 from service.errors import ApiError, not_found
 from service.metrics import Metrics
 from service.model_cache import ModelCache, ModelRecords
-from service.schemas import NAME_MAX_LENGTH, NAME_PATTERN
 from service.settings import Settings
 from worker import AmbiguousModelNameError, DatasetRecord, JobRecord, ModelRecord, Store, is_id
-
-_NAME = re.compile(NAME_PATTERN)
+from worker.aliases import valid_ref
 
 
 def make_redis(settings: Settings, *, timeout: float | None = None, retries: int = 1) -> Redis:
@@ -123,14 +120,15 @@ def job_or_404(job_id: str, state: State, caller: Caller) -> JobRecord:
 
 
 def is_model_ref(value: str) -> bool:
-    """Whether `value` can name a model: an id, or a name (the pattern `Name` accepts)."""
-    return is_id(value) or (len(value) <= NAME_MAX_LENGTH and _NAME.fullmatch(value) is not None)
+    """Whether `value` can name a model: an id, a name (the pattern `Name` accepts) or `name@alias`."""
+    return is_id(value) or valid_ref(value)
 
 
 def find_model(state: AppState, caller: Principal, model_id: str) -> ModelRecord:
     """The caller's model by id, or by name, else 404.
 
-    A name means the latest version of a lineage (owner, name). A user key resolves its own lineage only.
+    A name means the latest version of a lineage (owner, name), `name@alias` the version its alias points
+    at (resolved in Redis on every call, see `Store.resolve_model_id`). A user key resolves its own lineage only.
     An admin (or any caller without authentication) resolves across owners: the latest version when a single
     owner uses the name, else 409 asking for the model id (never a silent pick among owners' models).
     Anything that is neither an id nor a name is a 404 without a Redis call.

@@ -15,14 +15,14 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from service.auth import KeyRing
-from service.body_limit import BodyLimitMiddleware
+from service.body_limit import BodyLimitMiddleware, add_json_body_schemas
 from service.dashboard import mount_dashboard
 from service.deps import AppState, Caller, make_redis
 from service.errors import install_error_handlers
 from service.logs import AccessLogMiddleware, configure_logging
 from service.metrics import Metrics, store_snapshot
 from service.model_cache import ModelCache, ModelRecords, model_nbytes
-from service.routes import datasets, events, health, jobs, metrics, models, v2
+from service.routes import aliases, datasets, evaluations, events, health, jobs, metrics, models, v2
 from service.settings import Settings, get_settings
 from worker import Store, open_blob_store, reap
 
@@ -145,13 +145,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         def read_docs(caller: Caller) -> HTMLResponse:
             return get_swagger_ui_html(openapi_url="/openapi.json", title="Backprop API")
 
+    add_json_body_schemas(app)
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, max_json_bytes=settings.max_json_bytes)
     responses_by_status = state.metrics.http_responses
-    app.add_middleware(
-        AccessLogMiddleware, on_response=lambda status: responses_by_status.labels(str(status)).inc()
-    )
-    for router in (datasets.router, jobs.router, models.router, health.router, metrics.router):
+    app.add_middleware(AccessLogMiddleware, on_response=lambda status: responses_by_status.labels(str(status)).inc())
+    for router in (
+        datasets.router,
+        jobs.router,
+        models.router,
+        aliases.router,
+        evaluations.router,
+        health.router,
+        metrics.router,
+    ):
         app.include_router(router)
     app.include_router(v2.router)
     app.include_router(events.router)

@@ -138,7 +138,9 @@ class ModelRecords:
 
     def fresh(self, model_id: str) -> ModelRecord | None:
         """The record of model *id* `model_id` when it is cached and its existence was confirmed less than
-        `recheck_seconds` ago, without a Redis call; None: ask `resolve` (names always go there)."""
+        `recheck_seconds` ago, without a Redis call; None: ask `resolve`. Names and `name@alias` references
+        always go there (never cached here), so moving an alias applies to the next prediction; the
+        `recheck_seconds` bound only concerns a model id deleted by another API process."""
         with self._lock:
             entry = self._records.get(model_id)
         if entry is None or self.clock() - entry[1] >= self.recheck_seconds:

@@ -15,15 +15,16 @@ import math
 import re
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
+from numpy.typing import DTypeLike
+
+from engine.data import MAX_LABEL_CHARS, LabelError, distinct, normalize_labels
 
 NPZ_MAGIC = b"PK\x03\x04"
-_INTEGER = re.compile(r"[+-]?\d{1,18}")
-_MAX_LABEL_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class DatasetError(ValueError):
 
 @dataclass
 class Dataset:
-    """A parsed dataset: float64 features, int or str labels, and where it came from."""
+    """A parsed dataset: float features (float32 or float64), int64 or str labels, and the feature names."""
 
     X: np.ndarray
     y: np.ndarray
@@ -66,23 +67,20 @@ def _limit(field_name: str, limit: str, value: int, maximum: int) -> DatasetErro
     )
 
 
-def normalize_labels(labels: Sequence[str | int], *, where: str) -> np.ndarray:
-    """Labels as an int64 array when every label looks like an integer, else as a str array."""
-    texts: list[str] = []
-    for index, label in enumerate(labels):
-        text = label.strip() if isinstance(label, str) else str(label)
-        if not text:
-            raise DatasetError(f"{where} {index + 1}: empty label", field="labels", row=index + 1)
-        if len(text) > _MAX_LABEL_CHARS:
-            raise DatasetError(
-                f"{where} {index + 1}: label longer than {_MAX_LABEL_CHARS} characters",
-                field="labels",
-                row=index + 1,
-            )
-        texts.append(text)
-    if texts and all(_INTEGER.fullmatch(text) for text in texts):
-        return np.array([int(text) for text in texts], dtype=np.int64)
-    return np.array(texts, dtype=str)
+def _labels(labels: object, *, where: str) -> np.ndarray:
+    """`engine.data.normalize_labels`, its refusal located as `where` + 1-based row."""
+    try:
+        return normalize_labels(labels)
+    except LabelError as exc:
+        row = exc.index + 1
+        raise DatasetError(f"{where} {row}: {exc.reason}", field="labels", row=row) from None
+
+
+def _classes(y: np.ndarray) -> np.ndarray:
+    """The sorted distinct labels (small non-negative ints by counting: no sort of every label)."""
+    if y.dtype.kind in "iu" and len(y) and y.min() >= 0 and y.max() < 1 << 20:
+        return np.flatnonzero(np.bincount(y))
+    return np.sort(distinct(y)[0])
 
 
 def check_dataset(X: np.ndarray, y: np.ndarray, limits: Limits) -> Dataset:
@@ -96,7 +94,7 @@ def check_dataset(X: np.ndarray, y: np.ndarray, limits: Limits) -> Dataset:
         raise _limit("rows", "max_rows", n_samples, limits.max_rows)
     if n_features > limits.max_features:
         raise _limit("features", "max_features", n_features, limits.max_features)
-    classes = np.unique(y)
+    classes = _classes(y)
     if len(classes) < 2:
         only = classes[0].item() if len(classes) else None
         raise DatasetError(
@@ -108,61 +106,86 @@ def check_dataset(X: np.ndarray, y: np.ndarray, limits: Limits) -> Dataset:
 
 
 def _first_non_finite(X: np.ndarray) -> tuple[int, int] | None:
-    bad = np.argwhere(~np.isfinite(X))
-    if len(bad) == 0:
+    if np.isfinite(X).all():
         return None
+    bad = np.argwhere(~np.isfinite(X))
     return int(bad[0][0]), int(bad[0][1])
 
 
 # --- CSV ------------------------------------------------------------------------------------------
+# The fast path hands blocks of whole lines to NumPy's C parser (np.loadtxt): feature cells become floats
+# without Python objects, the label column goes through a converter that interns each distinct text as a
+# small integer code. Anything the fast path refuses is located by a second, row-by-row pass with the csv
+# module (`_locate_csv_error`), so messages name the row, line, column and value exactly.
+
+_BLOCK_BYTES = 1024 * 1024  # NumPy's loader holds a block as UCS-4 text: 4 bytes per character
+_HEADER_CHUNK = 64 * 1024
+_NAME_BYTES = 1024  # a header may use up to this many bytes per column before it is refused by size
+_NUMBER = re.compile(r"\s*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)\s*", re.IGNORECASE)
 
 
-def parse_csv(data: bytes, *, label_column: str | None, limits: Limits) -> Dataset:
-    """A CSV with a header row; the label column is `label_column` (default the last column)."""
+class _FastPathError(Exception):
+    """The fast path met something it does not explain; the row-by-row pass names it."""
+
+
+@dataclass(frozen=True)
+class _Columns:
+    header: list[str]
+    label_index: int
+    feature_index: list[int]
+
+    @property
+    def names(self) -> list[str]:
+        return [self.header[i] for i in self.feature_index]
+
+
+def _stream(source: bytes | IO[bytes]) -> IO[bytes]:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return io.BytesIO(source)
+    source.seek(0)
+    return source
+
+
+def _not_utf8(offset: int) -> DatasetError:
+    return DatasetError(f"file: not UTF-8 text (invalid byte at offset {offset})", field="file")
+
+
+def _header_line(stream: IO[bytes], limits: Limits) -> bytes:
+    """The header's bytes; refused by column count (or size) while it is read, before it is split."""
+    line = b""
+    max_bytes = _HEADER_CHUNK + (limits.max_features + 1) * _NAME_BYTES
+    while True:
+        chunk = stream.readline(_HEADER_CHUNK)
+        line += chunk
+        if b'"' not in line and line.count(b",") > limits.max_features:
+            raise _limit("features", "max_features", line.count(b","), limits.max_features)
+        if len(line) > max_bytes:
+            raise DatasetError(
+                f"header: longer than {max_bytes} bytes (max_features={limits.max_features} columns)",
+                code="limit_exceeded",
+                row=0,
+                limit="max_features",
+            )
+        if not chunk or chunk.endswith(b"\n"):
+            return line
+
+
+def _read_header(stream: IO[bytes], label_column: str | None, limits: Limits) -> _Columns:
+    raw = _header_line(stream, limits)
     try:
-        text = data.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DatasetError(
-            f"file: not UTF-8 text (invalid byte at offset {exc.start})", field="file"
-        ) from None
-    if not text.strip():
+        raise _not_utf8(exc.start) from None
+    if not text.strip() and not any(block.strip() for block in iter(lambda: stream.read(_BLOCK_BYTES), b"")):
         raise DatasetError("file: empty file; expected a header row and data rows", field="file")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    rows: list[list[str]] = []
-    lines: list[int] = []
     try:
-        header = [name.strip() for name in next(reader, [])]
-        for row in reader:
-            if not row:  # blank line
-                continue
-            if len(row) != len(header):
-                number = len(rows) + 1
-                raise DatasetError(
-                    f"row {number} (line {reader.line_num}): {len(row)} fields, expected {len(header)} "
-                    f"like the header (column {min(len(row), len(header)) + 1} is "
-                    f"{'extra' if len(row) > len(header) else 'missing'})",
-                    row=number,
-                    line=reader.line_num,
-                    column=min(len(row), len(header)) + 1,
-                )
-            rows.append(row)
-            lines.append(reader.line_num)
-            if len(rows) > limits.max_rows:
-                raise _limit("rows", "max_rows", len(rows), limits.max_rows)
+        header = [name.strip() for name in next(csv.reader([text.rstrip("\r\n")]), [])] if text.strip() else []
     except csv.Error as exc:
-        number = len(rows) + 1
-        raise DatasetError(
-            f"row {number} (line {reader.line_num}): malformed CSV ({exc})", row=number, line=reader.line_num
-        ) from None
+        raise DatasetError(f"header (line 1): malformed CSV ({exc})", row=0, line=1) from None
     if len(header) < 2:
-        raise DatasetError(
-            f"header: {len(header)} column(s); expected feature columns and a label column", row=0
-        )
+        raise DatasetError(f"header: {len(header)} column(s); expected feature columns and a label column", row=0)
     if len(header) - 1 > limits.max_features:
         raise _limit("features", "max_features", len(header) - 1, limits.max_features)
-    if not rows:
-        raise DatasetError("file: no data rows after the header", field="file", row=1)
-
     if label_column is None:
         label_index = len(header) - 1
     elif label_column in header:
@@ -172,59 +195,181 @@ def parse_csv(data: bytes, *, label_column: str | None, limits: Limits) -> Datas
             f"label_column: {label_column!r} is not a column of the header ({', '.join(header[:20])})",
             field="label_column",
         )
-    feature_index = [i for i in range(len(header)) if i != label_index]
-    names = [header[i] for i in feature_index]
-    cells = [[row[i] for i in feature_index] for row in rows]
-    try:
-        X = np.array(cells, dtype=np.float64)
-    except (ValueError, OverflowError):
-        X = _locate_bad_cell(cells, names, feature_index, lines)
-    bad = _first_non_finite(X)
-    if bad is not None:
-        r, c = bad
-        raise DatasetError(
-            f"row {r + 1} (line {lines[r]}), column {names[c]!r} (#{feature_index[c] + 1}): "
-            f"{cells[r][c].strip()[:40]!r} is not a finite number",
-            row=r + 1,
-            line=lines[r],
-            column=names[c],
-            column_index=feature_index[c] + 1,
-        )
-    labels = [row[label_index] for row in rows]
-    for r, label in enumerate(labels):
-        if not label.strip():
-            raise DatasetError(
-                f"row {r + 1} (line {lines[r]}), column {header[label_index]!r} "
-                f"(#{label_index + 1}): empty label",
-                row=r + 1,
-                line=lines[r],
-                column=header[label_index],
-                column_index=label_index + 1,
+    return _Columns(header, label_index, [i for i in range(len(header)) if i != label_index])
+
+
+def _blocks(stream: IO[bytes]) -> Iterator[str]:
+    """The rest of the stream as decoded text blocks of whole lines (never cut inside a quoted field)."""
+    offset = stream.tell()
+    pending = b""
+    while True:
+        chunk = stream.read(_BLOCK_BYTES)
+        data = pending + chunk
+        if not chunk:
+            cut = len(data)
+        else:
+            cut = data.rfind(b"\n") + 1
+            while cut > 0 and data.count(b'"', 0, cut) % 2:
+                cut = data.rfind(b"\n", 0, cut - 1) + 1
+            if cut == 0:
+                pending = data
+                continue
+        block, pending = data[:cut], data[cut:]
+        try:
+            text = block.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(offset + exc.start) from None
+        offset += cut
+        if text.strip():
+            yield text
+        if not chunk:
+            return
+
+
+def _capacity(stream: IO[bytes], n_columns: int, limits: Limits) -> int:
+    """Rows the data can hold at most: lines, bytes per valid row, and max_rows + 1 (to detect the excess)."""
+    start = stream.tell()
+    lines = 1
+    size = 0
+    while chunk := stream.read(_BLOCK_BYTES):
+        lines += chunk.count(b"\n")
+        size += len(chunk)
+    stream.seek(start)
+    return max(1, min(lines, size // (2 * n_columns - 1) + 1, limits.max_rows + 1))
+
+
+def _parse_blocks(
+    stream: IO[bytes], columns: _Columns, limits: Limits, dtype: DTypeLike
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Features, label codes and the distinct label texts (in code order) via np.loadtxt, block by block."""
+    n_columns = len(columns.header)
+    capacity = _capacity(stream, n_columns, limits)
+    X = np.empty((capacity, len(columns.feature_index)), dtype=dtype)
+    codes = np.empty(capacity, dtype=np.int64)
+    table: dict[str, int] = {}
+    rows = 0
+    for text in _blocks(stream):
+        try:
+            block = np.loadtxt(
+                io.StringIO(text),
+                dtype=dtype,
+                delimiter=",",
+                comments=None,
+                quotechar='"',
+                ndmin=2,
+                converters={columns.label_index: lambda cell: table.setdefault(cell, len(table))},
             )
-    y = normalize_labels(labels, where="row")
+        except ValueError:
+            raise _FastPathError from None
+        if block.shape[1] != n_columns or rows + len(block) > capacity:
+            raise _FastPathError
+        if len(table) > limits.max_classes:
+            _check_classes(list(table), limits)
+        part = X[rows : rows + len(block)]
+        np.take(block, columns.feature_index, axis=1, out=part)
+        if not np.isfinite(part).all():
+            raise _FastPathError
+        codes[rows : rows + len(block)] = block[:, columns.label_index]
+        rows += len(block)
+    if rows == 0:
+        raise DatasetError("file: no data rows after the header", field="file", row=1)
+    X.resize((rows, X.shape[1]), refcheck=False)  # gives the unused tail back
+    return X, codes[:rows], list(table)
+
+
+def _check_classes(texts: list[str], limits: Limits) -> None:
+    """Refuse early when the distinct labels, once normalised, are more than max_classes."""
+    try:
+        count = len(np.unique(normalize_labels(np.array(texts, dtype=str))))
+    except LabelError:
+        raise _FastPathError from None
+    if count > limits.max_classes:
+        raise _limit("classes", "max_classes", count, limits.max_classes)
+
+
+def parse_csv(
+    source: bytes | IO[bytes], *, label_column: str | None, limits: Limits, dtype: DTypeLike = np.float64
+) -> Dataset:
+    """A CSV with a header row; the label column is `label_column` (default the last column).
+
+    `source` is the file's bytes or a seekable binary file (read in blocks, never whole); features come
+    back as `dtype`.
+    """
+    stream = _stream(source)
+    columns = _read_header(stream, label_column, limits)
+    body = stream.tell()
+    try:
+        X, codes, texts = _parse_blocks(stream, columns, limits, dtype)
+        y = normalize_labels(np.array(texts, dtype=str))[codes]
+    except (_FastPathError, LabelError):
+        stream.seek(body)
+        _locate_csv_error(stream, columns, limits, np.dtype(dtype))
+        raise DatasetError("file: not a CSV of numeric features and a label column", field="file") from None
     dataset = check_dataset(X, y, limits)
-    dataset.feature_names = names
+    dataset.feature_names = columns.names
     return dataset
 
 
-def _locate_bad_cell(
-    cells: list[list[str]], names: list[str], feature_index: list[int], lines: list[int]
-) -> np.ndarray:
-    """Find the first cell that is not a number and raise naming it (fallback of the fast path)."""
-    for r, row in enumerate(cells):
-        for c, cell in enumerate(row):
-            try:
-                float(cell)
-            except (ValueError, OverflowError):
-                raise DatasetError(
-                    f"row {r + 1} (line {lines[r]}), column {names[c]!r} (#{feature_index[c] + 1}): "
-                    f"{cell.strip()[:40]!r} is not a number",
-                    row=r + 1,
-                    line=lines[r],
-                    column=names[c],
-                    column_index=feature_index[c] + 1,
-                ) from None
-    raise DatasetError("file: features are not numeric", field="file")
+def _locate_csv_error(stream: IO[bytes], columns: _Columns, limits: Limits, dtype: np.dtype[Any]) -> None:
+    """Read the data rows again one by one and raise for the first that is wrong."""
+    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    reader = csv.reader(text)
+    number = 0
+    try:
+        for row in reader:
+            if not row:  # blank line
+                continue
+            number += 1
+            if number > limits.max_rows:
+                raise _limit("rows", "max_rows", number, limits.max_rows)
+            _check_row(row, number, reader.line_num + 1, columns, dtype)
+    except csv.Error as exc:
+        line = reader.line_num + 1
+        raise DatasetError(
+            f"row {number + 1} (line {line}): malformed CSV ({exc})", row=number + 1, line=line
+        ) from None
+    except UnicodeDecodeError:
+        raise DatasetError("file: not UTF-8 text", field="file") from None
+    finally:
+        text.detach()
+
+
+def _check_row(row: list[str], number: int, line: int, columns: _Columns, dtype: np.dtype[Any]) -> None:
+    """Raise naming the first problem of one data row (`line` counts the header as line 1)."""
+    width = len(columns.header)
+    if len(row) != width:
+        raise DatasetError(
+            f"row {number} (line {line}): {len(row)} fields, expected {width} like the header "
+            f"(column {min(len(row), width) + 1} is {'extra' if len(row) > width else 'missing'})",
+            row=number,
+            line=line,
+            column=min(len(row), width) + 1,
+        )
+    largest = float(np.finfo(dtype).max)
+    for index in columns.feature_index:
+        cell = row[index]
+        problem = "is not a number"
+        if _NUMBER.fullmatch(cell):
+            problem = "is not a finite number"
+            if abs(float(cell)) <= largest:  # NaN compares False
+                continue
+        raise _cell_error(columns, number, line, index, f"{cell.strip()[:40]!r} {problem}")
+    label = row[columns.label_index].strip()
+    if not label:
+        raise _cell_error(columns, number, line, columns.label_index, "empty label")
+    if len(label) > MAX_LABEL_CHARS:
+        raise _cell_error(columns, number, line, columns.label_index, f"label longer than {MAX_LABEL_CHARS} characters")
+
+
+def _cell_error(columns: _Columns, number: int, line: int, index: int, problem: str) -> DatasetError:
+    name = columns.header[index]
+    return DatasetError(
+        f"row {number} (line {line}), column {name!r} (#{index + 1}): {problem}",
+        row=number,
+        line=line,
+        column=name,
+        column_index=index + 1,
+    )
 
 
 # --- NPZ ------------------------------------------------------------------------------------------
@@ -236,77 +381,126 @@ _HEADER_ERRORS = (*_READ_ERRORS, SyntaxError)
 _ARCHIVE_ERRORS = (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError, zlib.error, lzma.LZMAError)
 
 
-def _read_member(archive: zipfile.ZipFile, name: str, max_items: int, max_bytes: int, kinds: str) -> np.ndarray:
-    """One .npy member: header checked (no object dtype, size capped) before the data is read."""
+_MAX_NPY_HEADER = 4096  # NumPy writes headers of a few dozen bytes; a larger one is not trusted
+
+
+def _npy_header(fp: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """Shape and dtype of a .npy member, its declared header length capped before anything is inflated."""
+    prefix = fp.read(8)
+    if len(prefix) < 8 or prefix[:6] != b"\x93NUMPY" or prefix[6] not in (1, 2, 3) or prefix[7] != 0:
+        raise DatasetError(f"{name}: not a valid .npy array (bad magic or version)", field=name)
+    size_bytes = 2 if prefix[6] == 1 else 4
+    length_field = fp.read(size_bytes)
+    length = int.from_bytes(length_field, "little")
+    if len(length_field) < size_bytes or length > _MAX_NPY_HEADER:
+        raise DatasetError(
+            f"{name}: not a valid .npy array (header of {length} bytes, at most {_MAX_NPY_HEADER})", field=name
+        )
+    header = io.BytesIO(prefix + length_field + fp.read(length))
+    header.seek(8)
+    version = (prefix[6], 0)
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    try:
+        shape, fortran_order, dtype = reader(header)
+    except _HEADER_ERRORS as exc:
+        raise DatasetError(f"{name}: not a valid .npy array ({exc})", field=name) from None
+    return shape, fortran_order, dtype
+
+
+def _check_member(
+    name: str, shape: tuple[int, ...], dtype: np.dtype[Any], max_items: int, max_bytes: int, kinds: str, target: int
+) -> None:
+    """Refuse an array by its header: object or unexpected dtype, a dimension out of range, too many bytes."""
+    if dtype.hasobject:
+        raise DatasetError(f"{name}: object arrays are not accepted (they need pickle)", field=name)
+    if dtype.kind not in kinds:
+        expected = "numeric" if kinds == "biuf" else "numeric or text"
+        raise DatasetError(f"{name}: dtype {dtype.str} is not {expected}", field=name)
+    if dtype.itemsize > 4 * MAX_LABEL_CHARS:
+        raise DatasetError(f"{name}: text longer than {MAX_LABEL_CHARS} characters", field=name)
+    if any(not isinstance(n, int) or n < 0 or n > max_items for n in shape):
+        raise DatasetError(
+            f"{name}: shape {shape} has a dimension outside [0, {max_items}] (max_rows x max_features)",
+            code="limit_exceeded",
+            field=name,
+        )
+    items = math.prod(shape)  # Python ints: a forged header cannot overflow into a small number
+    if items > max_items:
+        raise DatasetError(
+            f"{name}: {items} values exceed the limits (max_rows x max_features)", code="limit_exceeded", field=name
+        )
+    held = items * max(dtype.itemsize, target)  # what the engine will hold, or the raw data if larger
+    if held > max_bytes:
+        raise DatasetError(
+            f"{name}: {held} bytes once decompressed and converted exceed max_upload_bytes ({max_bytes})",
+            code="limit_exceeded",
+            field=name,
+            limit="max_upload_bytes",
+        )
+
+
+def _read_member(
+    archive: zipfile.ZipFile, name: str, max_items: int, max_bytes: int, kinds: str, target: int
+) -> np.ndarray:
+    """One .npy member: header checked (no object dtype, shape and size capped) before the data is read."""
     member = f"{name}.npy"
     if member not in archive.namelist():
         raise DatasetError(f"file: the .npz has no array {name!r} (it needs X and y)", field=name)
     with archive.open(member) as fp:
         try:
-            version = np.lib.format.read_magic(fp)
-            if version == (1, 0):
-                shape, _fortran_order, dtype = np.lib.format.read_array_header_1_0(fp)
-            elif version == (2, 0):
-                shape, _fortran_order, dtype = np.lib.format.read_array_header_2_0(fp)
-            else:
-                raise ValueError(f"unsupported .npy version {version}")
-        except _HEADER_ERRORS as exc:
+            shape, fortran_order, dtype = _npy_header(fp, name)
+        except _READ_ERRORS as exc:
             raise DatasetError(f"{name}: not a valid .npy array ({exc})", field=name) from None
-        if dtype.hasobject:
-            raise DatasetError(f"{name}: object arrays are not accepted (they need pickle)", field=name)
-        if dtype.kind not in kinds:
-            expected = "numeric" if kinds == "biuf" else "numeric or text"
-            raise DatasetError(f"{name}: dtype {dtype.str} is not {expected}", field=name)
-        if dtype.itemsize > 4 * _MAX_LABEL_CHARS:
-            raise DatasetError(f"{name}: text longer than {_MAX_LABEL_CHARS} characters", field=name)
-        items = math.prod(shape)  # Python ints: a forged header cannot overflow into a small number
-        if items > max_items:
-            raise DatasetError(
-                f"{name}: {items} values exceed the limits (max_rows x max_features)",
-                code="limit_exceeded",
-                field=name,
-            )
-        if items * dtype.itemsize > max_bytes:
-            raise DatasetError(
-                f"{name}: {items * dtype.itemsize} bytes once decompressed exceed max_upload_bytes ({max_bytes})",
-                code="limit_exceeded",
-                field=name,
-                limit="max_upload_bytes",
-            )
+        _check_member(name, shape, dtype, max_items, max_bytes, kinds, target)
+        array = np.empty(shape[::-1] if fortran_order else shape, dtype=dtype)
         try:
-            fp.seek(0)  # read_array parses the (already checked) header again
-            array = np.lib.format.read_array(fp, allow_pickle=False)
+            _read_into(fp, array.reshape(-1).view(np.uint8).data)
         except _READ_ERRORS as exc:
             raise DatasetError(f"{name}: truncated or corrupt array ({exc})", field=name) from None
-    return np.asarray(array)
+    return array.T if fortran_order else array
 
 
-def parse_npz(data: bytes, *, limits: Limits) -> Dataset:
-    """An .npz holding `X` (n_samples, n_features) numeric and `y` (n_samples,) int or text labels."""
+_NPY_PIECE = 256 * 1024  # as NumPy reads: pieces that stay in cache while inflated, checksummed, copied
+
+
+def _read_into(fp: IO[bytes], view: memoryview) -> None:
+    """Fill `view` from `fp` in pieces (no second copy of the whole array)."""
+    position = 0
+    while position < len(view):
+        count = fp.readinto(view[position : position + _NPY_PIECE])  # type: ignore[attr-defined]
+        if not count:
+            raise EOFError("the array data is shorter than its header says")
+        position += count
+
+
+def parse_npz(source: bytes | IO[bytes], *, limits: Limits, dtype: DTypeLike = np.float64) -> Dataset:
+    """An .npz holding `X` (n_samples, n_features) numeric and `y` (n_samples,) int or text labels.
+
+    `source` is the file's bytes or a seekable binary file; features come back as `dtype` (one conversion,
+    none when X already has it), and the size limit counts the bytes of X as `dtype`.
+    """
+    target = np.dtype(dtype)
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(_stream(source))
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise DatasetError(f"file: not a valid .npz archive ({exc})", field="file") from None
     max_items = limits.max_rows * (limits.max_features + 1)
     try:
         with archive:
-            X = _read_member(archive, "X", max_items, limits.max_bytes, "biuf")
-            y = _read_member(archive, "y", limits.max_rows, limits.max_bytes, "biufUS")
+            X = _read_member(archive, "X", max_items, limits.max_bytes, "biuf", target.itemsize)
+            y = _read_member(archive, "y", limits.max_rows, limits.max_bytes, "biufUS", 0)
     except _ARCHIVE_ERRORS as exc:
         raise DatasetError(f"file: corrupt .npz archive ({exc})", field="file") from None
     if X.ndim != 2:
-        raise DatasetError(
-            f"X: expected 2 dimensions (n_samples, n_features), got shape {X.shape}", field="X"
-        )
-    if X.dtype.kind not in "biuf":
-        raise DatasetError(f"X: dtype {X.dtype.str} is not numeric", field="X")
+        raise DatasetError(f"X: expected 2 dimensions (n_samples, n_features), got shape {X.shape}", field="X")
     if y.ndim != 1:
         raise DatasetError(f"y: expected 1 dimension (n_samples,), got shape {y.shape}", field="y")
     if len(y) != len(X):
         raise DatasetError(f"y: {len(y)} labels for {len(X)} rows of X", field="y")
     if X.shape[1] > limits.max_features:
         raise _limit("features", "max_features", X.shape[1], limits.max_features)
-    X = X.astype(np.float64)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
+        X = X.astype(target, order="C", copy=False)
     bad = _first_non_finite(X)
     if bad is not None:
         raise DatasetError(
@@ -322,7 +516,7 @@ def _npz_labels(y: np.ndarray) -> np.ndarray:
     if y.dtype.kind in "biu":
         if y.dtype.kind == "u" and len(y) and int(y.max()) > np.iinfo(np.int64).max:
             raise DatasetError("y: labels exceed the int64 range", field="y")
-        return y.astype(np.int64)
+        return y.astype(np.int64, copy=False)
     if y.dtype.kind == "f":
         finite = np.isfinite(y)
         if not finite.all():
@@ -331,20 +525,20 @@ def _npz_labels(y: np.ndarray) -> np.ndarray:
         if len(y) and (not np.all(y == np.round(y)) or np.abs(y).max() > 2**53):
             raise DatasetError("y: float labels must be whole numbers", field="y")
         return y.astype(np.int64)
-    if y.dtype.kind == "S":
-        try:
-            texts = [value.decode("utf-8") for value in y.tolist()]
-        except UnicodeDecodeError:
-            raise DatasetError("y: byte-string labels are not UTF-8", field="y") from None
-        return normalize_labels(texts, where="y row")
-    return normalize_labels([str(value) for value in y.tolist()], where="y row")
+    try:
+        return _labels(y, where="y row")
+    except UnicodeDecodeError:
+        raise DatasetError("y: byte-string labels are not UTF-8", field="y") from None
 
 
 # --- JSON -----------------------------------------------------------------------------------------
 
 
+_JSON_ROWS = 4096
+
+
 def from_lists(
-    features: Sequence[Sequence[float]], labels: Sequence[int | str], *, limits: Limits
+    features: Sequence[Sequence[float]], labels: Sequence[int | str], *, limits: Limits, dtype: DTypeLike = np.float64
 ) -> Dataset:
     """A JSON body's already type-checked lists: rectangular features, one label per row."""
     if len(features) > limits.max_rows:
@@ -362,13 +556,12 @@ def from_lists(
                 row=index + 1,
             )
     if len(labels) != len(features):
-        raise DatasetError(
-            f"labels: {len(labels)} labels for {len(features)} rows of features", field="labels"
-        )
-    X = np.array(features, dtype=np.float64).reshape(len(features), width)
+        raise DatasetError(f"labels: {len(labels)} labels for {len(features)} rows of features", field="labels")
+    X = np.empty((len(features), width), dtype=dtype)
+    with np.errstate(over="ignore"):  # beyond the dtype's range becomes inf, refused below
+        for start in range(0, len(features), _JSON_ROWS):  # in pieces: other threads get the GIL between them
+            X[start : start + _JSON_ROWS] = features[start : start + _JSON_ROWS]
     bad = _first_non_finite(X)
     if bad is not None:  # e.g. 1e400 overflowing to inf
-        raise DatasetError(
-            f"features[{bad[0]}][{bad[1]}]: not a finite number", field=f"features[{bad[0]}][{bad[1]}]"
-        )
-    return check_dataset(X, normalize_labels(labels, where="labels row"), limits)
+        raise DatasetError(f"features[{bad[0]}][{bad[1]}]: not a finite number", field=f"features[{bad[0]}][{bad[1]}]")
+    return check_dataset(X, _labels(labels, where="labels row"), limits)

@@ -9,14 +9,15 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidat
 
 from engine import OptionSpec, TrainConfig, json_safe, option_fields
 from worker import JobStatus
+from worker.aliases import NAME_MAX_LENGTH, NAME_PATTERN
 
 # Strict numbers: booleans and numeric strings are not numbers; NaN and infinities are refused.
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
-NAME_MAX_LENGTH = 64
 Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
 ResourceId = Annotated[str, Field(min_length=1, max_length=128)]
+ModelRef = Annotated[str, Field(min_length=1, max_length=2 * NAME_MAX_LENGTH + 1)]
 
+JobKind = Literal["train", "evaluate", "verify"]
 
 
 # Non-finite floats (a diverged loss) are shown as null: JSON has no NaN.
@@ -75,9 +76,7 @@ class DatasetCreate(_Request):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [
-                {"features": [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]], "labels": [1, 1, 0, 0]}
-            ]
+            "examples": [{"features": [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]], "labels": [1, 1, 0, 0]}]
         },
     )
     features: list[list[FiniteFloat]] = Field(min_length=1)
@@ -181,11 +180,18 @@ class JobFields(_Request):
         },
     )
     dataset_id: ResourceId
-    name: Name | None = Field(None, description="Model name; default derived from the dataset.")
+    name: Name | None = Field(
+        None, description="Model name; default: `init_model`'s name, else derived from the dataset."
+    )
+    init_model: ModelRef | None = Field(
+        None,
+        description="Continue training this model (id, name or `name@alias`): start from its weights; the "
+        "network (features, hidden layers, classes, activation, output) must be the same.",
+    )
 
     def train_config(self) -> TrainConfig:
         """The request's training options as the engine's config."""
-        return TrainConfig.from_dict(self.model_dump(exclude={"dataset_id", "name"}))
+        return TrainConfig.from_dict(self.model_dump(exclude={"dataset_id", "name", "init_model"}))
 
 
 if TYPE_CHECKING:
@@ -226,10 +232,13 @@ class JobSummaryPublic(BaseModel):
     """A job as lists show it: everything but the per-epoch history (read the job for that)."""
 
     id: str
+    kind: JobKind = Field("train", description="`train`, `evaluate` (a model on a dataset) or `verify`.")
     name: str
     dataset_id: str
     status: JobStatus
-    config: dict[str, Any] = Field(description="The training configuration (engine TrainConfig).")
+    config: dict[str, Any] = Field(
+        description="The training configuration (engine TrainConfig); `{model_id}` for evaluate and verify jobs."
+    )
     queue_position: int | None = Field(None, description="0-based position in the queue while queued.")
     progress: ProgressPublic | None = None
     model_id: str | None = None
@@ -238,6 +247,9 @@ class JobSummaryPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    result: dict[str, Any] | None = Field(
+        None, description="What an evaluate or verify job found (the full report is stored with the model)."
+    )
 
 
 class HistoryPage(BaseModel):
@@ -279,10 +291,18 @@ class ModelSummaryPublic(BaseModel):
     n_parameters: int
     metrics: dict[str, MaybeFloat | int | str]
     config: dict[str, Any]
+    parent_model_id: str | None = Field(None, description="The model training started from (`init_model`).")
 
 
 class ModelPublic(ModelSummaryPublic, HistoryPage):
-    """A model with one page of its training history."""
+    """A model with one page of its training history, its validation report and its receipt."""
+
+    validation_report: dict[str, Any] | None = Field(
+        None, description="Evaluation report on the validation split at the end of training."
+    )
+    receipt: dict[str, Any] | None = Field(
+        None, description="What `verify` needs to retrain it bit for bit, and the sha256 of its weights."
+    )
 
 
 class ModelList(BaseModel):
@@ -305,6 +325,167 @@ class PredictionPublic(BaseModel):
     classes: list[int | str]
     predictions: list[int | str]
     probabilities: list[list[float]] = Field(description="One column per class, in the order of `classes`.")
+
+
+# --- aliases, evaluations, verifications ---------------------------------------------------------------
+
+Metric = Literal["accuracy", "log_loss", "macro_f1"]
+
+
+class PromotionGuard(_Request):
+    """Promote only when the new version is at least as good as the alias' current holder on a dataset."""
+
+    dataset_id: ResourceId
+    metric: Metric = Field(description="`log_loss` is better when lower; the others when higher.")
+    min_delta: float = Field(
+        0.0, strict=True, ge=0, le=1e6, allow_inf_nan=False, description="How much better the new version must be."
+    )
+
+
+class AliasCreate(_Request):
+    """Point an alias at a version of the name, optionally guarded by an evaluation."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"version": 2},
+                {"version": 3, "require": {"dataset_id": "8c1f0c2e5d8a4f8e", "metric": "accuracy", "min_delta": 0.0}},
+            ]
+        },
+    )
+    version: int = Field(strict=True, ge=1, le=2**31)
+    require: PromotionGuard | None = None
+
+
+class AliasMovePublic(BaseModel):
+    """One move of an alias: from which version to which (null: absent), when and by which key."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    alias: str
+    from_: int | None = Field(alias="from", serialization_alias="from")
+    to: int | None
+    at: datetime
+    by: str | None = Field(description="Id of the API key (sha256 of the key; null without authentication).")
+
+
+class ComparisonPublic(BaseModel):
+    """The figures a guarded promotion compared."""
+
+    metric: Metric
+    min_delta: float
+    dataset_id: str
+    candidate: dict[str, Any] = Field(description="`version`, `value` and the `evaluation_id` of the new version.")
+    current: dict[str, Any] | None = Field(description="The same for the alias' holder; null when it had none.")
+
+
+class AliasPublic(BaseModel):
+    alias: str
+    name: str
+    version: int
+    model_id: str
+    updated_at: datetime
+    updated_by: str | None
+    comparison: ComparisonPublic | None = None
+    history: list[AliasMovePublic] = []
+
+
+class AliasList(BaseModel):
+    name: str
+    items: list[AliasPublic] = Field(description="Current aliases, each with its own moves.")
+    history: list[AliasMovePublic] = Field(description="Every move of every alias of the name, oldest first.")
+
+
+class EvaluationCreate(_Request):
+    dataset_id: ResourceId
+
+
+class ConfusionMatrixPublic(BaseModel):
+    labels: list[int | str] = Field(description="The model's classes, in its order.")
+    matrix: list[list[int]] = Field(description="Rows: true label; columns: predicted label.")
+
+
+class ClassMetricsPublic(BaseModel):
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class CalibrationBinPublic(BaseModel):
+    lower: float
+    upper: float
+    count: int
+    confidence: float | None
+    accuracy: float | None
+
+
+class CalibrationPublic(BaseModel):
+    ece: float = Field(description="Expected calibration error over 10 equal-width bins of the top probability.")
+    bins: list[CalibrationBinPublic]
+
+
+class EvaluationPublic(BaseModel):
+    """An evaluation report of a model on a dataset."""
+
+    id: str
+    model_id: str
+    name: str
+    version: int
+    dataset_id: str
+    dataset_sha256: str
+    created_at: datetime
+    n_samples: int
+    accuracy: float
+    log_loss: float
+    macro_f1: float
+    confusion_matrix: ConfusionMatrixPublic
+    per_class: dict[str, ClassMetricsPublic]
+    calibration: CalibrationPublic
+    unknown_labels: list[int | str] = Field(description="True labels the model never saw (counted as errors).")
+
+
+class EvaluationList(BaseModel):
+    items: list[EvaluationPublic]
+    total: int
+    offset: int
+    limit: int
+
+
+class EnvironmentDifference(BaseModel):
+    field: str = Field(description="`engine_version`, `numpy_version`, `blas_library`, `blas_version`, ...")
+    recorded: Any
+    current: Any
+
+
+class ChecksumPublic(BaseModel):
+    ok: bool = Field(description="Whether the stored model file matches its checksum.")
+    message: str | None = None
+
+
+class VerificationPublic(BaseModel):
+    """The result of retraining a model from its receipt."""
+
+    id: str
+    model_id: str
+    job_id: str | None = None
+    created_at: datetime
+    match: bool = Field(
+        description="Retrained weights equal the receipt's bit for bit, and the stored model is intact."
+    )
+    weights_sha256: str | None = Field(description="sha256 of the retrained weights.")
+    expected_sha256: str | None = Field(description="sha256 of the weights in the receipt.")
+    environment_differs: list[EnvironmentDifference]
+    checksum: ChecksumPublic
+    problems: list[str] = []
+    error: str | None = None
+
+
+class VerificationList(BaseModel):
+    items: list[VerificationPublic]
+    total: int
+    offset: int
+    limit: int
 
 
 # --- health -----------------------------------------------------------------------------------------

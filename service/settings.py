@@ -108,6 +108,14 @@ class Settings(BaseSettings):
 
     # --- limits (OWASP API4) -----------------------------------------------------------------------
     max_upload_bytes: int = Field(100 * MiB, ge=1, description="Largest dataset upload in bytes (413 above).")
+    max_json_bytes: int = Field(
+        32 * MiB, ge=1, description="Largest JSON request body in bytes (413 before it is parsed)."
+    )
+    dataset_dtype: Literal["float32", "float64"] = Field(
+        "float32",
+        description="Float type uploaded features are stored in; float32 halves memory and matches the "
+        "default training dtype (jobs with dtype float64 then train on float32-precise data).",
+    )
     max_rows: int = Field(1_000_000, ge=2, description="Most samples in a dataset.")
     max_features: int = Field(10_000, ge=1, description="Most features in a dataset.")
     max_classes: int = Field(1_000, ge=2, description="Most distinct labels in a dataset.")

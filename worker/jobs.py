@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -16,11 +17,14 @@ from worker import runtime
 from worker.attempts import Attempts, SupersededAttemptError
 from worker.blobs import BlobError, BlobStoreUnavailableError, retry_unavailable
 from worker.checkpoints import drop_checkpoints, load_checkpoint, save_checkpoint
+from worker.evaluation import run_evaluation_job, validation_report
 from worker.joblog import JobLogger, job_logger
 from worker.jobstate import JobStatus
 from worker.progress import ProgressReporter
+from worker.receipts import build_receipt, parent_model
 from worker.records import JobRecord, utc_now
 from worker.store import NotFoundError, Store, model_blob, new_id
+from worker.verification import run_verification_job
 
 _REASON_LIMIT = 300
 
@@ -39,11 +43,7 @@ def failure_reason(exc: BaseException, *, dataset_id: str | None = None, timeout
     elif isinstance(exc, BlobStoreUnavailableError):
         text = f"{exc}; no retries are left"
     elif isinstance(exc, JobTimeoutException):
-        text = (
-            f"training exceeded its time limit of {timeout} s"
-            if timeout
-            else "training exceeded its time limit"
-        )
+        text = f"training exceeded its time limit of {timeout} s" if timeout else "training exceeded its time limit"
     elif isinstance(exc, MemoryError):
         text = "out of memory while training"
     elif isinstance(exc, ValueError | TypeError):
@@ -83,6 +83,10 @@ def run_training(job_id: str) -> dict[str, Any]:
         return {"job_id": job_id, "status": "missing"}
     log.info("attempt %d started (token %d, worker %s)", record.attempts, token, rq_job.worker_name)
     try:
+        if record.kind == "evaluate":
+            return run_evaluation_job(store, attempts, record, token)
+        if record.kind == "verify":
+            return run_verification_job(store, attempts, record, token)
         return _train(store, attempts, record, token, log)
     except SupersededAttemptError:
         log.warning("attempt with token %d superseded; stopping without writing", token)
@@ -146,8 +150,15 @@ def _train(store: Store, attempts: Attempts, record: JobRecord, token: int, log:
             log.info("resuming from the checkpoint of epoch %d", training.epoch)
         except ValueError as exc:  # ModelFormatError included: a state this engine cannot read
             log.warning("checkpoint of epoch %d unusable (%s); starting from epoch 0", checkpoint[0], exc)
+    parent, init = None, None
+    if record.parent_model_id is not None:
+        parent_weights, parent = parent_model(store, record.parent_model_id)
+        init = parent_weights.params
     if training is None:
-        training = engine.Training(X, y, train_config)
+        training = engine.Training(X, y, train_config, init=init)
+    current = get_current_job()
+    started = {"attempt": record.attempts, "started_at": utc_now(), "from_epoch": training.epoch}
+    store.log_attempt(record.id, {**started, "worker": None if current is None else current.worker_name})
     reporter = ProgressReporter(
         attempts, record.id, token, start_epoch=training.epoch, min_interval=config.progress_min_interval
     )
@@ -172,11 +183,36 @@ def _train(store: Store, attempts: Attempts, record: JobRecord, token: int, log:
         due = time.monotonic() - last_checkpoint >= config.checkpoint_seconds
         if not training.finished and due:
             reporter.flush()
-            save_checkpoint(
-                attempts, store.blobs, record.id, token, epoch=training.epoch, state=training.state_bytes()
-            )
+            save_checkpoint(attempts, store.blobs, record.id, token, epoch=training.epoch, state=training.state_bytes())
             last_checkpoint = time.monotonic()
-    return _commit(store, attempts, record, token, training, train_config, reporter, log)
+    return _commit(store, attempts, record, token, training, (X, y), parent, reporter, log)
+
+
+def _checked_fields(
+    store: Store,
+    record: JobRecord,
+    training: engine.Training,
+    model: engine.Model,
+    data_arrays: tuple[np.ndarray, np.ndarray],
+    parent: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The model record's `validation_report`, `receipt` and `parent_model_id`."""
+    dataset = store.get_dataset(record.dataset_id)
+    if dataset is None:
+        raise NotFoundError(f"dataset {record.dataset_id} not found")
+    receipt = build_receipt(
+        dataset_id=record.dataset_id,
+        dataset_sha256=dataset.sha256,
+        config=training.config.to_dict(),
+        attempts=store.attempt_log(record.id),
+        model=model,
+        parent=parent,
+    )
+    return {
+        "validation_report": validation_report(model, *data_arrays, training.validation_indices),
+        "receipt": receipt,
+        "parent_model_id": record.parent_model_id,
+    }
 
 
 def _commit(
@@ -185,12 +221,14 @@ def _commit(
     record: JobRecord,
     token: int,
     training: engine.Training,
-    train_config: engine.TrainConfig,
+    data_arrays: tuple[np.ndarray, np.ndarray],
+    parent: dict[str, Any] | None,
     reporter: ProgressReporter,
     log: JobLogger,
 ) -> dict[str, Any]:
     result = training.result()
     model = result.model
+    checked = _checked_fields(store, record, training, model, data_arrays, parent)
     data = engine.dumps(model)
     model_id = new_id()
     blob = model_blob(model_id)
@@ -212,10 +250,11 @@ def _commit(
             "n_parameters": model.n_parameters,
             "metrics": dict(model.metrics),
             "history": [entry.to_dict() for entry in result.history],
-            "config": train_config.to_dict(),
+            "config": training.config.to_dict(),
             "sha256": sha256,
             "size_bytes": len(data),
             "blob": blob,
+            **checked,
         }
     )
     reporter.flush()
@@ -233,8 +272,5 @@ def _commit(
         store.blobs.delete(blob)
         raise SupersededAttemptError(record.id, token)
     drop_checkpoints(store.blobs, record.id)
-    log.info(
-        "succeeded: model %s (%s v%d), stop reason %s", model_id, record.name, version, result.stop_reason
-    )
+    log.info("succeeded: model %s (%s v%d), stop reason %s", model_id, record.name, version, result.stop_reason)
     return {"job_id": record.id, "status": "succeeded", "model_id": model_id, "version": version}
-"""Dotted names of the functions an RQ job may run: the worker refuses a job naming any other."""

@@ -64,6 +64,11 @@ def checkpoint_failures() -> str:
     return f"{PREFIX}checkpoint-failures"
 
 
+def job_attempt_log(job_id: str) -> str:
+    """How each attempt of a job started: attempt number, worker, epoch resumed from (list of JSON)."""
+    return f"{PREFIX}job:{job_id}:attempt-log"
+
+
 def jobs_with_status(status: str, owner: str | None = None) -> str:
     """Job ids in one status (of one owner, or everyone's), scored by creation time (sorted set)."""
     if owner is None:
@@ -132,6 +137,27 @@ def model_version_counter(owner: str | None, name: str) -> str:
 def models_named(name: str) -> str:
     """Model ids of one name across all owners, scored by creation time (sorted set; admins' view)."""
     return f"{PREFIX}model-name:{name}"
+
+
+def model_aliases(owner: str | None, name: str) -> str:
+    """Aliases of one lineage (owner, name): alias -> JSON {alias, version, model_id, updated_at, updated_by}
+    (hash)."""
+    return f"{PREFIX}model-lineage:{_lineage(owner)}:{name}:aliases"
+
+
+def model_alias_history(owner: str | None, name: str) -> str:
+    """Every move of the lineage's aliases, oldest first: JSON {alias, from, to, at, by} (list)."""
+    return f"{PREFIX}model-lineage:{_lineage(owner)}:{name}:alias-history"
+
+
+def model_evaluations(model_id: str) -> str:
+    """Evaluation reports of one model, oldest first, one JSON entry each (list)."""
+    return f"{PREFIX}model:{model_id}:evaluations"
+
+
+def model_verifications(model_id: str) -> str:
+    """Verification results of one model, oldest first, one JSON entry each (list)."""
+    return f"{PREFIX}model:{model_id}:verifications"
 
 
 def job_events(job_id: str) -> str:

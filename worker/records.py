@@ -9,6 +9,9 @@ from typing import Any
 
 from worker.jobstate import JobStatus
 
+JOB_KINDS = ("train", "evaluate", "verify")
+"""What a job does: train a model, evaluate one on a dataset, or retrain one from its receipt to verify it."""
+
 
 def utc_now() -> str:
     """The current time, ISO 8601 UTC."""
@@ -59,6 +62,9 @@ class JobRecord:
     finished_at: str | None = None
     attempts: int = 0
     timeout: int | None = None
+    kind: str = "train"
+    result: dict[str, Any] | None = None
+    parent_model_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict."""
@@ -87,6 +93,9 @@ class ModelRecord:
     config: dict[str, Any]
     sha256: str
     size_bytes: int
+    validation_report: dict[str, Any] | None = None
+    receipt: dict[str, Any] | None = None
+    parent_model_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict."""

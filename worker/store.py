@@ -17,12 +17,15 @@ from typing import Any
 import numpy as np
 from redis import Redis
 
+from engine.data import check_labels
 from worker import keys
+from worker.aliases import Aliases, split_ref, valid_ref
 from worker.attempts import Attempts
 from worker.blobs import BlobConfig, BlobError, BlobStore, BlobStoreUnavailableError, open_blob_store
 from worker.checkpoints import drop_checkpoints
 from worker.jobstate import ACTIVE_STATUSES, JOB_STATUSES, MOVE_LUA, TERMINAL_STATUSES, JobStatus
 from worker.records import (
+    JOB_KINDS,
     DatasetRecord,
     JobRecord,
     ModelRecord,
@@ -115,6 +118,10 @@ class JobNotFinishedError(RuntimeError):
         self.status = status
 
 
+RESULTS_KEPT = 1000
+"""Evaluations and verifications kept per model (the oldest are dropped beyond)."""
+
+
 class NotFoundError(LookupError):
     """No record with that id."""
 
@@ -161,17 +168,9 @@ def model_blob(model_id: str) -> str:
 
 
 def _labels(y: np.ndarray) -> tuple[np.ndarray, str]:
-    """Labels as int64 or unicode (never object) and their kind."""
-    if y.dtype.kind in "biu":
-        return y.astype(np.int64), "int"
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise ValueError("y: float labels must be whole numbers")
-        return y.astype(np.int64), "int"
-    if y.dtype.kind in "UO":
-        values = [str(label) for label in y.tolist()]
-        return np.asarray(values, dtype=np.str_), "str"
-    raise ValueError(f"y: unsupported label dtype {y.dtype}")
+    """Labels as int64 or unicode (never object), normalised by the engine's one rule, and their kind."""
+    labels = check_labels(y, len(y), "y")
+    return labels, "str" if labels.dtype.kind == "U" else "int"
 
 
 def _text(value: Any) -> str:
@@ -185,6 +184,7 @@ class Store:
         self.redis = redis
         self.blobs = blobs if isinstance(blobs, BlobStore) else open_blob_store(blobs)
         self._recount = redis.register_script(_RECOUNT)
+        self.aliases = Aliases(redis)
         self._create = redis.register_script(_CREATE)
         self._delete = redis.register_script(_DELETE)
 
@@ -215,7 +215,8 @@ class Store:
             raise ValueError(f"y: expected {X.shape[0]} labels, got shape {y.shape}")
         if X.dtype.kind not in "biuf":
             raise ValueError(f"X: expected numbers, got dtype {X.dtype}")
-        X = X.astype(np.float64)
+        if X.dtype not in (np.float32, np.float64):  # stored compact: float32 unless already float64
+            X = X.astype(np.float32)
         if not np.all(np.isfinite(X)):
             raise ValueError("X: NaN or infinite values")
         y, label_kind = _labels(y)
@@ -258,9 +259,7 @@ class Store:
         data = self._dataset_data(dataset_id)
         return None if data is None else DatasetRecord.from_dict(data)
 
-    def list_datasets(
-        self, *, owner: str | None, offset: int = 0, limit: int = 50
-    ) -> tuple[list[DatasetRecord], int]:
+    def list_datasets(self, *, owner: str | None, offset: int = 0, limit: int = 50) -> tuple[list[DatasetRecord], int]:
         """Datasets newest first (owner None: everyone's) and the total."""
         index = keys.datasets() if owner is None else keys.datasets_of(owner)
         total = int(self.redis.zcard(index))
@@ -295,13 +294,25 @@ class Store:
 
     # --- jobs -------------------------------------------------------------------------------------
     def create_job(
-        self, spec: dict[str, Any], *, owner: str | None, dataset_id: str, name: str, max_queued: int = 0
+        self,
+        spec: dict[str, Any],
+        *,
+        owner: str | None,
+        dataset_id: str,
+        name: str,
+        max_queued: int = 0,
+        kind: str = "train",
+        parent_model_id: str | None = None,
     ) -> JobRecord:
         """A new job record with status `queued` (enqueue it with `enqueue_training`).
 
         With `max_queued` > 0 the job is created only while `owner` (None: everyone) has fewer jobs queued,
-        checked and counted in one step; QueueLimitError otherwise.
+        checked and counted in one step; QueueLimitError otherwise. `kind` is one of JOB_KINDS (`spec` of
+        an evaluate or verify job: `{"model_id": ...}`); a training job with `parent_model_id` starts from
+        that model's weights.
         """
+        if kind not in JOB_KINDS:
+            raise ValueError(f"kind must be one of {list(JOB_KINDS)}, got {kind!r}")
         record = JobRecord(
             id=new_id(),
             name=name,
@@ -310,6 +321,8 @@ class Store:
             spec=dict(spec),
             status=JobStatus.QUEUED,
             created_at=utc_now(),
+            kind=kind,
+            parent_model_id=parent_model_id,
         )
         fields = record.to_dict()
         del fields["history"]
@@ -377,6 +390,7 @@ class Store:
             return False
         if outcome != "deleted":
             raise JobNotFinishedError(job_id, JobStatus(json.loads(outcome)))
+        self.redis.delete(keys.job_attempt_log(job_id))
         drop_checkpoints(self.blobs, job_id)
         return True
 
@@ -484,31 +498,46 @@ class Store:
             return False
         return bool(self.redis.exists(keys.model(model_id)))
 
-    def resolve_model_id(self, id_or_name: str, *, owner: str | None = None) -> str | None:
-        """The id of a model given by id, or by name: the latest version of the lineage (owner, name).
-
-        With `owner` None (everyone: admins, or no authentication) a name used by a single owner means that
-        owner's latest version; a name used by several owners raises AmbiguousModelNameError.
-        """
-        if self.model_exists(id_or_name):
-            return id_or_name
+    def lineage_owner(self, name: str, owner: str | None) -> tuple[bool, str | None]:
+        """(found, owner) of the lineage called `name` that `owner` resolves to: `owner`'s own; for owner
+        None (everyone) the single owner using the name (AmbiguousModelNameError if several)."""
         if owner is not None:
-            latest = self._ids(keys.model_versions(owner, id_or_name), 0, 0)
-            return latest[0] if latest else None
-        ids = self._ids(keys.models_named(id_or_name))
-        if not ids:
-            return None
+            return True, owner
+        ids = self._ids(keys.models_named(name))
         with self.redis.pipeline(transaction=False) as pipe:
             for model_id in ids:
                 pipe.hget(keys.model(model_id), "owner")
             owners = {_text(raw) for raw in pipe.execute() if raw is not None}
         if len(owners) > 1:
-            raise AmbiguousModelNameError(id_or_name, len(owners))
+            raise AmbiguousModelNameError(name, len(owners))
         if not owners:
-            return None
+            return False, None
         only: str | None = json.loads(owners.pop())
-        latest = self._ids(keys.model_versions(only, id_or_name), 0, 0)
-        return latest[0] if latest else None
+        return True, only
+
+    def resolve_model_id(self, ref: str, *, owner: str | None = None) -> str | None:
+        """The id of a model given by reference: a model id; a name, meaning the latest version of the
+        lineage (owner, name); or `name@alias`, the version the lineage's alias points at.
+
+        With `owner` None (everyone: admins, or no authentication) a name used by a single owner means that
+        owner's lineage; a name used by several owners raises AmbiguousModelNameError. This is the one place
+        references are resolved; it reads Redis every time, so a moved alias applies to the next call.
+        """
+        if self.model_exists(ref):
+            return ref
+        if not valid_ref(ref):
+            return None
+        name, alias = split_ref(ref)
+        found, lineage_owner = self.lineage_owner(name, owner)
+        if not found:
+            return None
+        if alias is None:
+            latest = self._ids(keys.model_versions(lineage_owner, name), 0, 0)
+            return latest[0] if latest else None
+        pointer = self.aliases.get(lineage_owner, name, alias)
+        if pointer is None or not self.model_exists(pointer.model_id):
+            return None
+        return pointer.model_id
 
     def resolve_model(self, id_or_name: str, *, owner: str | None = None) -> ModelRecord | None:
         """A model by id, or by name (see `resolve_model_id`: `owner`'s latest version, or everyone's)."""
@@ -547,6 +576,7 @@ class Store:
                 pipe.zrem(keys.models_of(data["owner"]), model_id)
             pipe.zrem(keys.model_versions(data.get("owner"), data["name"]), model_id)
             pipe.zrem(keys.models_named(data["name"]), model_id)
+            pipe.delete(keys.model_evaluations(model_id), keys.model_verifications(model_id))
             deleted = pipe.execute()[0]
         self._drop_blob(data["blob"])
         return bool(deleted)
@@ -557,3 +587,55 @@ class Store:
         if data is None:
             raise NotFoundError(f"model {model_id} not found")
         return self.blobs.read(data["blob"], data["sha256"])
+
+    # --- evaluations and verifications of a model -------------------------------------------------
+    def _append(self, key: str, entry: dict[str, Any]) -> None:
+        with self.redis.pipeline() as pipe:
+            pipe.rpush(key, json.dumps(entry))
+            pipe.ltrim(key, -RESULTS_KEPT, -1)
+            pipe.execute()
+
+    def _page(self, key: str, offset: int, limit: int | None) -> tuple[list[dict[str, Any]], int]:
+        stop = -1 if limit is None else offset + max(limit, 1) - 1
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrange(key, offset, stop)
+            pipe.llen(key)
+            raw, total = pipe.execute()
+        return [json.loads(entry) for entry in raw], int(total)
+
+    def add_evaluation(self, model_id: str, entry: dict[str, Any]) -> None:
+        """Append an evaluation report to the model's (the newest RESULTS_KEPT are kept)."""
+        self._append(keys.model_evaluations(model_id), entry)
+
+    def list_evaluations(
+        self, model_id: str, offset: int = 0, limit: int | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The model's evaluation reports, oldest first (a page of them), and how many there are."""
+        return self._page(keys.model_evaluations(model_id), offset, limit)
+
+    def find_evaluation(self, model_id: str, dataset_id: str, dataset_sha256: str) -> dict[str, Any] | None:
+        """The newest stored evaluation of the model on that dataset (same content), or None."""
+        for entry in reversed(self.list_evaluations(model_id)[0]):
+            if entry.get("dataset_id") == dataset_id and entry.get("dataset_sha256") == dataset_sha256:
+                return dict(entry)
+        return None
+
+    def add_verification(self, model_id: str, entry: dict[str, Any]) -> None:
+        """Append a verification result to the model's (the newest RESULTS_KEPT are kept)."""
+        self._append(keys.model_verifications(model_id), entry)
+
+    def list_verifications(
+        self, model_id: str, offset: int = 0, limit: int | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The model's verification results, oldest first (a page of them), and how many there are."""
+        return self._page(keys.model_verifications(model_id), offset, limit)
+
+    # --- attempts of a job (for receipts) ---------------------------------------------------------
+    def log_attempt(self, job_id: str, entry: dict[str, Any]) -> None:
+        """Record how an attempt of the job started (its number, worker, the epoch it resumed from)."""
+        self.redis.rpush(keys.job_attempt_log(job_id), json.dumps(entry))
+
+    def attempt_log(self, job_id: str) -> list[dict[str, Any]]:
+        """How every attempt of the job started, oldest first."""
+        raw: list[bytes] = self.redis.lrange(keys.job_attempt_log(job_id), 0, -1)  # type: ignore[assignment]
+        return [json.loads(entry) for entry in raw]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePath
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from service.body_limit import is_json, read_json
 from service.deps import Caller, Limit, Offset, State, dataset_or_404
 from service.errors import ApiError, invalid, responses
 from service.parsing import NPZ_MAGIC, Dataset, DatasetError, Limits, from_lists, parse_csv, parse_npz
@@ -95,7 +94,16 @@ def _name_from_filename(filename: str | None) -> str | None:
     return cleaned if cleaned and _NAME.match(cleaned) else None
 
 
-async def _from_multipart(request: Request, limits: Limits) -> tuple[Dataset, str | None]:
+def _parse_file(file: IO[bytes], filename: str | None, label_column: str | None, limits: Limits, dtype: str) -> Dataset:
+    """An uploaded file (spooled by the multipart parser) as a dataset: NPZ by magic or name, else CSV."""
+    magic = file.read(len(NPZ_MAGIC))
+    file.seek(0)
+    if magic == NPZ_MAGIC or (filename or "").lower().endswith(".npz"):
+        return parse_npz(file, limits=limits, dtype=dtype)
+    return parse_csv(file, label_column=label_column, limits=limits, dtype=dtype)
+
+
+async def _from_multipart(request: Request, limits: Limits, dtype: str) -> tuple[Dataset, str | None]:
     async with request.form(max_files=1, max_fields=10) as form:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
@@ -109,30 +117,19 @@ async def _from_multipart(request: Request, limits: Limits) -> tuple[Dataset, st
             raise invalid("label_column", "must be a text field, not a file")
         if name_field is not None and (not isinstance(name_field, str) or not _NAME.match(name_field)):
             raise invalid("name", f"must match {_NAME.pattern}")
-        data = await upload.read()
-        filename = upload.filename
-    label_column = label_field.strip() if isinstance(label_field, str) and label_field.strip() else None
-    name = name_field if isinstance(name_field, str) else _name_from_filename(filename)
-    is_npz = data[:4] == NPZ_MAGIC or (filename or "").lower().endswith(".npz")
-    try:
-        if is_npz:
-            dataset = await run_in_threadpool(parse_npz, data, limits=limits)
-        else:
-            dataset = await run_in_threadpool(parse_csv, data, label_column=label_column, limits=limits)
-    except DatasetError as exc:
-        raise _rejected(exc) from None
+        label_column = label_field.strip() if isinstance(label_field, str) and label_field.strip() else None
+        name = name_field if isinstance(name_field, str) else _name_from_filename(upload.filename)
+        try:  # parsed from the spooled file while the form still holds it: no copy of the body in memory
+            dataset = await run_in_threadpool(_parse_file, upload.file, upload.filename, label_column, limits, dtype)
+        except DatasetError as exc:
+            raise _rejected(exc) from None
     return dataset, name
 
 
-async def _from_json(request: Request, limits: Limits) -> tuple[Dataset, str | None]:
-    body = await request.body()
+async def _from_json(request: Request, limits: Limits, dtype: str) -> tuple[Dataset, str | None]:
+    parsed = await read_json(request, DatasetCreate)
     try:
-        parsed = DatasetCreate.model_validate_json(body)
-    except ValidationError as exc:
-        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
-        raise RequestValidationError(errors) from None
-    try:
-        dataset = await run_in_threadpool(from_lists, parsed.features, parsed.labels, limits=limits)
+        dataset = await run_in_threadpool(from_lists, parsed.features, parsed.labels, limits=limits, dtype=dtype)
     except DatasetError as exc:
         raise _rejected(exc) from None
     return dataset, parsed.name
@@ -172,20 +169,18 @@ async def create_dataset(request: Request, state: State, caller: Caller) -> Data
     """
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     limits = _limits(state)
+    dtype = state.settings.dataset_dtype
     if media == "multipart/form-data":
-        dataset, name = await _from_multipart(request, limits)
-    elif media == "application/json" or media.endswith("+json"):
-        dataset, name = await _from_json(request, limits)
+        dataset, name = await _from_multipart(request, limits, dtype)
+    elif is_json(media):
+        dataset, name = await _from_json(request, limits, dtype)
     else:
         raise ApiError(
             415,
             "unsupported_media_type",
-            f"Content-Type {media or '(none)'!r}: "
-            "send multipart/form-data (field `file`) or application/json",
+            f"Content-Type {media or '(none)'!r}: send multipart/form-data (field `file`) or application/json",
         )
-    record = await run_in_threadpool(
-        state.store.create_dataset, dataset.X, dataset.y, owner=caller.owner, name=name
-    )
+    record = await run_in_threadpool(state.store.create_dataset, dataset.X, dataset.y, owner=caller.owner, name=name)
     return dataset_public(record)
 
 
@@ -207,9 +202,7 @@ def read_dataset(record: Annotated[DatasetRecord, Depends(dataset_or_404)]) -> D
     return dataset_public(record)
 
 
-@router.delete(
-    "/{dataset_id}", status_code=204, summary="Delete a dataset", responses=responses(401, 404, 503)
-)
+@router.delete("/{dataset_id}", status_code=204, summary="Delete a dataset", responses=responses(401, 404, 503))
 def delete_dataset(record: Annotated[DatasetRecord, Depends(dataset_or_404)], state: State) -> Response:
     """Delete a dataset and its arrays (models trained on it are kept)."""
     state.store.delete_dataset(record.id)

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 
 from engine import TrainConfig
-from service.deps import HISTORY_LIMIT, AppState, Caller, History, HistoryWindow, Limit, Offset, State, job_or_404
+from service.auth import Principal
+from service.deps import (
+    HISTORY_LIMIT,
+    AppState,
+    Caller,
+    History,
+    HistoryWindow,
+    Limit,
+    Offset,
+    State,
+    find_model,
+    job_or_404,
+)
 from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
 from service.schemas import (
     EpochPublic,
@@ -19,9 +31,11 @@ from service.schemas import (
 )
 from worker import (
     TERMINAL_STATUSES,
+    DatasetRecord,
     JobNotFinishedError,
     JobRecord,
     JobStatus,
+    ModelRecord,
     QueueLimitError,
     cancel_job,
     enqueue_training,
@@ -46,6 +60,7 @@ def _progress(record: JobRecord) -> ProgressPublic | None:
 def job_summary(record: JobRecord, position: int | None = None) -> JobSummaryPublic:
     return JobSummaryPublic(
         id=record.id,
+        kind=record.kind,  # type: ignore[arg-type]
         name=record.name,
         dataset_id=record.dataset_id,
         status=record.status,
@@ -58,6 +73,7 @@ def job_summary(record: JobRecord, position: int | None = None) -> JobSummaryPub
         created_at=record.created_at,  # type: ignore[arg-type]
         started_at=record.started_at,  # type: ignore[arg-type]
         finished_at=record.finished_at,  # type: ignore[arg-type]
+        result=record.result,
     )
 
 
@@ -104,6 +120,44 @@ def _check_compute(config: TrainConfig, n_features: int, n_classes: int, state: 
     return parameters
 
 
+def _architecture_differences(parent: ModelRecord, config: TrainConfig, dataset: DatasetRecord) -> list[str]:
+    """How the network a job would train differs from `parent`'s (empty: its weights fit)."""
+    output, layer_sizes = config.network_shape(dataset.n_features, len(dataset.classes))
+    differences = []
+    if layer_sizes[0] != parent.layer_sizes[0]:
+        differences.append(f"features: the dataset has {layer_sizes[0]}, the model {parent.layer_sizes[0]}")
+    if layer_sizes[1:-1] != parent.layer_sizes[1:-1]:
+        differences.append(f"hidden_layers: the job has {layer_sizes[1:-1]}, the model {parent.layer_sizes[1:-1]}")
+    parent_classes = sorted(str(label) for label in parent.classes)
+    if sorted(dataset.classes) != parent_classes:
+        differences.append(f"classes: the dataset has {sorted(dataset.classes)}, the model {parent_classes}")
+    if config.activation != parent.activation:
+        differences.append(f"activation: the job has {config.activation!r}, the model {parent.activation!r}")
+    if output != parent.output:
+        differences.append(f"output: the job has {output!r}, the model {parent.output!r}")
+    return differences
+
+
+def _parent_model(
+    state: AppState, caller: Principal, ref: str, config: TrainConfig, dataset: DatasetRecord
+) -> ModelRecord:
+    """The model `init_model` names (404 naming the field), when its network is the job's (else 422)."""
+    try:
+        parent = find_model(state, caller, ref)
+    except ApiError as error:
+        error.details = [{"field": "init_model", "message": error.message}]
+        raise
+    differences = _architecture_differences(parent, config, dataset)
+    if differences:
+        raise invalid(
+            "init_model",
+            f"the model's network differs from this job's: {'; '.join(differences)}",
+            code="architecture_mismatch",
+            differences=differences,
+        )
+    return parent
+
+
 def _train_config(body: JobCreate) -> TrainConfig:
     try:
         return body.train_config()
@@ -129,7 +183,6 @@ def _train_config(body: JobCreate) -> TrainConfig:
 )
 def create_job(body: JobCreate, response: Response, state: State, caller: Caller) -> JobPublic:
     """Queue training of a classifier on a dataset; poll the job at the `Location` it returns."""
-    settings = state.settings
     dataset = state.store.get_dataset(body.dataset_id)
     if dataset is None or not caller.may_see(dataset.owner):
         error = not_found("dataset", body.dataset_id)
@@ -137,29 +190,56 @@ def create_job(body: JobCreate, response: Response, state: State, caller: Caller
         raise error
     config = _train_config(body)
     parameters = _check_compute(config, dataset.n_features, len(dataset.classes), state)
+    parent = None if body.init_model is None else _parent_model(state, caller, body.init_model, config, dataset)
+    name = body.name or (parent.name if parent else None) or dataset.name or f"dataset-{dataset.id[:8]}"
+    record = submit_job(
+        state,
+        caller,
+        config.to_dict(),
+        dataset,
+        name=name,
+        parameters=parameters,
+        epochs=config.epochs,
+        parent_model_id=None if parent is None else parent.id,
+    )
+    response.headers["Location"] = f"/v1/jobs/{record.id}"
+    return job_public(state, record)
+
+
+def submit_job(
+    state: AppState,
+    caller: Principal,
+    spec: dict[str, Any],
+    dataset: DatasetRecord,
+    *,
+    name: str,
+    parameters: int,
+    epochs: int,
+    kind: str = "train",
+    parent_model_id: str | None = None,
+) -> JobRecord:
+    """Create and queue a job within the per-key and queue-depth limits (429 / 503 otherwise)."""
+    settings = state.settings
     depth = queue_depth(state.redis, queue_name=settings.queue_name)
     if depth >= settings.max_queue_depth:
         error = limit_exceeded(503, "queue depth", "max_queue_depth", depth + 1, settings.max_queue_depth)
         error.headers = {"Retry-After": "30"}
         raise error
-    name = body.name or dataset.name or f"dataset-{dataset.id[:8]}"
     try:  # the per-key limit is checked and counted in the same step as the job is created
         record = state.store.create_job(
-            config.to_dict(),
+            spec,
             owner=caller.owner,
             dataset_id=dataset.id,
             name=name,
             max_queued=settings.max_queued_jobs_per_key,
+            kind=kind,
+            parent_model_id=parent_model_id,
         )
     except QueueLimitError as exc:
         limit = settings.max_queued_jobs_per_key
         raise limit_exceeded(429, "queued jobs", "max_queued_jobs_per_key", exc.queued + 1, limit) from None
     timeout = job_timeout(
-        dataset.n_samples,
-        parameters,
-        config.epochs,
-        minimum=settings.job_timeout_min,
-        maximum=settings.job_timeout_max,
+        dataset.n_samples, parameters, epochs, minimum=settings.job_timeout_min, maximum=settings.job_timeout_max
     )
     try:
         enqueue_training(
@@ -168,8 +248,7 @@ def create_job(body: JobCreate, response: Response, state: State, caller: Caller
     except Exception:
         state.store.set_job_fields(record.id, status="failed", error="could not be queued")
         raise
-    response.headers["Location"] = f"/v1/jobs/{record.id}"
-    return job_public(state, record)
+    return record
 
 
 @router.get("", summary="List jobs", responses=responses(401, 422, 503))

@@ -13,10 +13,11 @@ import time
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 import engine
+from service.body_limit import json_request_body, read_json
 from service.deps import AppState, Caller, History, Limit, Offset, State, find_model, model_or_404
 from service.errors import ApiError, invalid, limit_exceeded, not_found, responses
 from service.onnx_export import export_onnx
@@ -55,6 +56,7 @@ def model_summary(record: ModelRecord) -> ModelSummaryPublic:
         n_parameters=record.n_parameters,
         metrics=_metrics(record.metrics),  # type: ignore[arg-type]
         config=dict(record.config),
+        parent_model_id=record.parent_model_id,
     )
 
 
@@ -92,12 +94,12 @@ def read_model(record: Model, state: State, window: History) -> ModelPublic:
         history=[EpochPublic.model_validate(entry) for entry in page],
         history_total=len(full.history),
         history_offset=window.offset,
+        validation_report=full.validation_report,
+        receipt=full.receipt,
     )
 
 
-@router.delete(
-    "/{model_id}", status_code=204, summary="Delete a model", responses=responses(401, 404, 409, 503)
-)
+@router.delete("/{model_id}", status_code=204, summary="Delete a model", responses=responses(401, 404, 409, 503))
 def delete_model(record: Model, state: State) -> Response:
     """Delete one model version (a name means the caller's latest version; admins: 409 when several owners
     use the name)."""
@@ -145,11 +147,13 @@ def runs_inline(rows: int, n_parameters: int, max_inline_compute: int) -> bool:
     summary="Predict with a model",
     response_model=PredictionPublic,
     responses=responses(400, 401, 404, 409, 413, 422, 503),
+    openapi_extra=json_request_body(PredictCreate),
 )
-async def predict(model_id: str, body: PredictCreate, state: State, caller: Caller) -> Response:
+async def predict(model_id: str, request: Request, state: State, caller: Caller) -> Response:
     """Class labels and probabilities (columns in the order of `classes`) for raw feature rows; a name
     means the caller's latest version (admins: 409 when several owners use the name)."""
     started = time.perf_counter()
+    body = await read_json(request, PredictCreate)  # off the event loop when large
     # Fast path without Redis nor a thread hop: a model id whose existence was confirmed within
     # `ModelRecords.recheck_seconds` (the staleness bound for deletes by other API processes).
     record = state.records.fresh(model_id)

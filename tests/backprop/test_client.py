@@ -329,3 +329,22 @@ def test_client_wait_shows_a_progress_bar_on_a_terminal(server: ApiServer) -> No
         check=True,
     )
     assert piped.stdout == ""  # no bar when stdout is not a terminal
+
+
+def test_client_promote_evaluate_verify(server: ApiServer) -> None:
+    X, y = blobs(n=90)
+    with Client(server.url) as client:
+        dataset = client.upload_dataset((X, y), name="lifecycle")
+        first = client.train(dataset, hidden_layers=(4,), epochs=2, seed=1).wait(progress=False)
+        second = client.train(dataset, hidden_layers=(4,), epochs=8, seed=1).wait(progress=False)
+        assert first.promote("champion")["version"] == 1
+        guard = {"dataset_id": dataset.id, "metric": "log_loss", "min_delta": 1e6}
+        with pytest.raises(Conflict, match="log_loss"):
+            second.promote("champion", require=guard)
+        assert client.model("lifecycle@champion").version == 1
+        report = second.evaluate(dataset)
+        assert isinstance(report, dict) and report["n_samples"] == 90
+        assert [entry["id"] for entry in second.evaluations()][-1] == report["id"]
+        verified = second.verify().wait(progress=False)
+        assert verified.id == second.id
+        assert second.verifications()[0]["match"] is True

@@ -432,3 +432,29 @@ def test_training_layer_sizes_come_from_network_shape() -> None:
     run = Training(X, y, TrainConfig(hidden_layers=(3,), epochs=1))
     assert run.layer_sizes == list(TrainConfig(hidden_layers=(3,)).network_shape(X.shape[1], 2).layer_sizes)
     assert run.n_parameters == TrainConfig(hidden_layers=(3,)).network_shape(X.shape[1], 2).n_parameters
+
+
+def test_training_init_starts_from_given_weights() -> None:
+    X, y = _blobs()
+    config = TrainConfig(hidden_layers=(6,), epochs=3, validation_fraction=0.0, seed=1)
+    parent = train(X, y, config).model
+    continued = Training(
+        X, y, TrainConfig(hidden_layers=(6,), epochs=1, learning_rate=1e-12, seed=9), init=parent.params
+    )
+    fresh = Training(X, y, TrainConfig(hidden_layers=(6,), epochs=1, learning_rate=1e-12, seed=9))
+    continued.run_epoch()
+    fresh.run_epoch()
+    for (W, _), (W_parent, _), (W_fresh, _) in zip(
+        continued.result().model.params, parent.params, fresh.result().model.params, strict=True
+    ):
+        np.testing.assert_allclose(W, W_parent, atol=1e-6)
+        assert not np.allclose(W_fresh, W_parent, atol=1e-3)
+
+
+def test_training_init_with_other_shape_names_the_layer() -> None:
+    X, y = _blobs()
+    parent = train(X, y, TrainConfig(hidden_layers=(6,), epochs=1)).model
+    with pytest.raises(ValueError, match=r"init layer 0: W \(5, 6\)"):
+        Training(X, y, TrainConfig(hidden_layers=(7,), epochs=1), init=parent.params)
+    with pytest.raises(ValueError, match="init has 2 layers"):
+        Training(X, y, TrainConfig(hidden_layers=(6, 6), epochs=1), init=parent.params)

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis import Redis
 
+from service.settings import Settings
 from tests.service.conftest import blobs_csv, npz_bytes, upload_csv
+from worker import Store
 
 
 def test_upload_csv_returns_summary(client: TestClient) -> None:
@@ -88,9 +98,7 @@ def test_upload_npz_object_array_is_422(client: TestClient) -> None:
         ({"labels": [0, 1]}, "features"),
     ],
 )
-def test_upload_json_rejections_name_the_field(
-    client: TestClient, body: dict[str, object], field: str
-) -> None:
+def test_upload_json_rejections_name_the_field(client: TestClient, body: dict[str, object], field: str) -> None:
     response = client.post("/v1/datasets", json=body)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["details"][0]["field"] == field
@@ -98,9 +106,7 @@ def test_upload_json_rejections_name_the_field(
 
 def test_upload_json_nan_and_bad_json_are_422(client: TestClient) -> None:
     headers = {"content-type": "application/json"}
-    nan = client.post(
-        "/v1/datasets", content=b'{"features": [[NaN], [1]], "labels": [0, 1]}', headers=headers
-    )
+    nan = client.post("/v1/datasets", content=b'{"features": [[NaN], [1]], "labels": [0, 1]}', headers=headers)
     assert nan.status_code == 422
     assert nan.json()["error"]["details"][0]["field"] == "features[0][0]"
     broken = client.post("/v1/datasets", content=b'{"features": [[', headers=headers)
@@ -143,9 +149,9 @@ def test_datasets_list_read_delete_and_404(client: TestClient) -> None:
     listing = client.get("/v1/datasets").json()
     assert [d["id"] for d in listing["items"]] == [second["id"], first["id"]]
     assert listing["total"] == 2
-    assert [
-        d["id"] for d in client.get("/v1/datasets", params={"limit": 1, "offset": 1}).json()["items"]
-    ] == [first["id"]]
+    assert [d["id"] for d in client.get("/v1/datasets", params={"limit": 1, "offset": 1}).json()["items"]] == [
+        first["id"]
+    ]
     assert client.delete(f"/v1/datasets/{first['id']}").status_code == 204
     missing = client.get(f"/v1/datasets/{first['id']}")
     assert missing.status_code == 404
@@ -164,3 +170,103 @@ def test_upload_any_bytes_is_201_or_4xx(client: TestClient, data: bytes, filenam
     assert response.status_code == 201 or response.status_code in (400, 413, 415, 422), response.text
     if response.status_code != 201:
         assert response.json()["error"]["message"]
+
+
+# --- large uploads: JSON limit and parsing off the event loop, compact storage, exact CSV messages -------
+
+
+def test_json_body_over_max_json_bytes_is_413_before_parsing(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(max_json_bytes=2000)
+    body = json.dumps({"features": [[0.5, 1.5]] * 200, "labels": [0, 1] * 100}).encode()
+    for path in ("/v1/datasets", "/v1/models/no-such-model/predict"):
+        response = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 413, (path, response.text)
+        assert "max_json_bytes=2000" in response.json()["error"]["message"]
+    csv_upload = upload_csv(client, blobs_csv(n_per_class=50))  # a file upload keeps max_upload_bytes
+    assert csv_upload.status_code == 201, csv_upload.text
+
+
+def test_upload_large_json_errors_name_the_exact_item(client: TestClient) -> None:
+    features: list[list[object]] = [[0.25, 1.0]] * 9000
+    features = [*features[:7000], [0.25, "x"], *features[7001:]]
+    labels: list[object] = [0, 1] * 4500
+    labels[8500] = True
+    body = json.dumps({"features": features, "labels": labels}).encode()  # validated in chunks
+    response = client.post("/v1/datasets", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    fields = [detail["field"] for detail in response.json()["error"]["details"]]
+    assert fields == ["features[7000][1]", "labels[8500]"]
+    good = json.dumps({"features": [[float(i % 7), 1.0] for i in range(9000)], "labels": [0, 1] * 4500})
+    created = client.post("/v1/datasets", content=good, headers={"content-type": "application/json"})
+    assert created.status_code == 201, created.text
+    assert created.json()["n_samples"] == 9000
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_upload_stores_features_as_dataset_dtype(
+    make_client: Callable[..., TestClient], redis_url: str, data_dir: Path, dtype: str
+) -> None:
+    client = make_client(dataset_dtype=dtype)
+    csv_id = upload_csv(client, blobs_csv(n_per_class=5)).json()["id"]
+    npz = npz_bytes(X=np.ones((4, 2), dtype=np.int8), y=np.array([0, 1, 0, 1]))
+    npz_id = client.post("/v1/datasets", files={"file": ("d.npz", npz)}).json()["id"]
+    json_id = client.post("/v1/datasets", json={"features": [[1.0], [2.0]], "labels": [0, 1]}).json()["id"]
+    store = Store(Redis.from_url(redis_url), data_dir / "blobs")
+    for dataset_id in (csv_id, npz_id, json_id):
+        X, _ = store.load_dataset(dataset_id)
+        assert X.dtype == np.dtype(dtype)
+
+
+def test_upload_large_csv_bad_cell_near_the_end_is_named_exactly(client: TestClient) -> None:
+    rows = [f"{i % 97 / 10},{i % 13},{'ab'[i % 2]}" for i in range(200_000)]
+    rows[199_000] = "1.5,oops,a"
+    data = ("a,b,label\n" + "\n".join(rows) + "\n").encode()
+    response = upload_csv(client, data)
+    assert response.status_code == 422
+    assert response.json()["error"]["message"] == "row 199001 (line 199002), column 'b' (#2): 'oops' is not a number"
+
+
+@contextmanager
+def _serving(app: object) -> Iterator[str]:
+    """`app` served by uvicorn on a free port in a thread (TestClient cannot send two requests at once)."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def test_healthz_answers_while_a_50_mb_json_body_is_parsed(redis_url: str, data_dir: Path) -> None:
+    from service.main import create_app
+
+    rows = 500_000  # about 52 MB of JSON
+    row = "[0.1234567, 1.2345678, 2.3456789, 3.4567891, 4.5678912, 5.6789123, 6.7891234, 7.8912345, 8.9123456]"
+    body = '{"features": [' + ", ".join([row] * rows) + '], "labels": [' + ", ".join(["0", "1"] * (rows // 2))
+    body = (body + "]}").encode()
+    assert len(body) > 50_000_000
+    settings = Settings(redis_url=redis_url, data_dir=data_dir, max_json_bytes=64 * 1024 * 1024)
+    with _serving(create_app(settings)) as url:
+        upload: dict[str, int] = {}
+
+        def send() -> None:
+            response = httpx.post(
+                f"{url}/v1/datasets", content=body, headers={"content-type": "application/json"}, timeout=600
+            )
+            upload["status"] = response.status_code
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        answered = 0
+        while sender.is_alive():
+            assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200  # generous: the target is 0.2 s
+            answered += 1
+            time.sleep(0.05)
+        sender.join()
+    assert upload["status"] == 201
+    assert answered >= 2

@@ -208,8 +208,9 @@ def test_events_client_disconnect_releases_the_subscription(server: ApiServer, s
         httpx.Client(base_url=server.url, timeout=10) as client,
         connect_sse(client, "GET", f"/v1/jobs/{job_id}/events") as source,
     ):
-        first = next(source.iter_sse())
+        events = source.iter_sse()  # held: a dropped iterator closes the connection (a real disconnect)
+        first = next(events)
         assert (first.event, json.loads(first.data)) == ("status", {"status": "queued", "attempt": 0})
-        assert subscribers() == 1
+        wait_until(lambda: subscribers() == 1, timeout=10, what="the open stream's subscription")
     wait_until(lambda: subscribers() == 0, timeout=30, what="the stream's subscription to be released")
     assert httpx.get(f"{server.url}/v1/jobs/{job_id}").json()["status"] == "queued"  # polling still works

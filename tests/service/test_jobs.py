@@ -152,7 +152,7 @@ def test_create_job_openapi_lists_every_train_config_field_with_its_default_and_
     schema = _job_create_schema(client)
     properties = schema["properties"]
     options = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    assert set(properties) == {"dataset_id", "name", *options}
+    assert set(properties) == {"dataset_id", "name", "init_model", *options}
     assert schema["additionalProperties"] is False
     for name, option in options.items():
         prop = properties[name]

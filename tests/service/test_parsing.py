@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import tracemalloc
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -238,3 +240,184 @@ def test_parse_npz_decompression_bomb_is_refused_by_size() -> None:
 def test_parse_npz_zero_rows_with_float_labels_is_a_dataset_error() -> None:
     with pytest.raises(DatasetError):
         parse_npz(npz_bytes(X=np.zeros((0, 3)), y=np.zeros((0,))), limits=LIMITS)
+
+
+# --- the fast CSV path: same messages, formats of the wild, bounded memory --------------------------
+
+
+def _large_csv(rows: int, features: int = 8) -> list[str]:
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(rows, features)).round(5)
+    labels = np.array(["cat", "dog", "bird"])[rng.integers(0, 3, rows)]
+    return [",".join(map(repr, row)) + f",{label}" for row, label in zip(values.tolist(), labels, strict=True)]
+
+
+def test_parse_csv_bad_cell_near_the_end_of_a_large_file_is_named_exactly() -> None:
+    lines = _large_csv(120_000)  # several blocks of the fast path
+    cells = lines[119_990].split(",")
+    lines[119_990] = ",".join([cells[0], "x7", *cells[2:]])
+    lines.insert(5, "")  # a blank line shifts the line numbers, not the row numbers
+    header = ",".join(f"f{i}" for i in range(8)) + ",label"
+    data = "\n".join([header, *lines, ""]).encode()
+    limits = Limits(max_rows=1_000_000, max_features=50, max_classes=20)
+    with pytest.raises(DatasetError) as info:
+        parse_csv(data, label_column=None, limits=limits)
+    assert info.value.message == "row 119991 (line 119993), column 'f1' (#2): 'x7' is not a number"
+    assert info.value.details["row"] == 119_991 and info.value.details["line"] == 119_993
+
+
+def test_parse_csv_ragged_row_and_empty_label_in_a_large_file_name_row_and_line() -> None:
+    lines = _large_csv(60_000)
+    ragged = [*lines[:59_000], "1,2,3", *lines[59_000:]]
+    data = ("\n".join([",".join(f"f{i}" for i in range(8)) + ",label", *ragged]) + "\n").encode()
+    with pytest.raises(DatasetError, match=r"^row 59001 \(line 59002\): 3 fields, expected 9"):
+        parse_csv(data, label_column=None, limits=Limits(1_000_000, 50, 20))
+    empty = [*lines[:100], lines[100].rsplit(",", 1)[0] + ",  ", *lines[101:]]
+    data = ("\n".join([",".join(f"f{i}" for i in range(8)) + ",label", *empty]) + "\n").encode()
+    with pytest.raises(DatasetError, match=r"^row 101 \(line 102\), column 'label' \(#9\): empty label"):
+        parse_csv(data, label_column=None, limits=Limits(1_000_000, 50, 20))
+
+
+def test_parse_csv_quoted_fields_with_commas_and_quotes() -> None:
+    data = b'a,"b ""quoted""",label\n"1.5"," 2",\'x\'\n3,4,"y, with comma"\n5,6,"say ""hi"""\n'
+    dataset = parse_csv(data, label_column=None, limits=LIMITS)
+    assert dataset.feature_names == ["a", 'b "quoted"']
+    assert dataset.X.tolist() == [[1.5, 2.0], [3.0, 4.0], [5.0, 6.0]]
+    assert dataset.y.tolist() == ["'x'", "y, with comma", 'say "hi"']
+
+
+def test_parse_csv_utf8_bom_is_not_part_of_the_first_name() -> None:
+    dataset = parse_csv("\ufeffa,b,label\n1,2,é\n3,4,ü\n".encode(), label_column="label", limits=LIMITS)
+    assert dataset.feature_names == ["a", "b"]
+    assert dataset.y.tolist() == ["é", "ü"]
+
+
+def test_parse_csv_crlf_line_endings() -> None:
+    dataset = parse_csv(b"a,b,label\r\n1,2,x\r\n3,4,y\r\n", label_column=None, limits=LIMITS)
+    assert dataset.X.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert dataset.y.tolist() == ["x", "y"]  # no stray carriage return
+    with pytest.raises(DatasetError, match=r"row 2 \(line 3\), column 'b' \(#2\): '4q' is not a number"):
+        parse_csv(b"a,b,label\r\n1,2,x\r\n3,4q,y\r\n", label_column=None, limits=LIMITS)
+
+
+def test_parse_csv_label_column_in_the_middle() -> None:
+    data = b"a,kind,b,c\n1,x,2,3\n4,y,5,6\n7,x,8,9\n"
+    dataset = parse_csv(data, label_column="kind", limits=LIMITS)
+    assert dataset.feature_names == ["a", "b", "c"]
+    assert dataset.X.tolist() == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]
+    assert dataset.y.tolist() == ["x", "y", "x"]
+    with pytest.raises(DatasetError, match=r"row 2 \(line 3\), column 'c' \(#4\): 'zz' is not a number"):
+        parse_csv(b"a,kind,b,c\n1,x,2,3\n4,y,5,zz\n", label_column="kind", limits=LIMITS)
+
+
+def test_parse_csv_float_looking_labels_stay_text_and_integer_text_merges() -> None:
+    dataset = parse_csv(b"a,label\n1,1.0\n2,0.0\n3,1.0\n", label_column=None, limits=LIMITS)
+    assert dataset.y.dtype.kind == "U" and dataset.y.tolist() == ["1.0", "0.0", "1.0"]
+    dataset = parse_csv(b"a,label\n1,1\n2,01\n3,+1\n4,0\n", label_column=None, limits=LIMITS)
+    assert dataset.y.dtype == np.int64 and dataset.y.tolist() == [1, 1, 1, 0]
+
+
+def test_parse_csv_blank_lines_are_skipped_and_counted_as_lines() -> None:
+    data = b"a,label\n\n1,x\n\n\n2,y\n\n"
+    dataset = parse_csv(data, label_column=None, limits=LIMITS)
+    assert dataset.X.tolist() == [[1.0], [2.0]]
+    with pytest.raises(DatasetError, match=r"^row 2 \(line 6\), column 'a' \(#1\): 'b' is not a number"):
+        parse_csv(b"a,label\n\n1,x\n\n\nb,y\n", label_column=None, limits=LIMITS)
+
+
+def test_parse_csv_features_in_the_requested_dtype() -> None:
+    data = b"a,label\n1.5,x\n2.5,y\n"
+    assert parse_csv(data, label_column=None, limits=LIMITS, dtype=np.float32).X.dtype == np.float32
+    with pytest.raises(DatasetError, match="'1e39' is not a finite number"):  # beyond float32's range
+        parse_csv(b"a,label\n1e39,x\n2,y\n", label_column=None, limits=LIMITS, dtype=np.float32)
+
+
+def test_parse_csv_reads_a_file_object() -> None:
+    dataset = parse_csv(io.BytesIO(b"a,label\n1,x\n2,y\n"), label_column=None, limits=LIMITS)
+    assert dataset.y.tolist() == ["x", "y"]
+
+
+def _peak_bytes(function: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_parse_csv_peak_memory_within_three_times_the_file() -> None:
+    header = ",".join(f"f{i}" for i in range(8)) + ",label"
+    data = ("\n".join([header, *_large_csv(150_000)]) + "\n").encode()
+    upload = io.BytesIO(data)
+    limits = Limits(max_rows=1_000_000, max_features=50, max_classes=20)
+    for dtype in (np.float32, np.float64):
+        peak = _peak_bytes(lambda: parse_csv(upload, label_column=None, limits=limits, dtype=dtype))  # noqa: B023
+        assert peak <= 3 * len(data), (dtype, peak, len(data))
+
+
+def test_parse_csv_wide_header_refused_while_reading_it() -> None:
+    wide = b",".join(b"c%d" % i for i in range(300_000)) + b"\n"  # 2.3 MB header, 50 columns allowed
+    data = wide + b"1,2\n"
+
+    def parse() -> None:
+        with pytest.raises(DatasetError, match="max_features=50") as info:
+            parse_csv(data, label_column=None, limits=LIMITS)
+        assert info.value.code == "limit_exceeded"
+
+    peak = _peak_bytes(parse)
+    assert peak < len(wide) // 4
+
+
+# --- NPZ hardening -----------------------------------------------------------------------------------
+
+
+def test_parse_npz_header_length_capped_before_inflating() -> None:
+    declared = 0xF0000000  # a 4 GB header NumPy's reader would read whole
+    member = b"\x93NUMPY\x02\x00" + declared.to_bytes(4, "little") + b" " * 2_000_000
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("X.npy", member)
+        archive.writestr("y.npy", member)
+    data = buffer.getvalue()
+
+    def parse() -> None:
+        with pytest.raises(DatasetError, match=r"X: not a valid \.npy array \(header of 4026531840 bytes"):
+            parse_npz(data, limits=LIMITS)
+
+    assert _peak_bytes(parse) < 1_000_000
+
+
+@pytest.mark.parametrize("shape", [(2**64, 0), (0, 2**64), (-(2**64), 0), (-1, 0), (3, -2)])
+def test_parse_npz_forged_dimension_is_a_limit_error(shape: tuple[int, ...]) -> None:
+    data = _zip(X=_npy_header_only(shape), y=_npy_header_only((3,), "<i8"))
+    with pytest.raises(DatasetError) as caught:
+        parse_npz(data, limits=LIMITS)
+    assert caught.value.code == "limit_exceeded" and "dimension outside" in caught.value.message
+
+
+def test_parse_npz_size_counted_in_the_bytes_the_engine_holds() -> None:
+    X = np.ones((1000, 300), dtype=np.int8)  # 300 KB as int8, 1.2 MB as float32, 2.4 MB as float64
+    y = np.arange(1000) % 2
+    limits = Limits(max_rows=10_000, max_features=500, max_classes=5, max_bytes=2_000_000)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, X=X, y=y)
+    dataset = parse_npz(buffer.getvalue(), limits=limits, dtype=np.float32)
+    assert dataset.X.dtype == np.float32 and dataset.X.shape == (1000, 300)
+    with pytest.raises(DatasetError, match="2400000 bytes once decompressed and converted") as caught:
+        parse_npz(buffer.getvalue(), limits=limits, dtype=np.float64)
+    assert caught.value.code == "limit_exceeded"
+
+
+def test_parse_npz_float32_kept_without_copy_semantics_and_fortran_order() -> None:
+    X = np.asfortranarray(np.arange(12, dtype=np.float32).reshape(4, 3))
+    dataset = parse_npz(npz_bytes(X=X, y=np.array([0, 1, 0, 1])), limits=LIMITS, dtype=np.float32)
+    assert dataset.X.dtype == np.float32 and dataset.X.flags.c_contiguous
+    assert dataset.X.tolist() == X.tolist()
+    with pytest.raises(DatasetError, match="row 1, column 1 is not a finite number"):
+        parse_npz(npz_bytes(X=np.array([[1e300], [0.0]]), y=np.array([0, 1])), limits=LIMITS, dtype=np.float32)
+
+
+def test_from_lists_label_errors_name_the_row() -> None:
+    with pytest.raises(DatasetError, match="labels row 2: empty label"):
+        from_lists([[1.0], [2.0]], ["a", " "], limits=LIMITS)

@@ -53,6 +53,14 @@ include-path = "/v1/models/{{model_id}}"
 include-method = "GET"
 parameters = {{ model_id = "seeded" }}
 
+# an alias' version is a strict JSON integer (834.0 is refused with 422, as for a job's options); a made-up
+# dataset id is a 404, a version the model lacks too
+[[operations]]
+include-path = ["/v1/models/{{model_id}}/evaluate", "/v1/models/{{name}}/aliases/{{alias}}"]
+include-method = ["POST", "PUT"]
+parameters = {{ model_id = "seeded", name = "seeded" }}
+checks.positive_data_acceptance.expected-statuses = {refused!r}
+
 # the Open Inference Protocol answers a request its shape cannot tell is wrong (a tensor's shape, name or
 # datatype) with 400
 [[operations]]
