@@ -2,6 +2,7 @@
 
 from backprop.client import (
     BackpropError,
+    BatchPrediction,
     Client,
     Conflict,
     Dataset,
@@ -20,6 +21,7 @@ from backprop.client import (
 
 __all__ = [
     "BackpropError",
+    "BatchPrediction",
     "Client",
     "Conflict",
     "Dataset",

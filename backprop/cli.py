@@ -1,352 +1,585 @@
-"""The `backprop` command: `serve` (the whole stack, supervised), `api` and `worker` (each part alone)."""
+"""The `backprop` command: the client commands (datasets, train, jobs, models, predict) on a Backprop API, and
+`serve`, `api`, `worker`, which run the service itself (`backprop.server_commands`, loaded only for them, so a
+client command imports neither FastAPI, uvicorn, RQ nor the engine).
+
+Exit status: 0 success; 1 the job failed or was canceled, or the server refused (not found, conflict, limit);
+2 usage error, including a request the server rejects as invalid; 3 server unreachable or authentication
+refused; 130 interrupted.
+"""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import fcntl
-import logging
-import os
-import signal
+import dataclasses
+import json
 import sys
-import urllib.error
-import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, NoReturn
-from urllib.parse import urlsplit, urlunsplit
+from typing import Annotated, Any, NoReturn
 
-from pydantic import AliasChoices, ValidationError
+import typer
 
-from service.settings import Settings, get_settings, is_loopback
+from backprop.client import (
+    BackpropError,
+    Client,
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    Job,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
+from backprop.feature_rows import FeatureRowsError, read_feature_rows
+from backprop.progress_display import display_for, end_line, epoch_text, eta_text, metrics_text
 
-if TYPE_CHECKING:
-    from backprop.embedded_redis import RedisServer
-
-logger = logging.getLogger("backprop")
-
-EXIT_CONFIG = 2
-STATUS_FILE = "serve.json"
-LOCK_FILE = "serve.lock"
-
-
-# --- configuration ---------------------------------------------------------------------------------------
-def env_names(field_name: str) -> list[str]:
-    """Environment variables that set Settings field `field_name`, in priority order."""
-    field = Settings.model_fields[field_name]
-    alias = field.validation_alias
-    if isinstance(alias, AliasChoices):
-        return [str(choice) for choice in alias.choices]
-    if isinstance(alias, str):
-        return [alias]
-    prefix = str(Settings.model_config.get("env_prefix", ""))
-    return [f"{prefix}{field_name}".upper()]
+SERVER_COMMANDS = ("serve", "api", "worker")
+EXIT_JOB = 1
+EXIT_USAGE = 2
+EXIT_SERVER = 3
+EXIT_INTERRUPTED = 130
+PREDICT_CHUNK = 1000  # rows per predict request (the server's default cap is 10,000)
 
 
-def _env_name_for(loc: object) -> str:
-    """The variable to blame for a validation error at `loc`: the one that is set, else the main one."""
-    name = str(loc)
-    if name in Settings.model_fields:
-        candidates = env_names(name)
-    else:
-        candidates = next(
-            (env_names(field) for field in Settings.model_fields if name in env_names(field)), [name]
-        )
-    environ = {key.upper() for key in os.environ}
-    return next((candidate for candidate in candidates if candidate.upper() in environ), candidates[0])
+def __getattr__(name: str) -> Any:
+    """The names of `backprop.server_commands` (build_parser, redact_url, LOCK_FILE, ...), on first use."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    from backprop import server_commands
 
-
-def describe_settings_error(error: ValidationError) -> list[str]:
-    """One line per problem, naming the environment variable (not the value: it may be a secret)."""
-    lines = []
-    for item in error.errors():
-        where = _env_name_for(item["loc"][0]) if item["loc"] else "configuration"
-        message = str(item["msg"]).removeprefix("Value error, ")
-        lines.append(f"{where}: {message}")
-    return lines
-
-
-def load_settings() -> Settings:
-    """The process' settings, or exit 2 with a message naming each bad variable (no traceback)."""
     try:
-        return get_settings()
-    except ValidationError as error:
-        details = [f"  {line}" for line in describe_settings_error(error)]
-        _fail(EXIT_CONFIG, "invalid configuration:", *details)
+        return getattr(server_commands, name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
 
 
-def _fail(code: int, message: str, *details: str) -> NoReturn:
+# --- global options and output ------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Options:
+    """The global options: where the API is, the key, and whether to print JSON."""
+
+    url: str | None = None
+    api_key: str | None = None
+    json: bool = False
+
+    def client(self) -> Client:
+        return Client(self.url, self.api_key)
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (nothing else).")]
+
+
+def options(ctx: typer.Context, json_flag: bool) -> Options:
+    """The global options, with `--json` also accepted after the command."""
+    found = ctx.find_object(Options) or Options()
+    return dataclasses.replace(found, json=found.json or json_flag)
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+
+
+def fail(code: int, message: str, *details: str) -> NoReturn:
+    """The error on stderr, then exit `code`."""
     print(f"backprop: {message}", *details, sep="\n", file=sys.stderr)
-    raise SystemExit(code)
+    raise typer.Exit(code)
 
 
-def check_blob_store(settings: Settings) -> None:
-    """Exit 2 with a message naming the setting when the blob store is unusable (a missing bucket is created
-    when the credentials allow it)."""
-    from worker import BlobConfigError, open_blob_store
-
-    try:
-        open_blob_store(settings.blob_config()).check(create=True)
-    except BlobConfigError as exc:
-        _fail(EXIT_CONFIG, f"blob store: {exc}")
+def exit_code(error: BackpropError) -> int:
+    if isinstance(error, Unavailable | Unauthorized | Forbidden):
+        return EXIT_SERVER
+    if isinstance(error, InvalidRequest):
+        return EXIT_USAGE
+    return EXIT_JOB
 
 
-def configure_logging(settings: Settings) -> None:
-    """Log lines per settings.log_format and settings.log_level."""
-    from service.logs import configure_logging as configure
-
-    configure(settings.log_format, settings.log_level)
-
-
-def redact_url(url: str) -> str:
-    """`url` with any password replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
-def check_open_access(settings: Settings, host: str) -> None:
-    """Exit 2 when the API would listen on `host` open to anyone; warn when that is allowed on purpose."""
-    refusal = settings.open_access_refusal(host)
-    if refusal is not None:
-        _fail(EXIT_CONFIG, refusal)
-    if not settings.parsed_api_keys() and not is_loopback(host):
-        logger.warning(
-            "BACKPROP_ALLOW_NO_AUTH=true and no API keys (BACKPROP_API_KEYS): anyone who can reach %s "
-            "has full access",
-            host,
+def report(error: BackpropError) -> int:
+    """A server error on stderr, each detail with its field (or row, column, limit); the exit code for it."""
+    lines = []
+    for detail in error.details:
+        where = detail.get("field") or ", ".join(
+            f"{key} {detail[key]}" for key in ("row", "column", "limit") if detail.get(key) is not None
         )
-
-
-def port_number(text: str) -> int:
-    """argparse type: a TCP port."""
-    port = int(text)
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port (1-65535)")
-    return port
-
-
-def _url_host(host: str) -> str:
-    if host in ("0.0.0.0", "", "::"):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
-
-
-# --- backprop api ----------------------------------------------------------------------------------------
-def run_api(args: argparse.Namespace) -> int:
-    """The HTTP API under uvicorn (settings.api_workers processes)."""
-    settings = load_settings()
-    configure_logging(settings)
-    host = args.host if args.host is not None else settings.host
-    port = args.port if args.port is not None else settings.port
-    check_open_access(settings, host)
-    check_blob_store(settings)
-    import uvicorn
-
-    uvicorn.run(
-        "service.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=settings.api_workers,
-        log_config=None,
-        access_log=False,  # the app logs one line per request itself
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
-    return 0
-
-
-# --- backprop worker -------------------------------------------------------------------------------------
-def run_worker_command(args: argparse.Namespace) -> int:
-    """One RQ worker on settings.queue_name; training jobs run in forked work-horses."""
-    settings = load_settings()
-    configure_logging(settings)
-    check_blob_store(settings)
-    import redis
-
-    from worker import run_worker
-
-    try:
-        run_worker(
-            settings.redis_url,
-            queue_name=settings.queue_name,
-            blobs=settings.blob_config(attempts=3),
-            blob_retry_seconds=settings.blob_retry_seconds,
-            burst=args.burst,
-            worker_ttl=settings.worker_ttl,
-            job_monitoring_interval=settings.job_monitoring_interval,
-            checkpoint_seconds=settings.checkpoint_seconds,
-            name=args.name,
-            progress_min_interval=settings.progress_min_interval,
-            running_limit=settings.max_running_jobs_per_key,
-        )
-    except redis.ConnectionError as exc:
-        logger.error("cannot reach Redis at %s: %s", redact_url(settings.redis_url), exc)
-        return 1
-    return 0
-
-
-# --- backprop serve --------------------------------------------------------------------------------------
-def _lock_data_dir(data_dir: Path) -> IO[str]:
-    """Hold an exclusive lock on the data directory for the life of this process."""
-    handle = (data_dir / LOCK_FILE).open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        _fail(1, f"another `backprop serve` is using {data_dir}")
-    handle.truncate(0)
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return handle
-
-
-def _api_ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=0.5) as response:  # our own API
-            return int(response.status) == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def _embedded_redis(data_dir: Path) -> RedisServer:
-    """The embedded Redis of `data_dir`: AOF and password (0600) under data_dir/redis, on a free port."""
-    from backprop.embedded_redis import (
-        RedisServer,
-        RedisServerNotFoundError,
-        find_redis_server,
-        free_port,
-        stored_password,
-    )
-
-    try:
-        find_redis_server()
-    except RedisServerNotFoundError as exc:
-        _fail(1, str(exc))
-    redis_dir = data_dir / "redis"
-    return RedisServer(redis_dir, free_port(), persistent=True, password=stored_password(redis_dir))
-
-
-def run_serve(args: argparse.Namespace) -> int:
-    """Embedded (or external) Redis, N workers and the API, each a supervised child process."""
-    from backprop.supervisor import Child, ProcessChild, RedisChild, Supervisor
-
-    settings = load_settings()
-    configure_logging(settings)
-    if args.workers < 1:
-        _fail(EXIT_CONFIG, "--workers must be at least 1")
-    host = args.host if args.host is not None else settings.host
-    port = args.port if args.port is not None else settings.port
-    check_open_access(settings, host)
-    if settings.blob_url is not None and settings.blob_url.startswith("s3://"):
-        check_blob_store(settings)  # a local directory is checked by each child, under its own data dir
-    data_dir = Path(args.data_dir if args.data_dir is not None else settings.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    lock = _lock_data_dir(data_dir)
-
-    env = dict(os.environ)
-    env.update(
-        BACKPROP_DATA_DIR=str(data_dir),
-        BACKPROP_HOST=host,
-        BACKPROP_PORT=str(port),
-        PYTHONUNBUFFERED="1",
-    )
-    redis_tier: list[Child] = []
-    redis_port: int | None = None
-    external = any(name in os.environ for name in ("REDIS_URL", "BACKPROP_REDIS_URL"))
-    if external:
-        logger.info("using the external Redis at %s", redact_url(settings.redis_url))
+        message = str(detail.get("message") or "")
+        lines.append(f"{where}: {message}" if where else message)
+    if lines and "; ".join(lines) == error.message:  # the message is the details: one line each
+        print(*(f"backprop: {line}" for line in lines), sep="\n", file=sys.stderr)
     else:
-        server = _embedded_redis(data_dir)
-        env["REDIS_URL"] = server.url  # the password reaches the children here, never on a command line
-        redis_port = server.port
-        redis_tier.append(RedisChild("redis", server))
+        print(f"backprop: {error.message}", *(f"  {line}" for line in lines), sep="\n", file=sys.stderr)
+    if isinstance(error, Unauthorized):
+        print("backprop: give the key with --api-key or BACKPROP_API_KEY", file=sys.stderr)
+    return exit_code(error)
 
-    command = [sys.executable, "-m", "backprop.cli"]
-    workers: list[Child] = [
-        ProcessChild(f"worker-{index}", [*command, "worker"], env, force_signal=signal.SIGTERM)
-        for index in range(1, args.workers + 1)
-    ]
-    api = ProcessChild("api", [*command, "api", "--host", host, "--port", str(port)], env)
-    base_url = f"http://{_url_host(host)}:{port}"
-    supervisor = Supervisor(
-        [redis_tier, workers, [api]],
-        status_file=data_dir / STATUS_FILE,
-        grace_seconds=args.grace_period,
-        status_extra={
-            "api_url": base_url,
-            "data_dir": str(data_dir),
-            "redis": "external" if external else "embedded",
-            "redis_port": redis_port,
-        },
-    )
-    supervisor.install_signal_handlers()
-    print(f"Backprop: API docs at {base_url}/docs, data in {data_dir} (Ctrl-C stops)", flush=True)
 
-    announced = False
+def text(value: Any) -> str:
+    """A value for a table: numbers short (integral floats as integers), None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.4g}"
+    return str(value)
 
-    def announce_ready() -> None:
-        nonlocal announced
-        if not announced and api.running() and _api_ready(f"{base_url}/healthz"):
-            announced = True
-            logger.info("API ready at %s/docs", base_url)
 
+def table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Rows under a header on stdout, in aligned columns (plain text: it is read by people and by awk)."""
+    cells = [list(columns), *([text(cell) for cell in row] for row in rows)]
+    widths = [max(len(row[index]) for row in cells) for index in range(len(columns))]
+    for row in cells:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def fields(pairs: Sequence[tuple[str, Any]]) -> None:
+    """`name  value` lines on stdout, empty values left out."""
+    shown = [(name, text(value)) for name, value in pairs if text(value)]
+    width = max((len(name) for name, _ in shown), default=0)
+    for name, value in shown:
+        print(f"{name.ljust(width)}  {value}")
+
+
+app = typer.Typer(
+    name="backprop",
+    help="Backprop: train and serve neural-network classifiers. Client commands talk to the API at --url.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # a traceback's locals would show the API key
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+datasets_app = typer.Typer(help="Upload and list datasets.", no_args_is_help=True)
+jobs_app = typer.Typer(help="List, show, watch and cancel training jobs.", no_args_is_help=True)
+models_app = typer.Typer(help="List and show trained models.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(models_app, name="models")
+
+
+def _version(value: bool) -> None:
+    if value:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            print(metadata.version("backprop"))
+        raise typer.Exit()
+
+
+@app.callback()
+def global_options(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", envvar="BACKPROP_URL", help="The API (default http://127.0.0.1:8000)."),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="BACKPROP_API_KEY", help="API key.", show_default=False)
+    ] = None,
+    json_flag: JsonFlag = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    ctx.obj = Options(url=url, api_key=api_key, json=json_flag)
+
+
+# --- datasets -------------------------------------------------------------------------------------------
+@datasets_app.command("upload")
+def upload_dataset(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A CSV (header row) or NPZ file.")],
+    label: Annotated[str | None, typer.Option("--label", help="The label column (default: the last).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The dataset's name.")] = None,
+    json_flag: JsonFlag = False,
+) -> None:
+    """Upload a dataset."""
+    opts = options(ctx, json_flag)
+    with opts.client() as client:
+        dataset = client.upload_dataset(file, label_column=label, name=name)
+    if opts.json:
+        print_json(dataclasses.asdict(dataset))
+        return
+    classes = ", ".join(f"{label} ({count})" for label, count in dataset.classes.items())
+    print(f"dataset {dataset.id}: {dataset.n_samples} rows, {dataset.n_features} features, classes {classes}")
+
+
+@datasets_app.command("list")
+def list_datasets(ctx: typer.Context, json_flag: JsonFlag = False) -> None:
+    """Your datasets, newest first."""
+    opts = options(ctx, json_flag)
+    with opts.client() as client:
+        datasets = client.datasets()
+    if opts.json:
+        print_json([dataclasses.asdict(dataset) for dataset in datasets])
+        return
+    rows = [(d.id, d.name, d.n_samples, d.n_features, len(d.classes), d.created_at) for d in datasets]
+    table(("ID", "NAME", "ROWS", "FEATURES", "CLASSES", "CREATED"), rows)
+
+
+# --- train ----------------------------------------------------------------------------------------------
+def parse_hidden(text: str) -> list[int]:
+    """`64,32` -> [64, 32]; an empty text is no hidden layer."""
     try:
-        supervisor.start()
-        supervisor.run(tick=announce_ready)
-    finally:
-        supervisor.stop()
-        lock.close()
-    logger.info("stopped")
-    return 0
+        return [int(width) for width in text.split(",") if width.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not comma-separated layer widths like 64,32") from None
 
 
-# --- entry point -----------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="backprop", description=__doc__)
-    with contextlib.suppress(metadata.PackageNotFoundError):
-        parser.add_argument("--version", action="version", version=metadata.version("backprop"))
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def parse_set(assignments: Sequence[str]) -> dict[str, Any]:
+    """`FIELD=VALUE` pairs; a VALUE that parses as JSON is that JSON value, else the text itself."""
+    found: dict[str, Any] = {}
+    for assignment in assignments:
+        field, separator, text = assignment.partition("=")
+        if not separator or not field.strip():
+            raise typer.BadParameter(f"{assignment!r} is not FIELD=VALUE", param_hint="'--set'")
+        try:
+            found[field.strip()] = json.loads(text)
+        except ValueError:
+            found[field.strip()] = text
+    return found
 
-    serve = commands.add_parser(
-        "serve", help="run Redis (embedded unless REDIS_URL is set), workers and the API, supervised"
+
+def job_options(flags: dict[str, Any], assignments: Sequence[str]) -> dict[str, Any]:
+    """The job's fields from the named flags (those given) and `--set`; one field set twice is an error."""
+    chosen = {field: value for field, value in flags.items() if value is not None}
+    extra = parse_set(assignments)
+    twice = sorted(set(chosen) & set(extra))
+    if twice:
+        raise typer.BadParameter(f"{', '.join(twice)} given by its own option and by --set", param_hint="'--set'")
+    return {**extra, **chosen}
+
+
+def dataset_id_for(client: Client, source: str, label: str | None, name: str | None) -> str:
+    """The dataset to train on: `source` uploaded when it is a file, else `source` as a dataset id."""
+    if Path(source).is_file():
+        return client.upload_dataset(source, label_column=label, name=name).id
+    if label is not None:
+        raise typer.BadParameter(f"--label applies to a FILE, and {source!r} is not a file", param_hint="'--label'")
+    return source
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(metavar="FILE|DATASET_ID", help="A CSV/NPZ file, or a dataset id.")],
+    label: Annotated[str | None, typer.Option("--label", help="The label column of FILE.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The model's name (and FILE's dataset's).")] = None,
+    hidden: Annotated[str | None, typer.Option("--hidden", help="Hidden layer widths, e.g. 64,32.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    optimizer: Annotated[str | None, typer.Option("--optimizer", help="e.g. adam, sgd, momentum.")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate")] = None,
+    assignments: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="FIELD=VALUE", help="Any job field; VALUE is JSON when it parses."),
+    ] = None,
+    wait: Annotated[
+        bool | None, typer.Option("--wait/--no-wait", help="Follow the job until it ends (default: on a TTY).")
+    ] = None,
+    cancel_on_interrupt: Annotated[
+        bool, typer.Option("--cancel-on-interrupt", help="Ctrl-C cancels the job (default: it keeps running).")
+    ] = False,
+    json_flag: JsonFlag = False,
+) -> None:
+    """Train a model on FILE (uploaded first) or on an uploaded dataset."""
+    opts = options(ctx, json_flag)
+    flags = {
+        "name": name,
+        "hidden_layers": None if hidden is None else parse_hidden(hidden),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "optimizer": optimizer,
+        "learning_rate": learning_rate,
+    }
+    fields_ = job_options(flags, assignments or [])
+    with opts.client() as client:
+        dataset_id = dataset_id_for(client, source, label, name)
+        try:
+            job = client.train(dataset_id, **fields_)
+        except NotFound as exc:
+            if Path(source).suffix or "/" in source:
+                fail(EXIT_USAGE, f"{source}: no such file")
+            raise exc
+        if not (sys.stdout.isatty() if wait is None else wait):
+            if opts.json:
+                print_json(job.data)
+            else:
+                print(f"job {job.id} {job.status}; follow it with: backprop jobs watch {job.id}")
+            return
+        raise typer.Exit(follow(job, opts, cancel_on_interrupt=cancel_on_interrupt))
+
+
+def follow(job: Job, opts: Options, *, cancel_on_interrupt: bool) -> int:
+    """Show the job's events until it ends; the exit code of its outcome (or of an interruption)."""
+    try:
+        with display_for(sys.stderr, job.id) as display:
+            for event in job.events():
+                display.show(event)
+    except KeyboardInterrupt:
+        return interrupted(job, cancel_on_interrupt)
+    final = job.data
+    if opts.json:
+        print_json(final)
+    if final.get("status") == "succeeded":
+        if not opts.json:
+            print(end_line(final))
+        return 0
+    print(f"backprop: {end_line(final)}", file=sys.stderr)
+    return EXIT_JOB
+
+
+def interrupted(job: Job, cancel: bool) -> int:
+    """Ctrl-C while following: the job keeps running (say how to reattach), or is canceled when asked."""
+    if cancel:
+        try:
+            job.cancel()
+        except Conflict:  # it ended meanwhile
+            job.refresh()
+        state = "canceled: it stops at its next epoch" if job.status == "running" else job.status
+        print(f"backprop: interrupted; job {job.id} {state}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(
+        f"backprop: interrupted; job {job.id} keeps running. Reattach with: backprop jobs watch {job.id}",
+        file=sys.stderr,
     )
-    serve.add_argument("--host", help="address the API binds to (default BACKPROP_HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=port_number, help="API port (default BACKPROP_PORT or 8000)")
-    serve.add_argument(
-        "--data-dir", help="datasets, models, jobs and Redis' AOF (default BACKPROP_DATA_DIR or ./var)"
+    return EXIT_INTERRUPTED
+
+
+# --- jobs -----------------------------------------------------------------------------------------------
+def epoch_cell(job: dict[str, Any]) -> str:
+    progress = job.get("progress")
+    return "" if not progress else epoch_text(progress)
+
+
+@jobs_app.command("list")
+def list_jobs(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option("--status", help="Only jobs in this status.")] = None,
+    json_flag: JsonFlag = False,
+) -> None:
+    """Your jobs, newest first."""
+    opts = options(ctx, json_flag)
+    with opts.client() as client:
+        jobs = client.jobs(status=status)
+    if opts.json:
+        print_json([job.data for job in jobs])
+        return
+    rows = [
+        (j.id, j.data.get("name"), j.status, epoch_cell(j.data), j.model_id, j.data.get("created_at")) for j in jobs
+    ]
+    table(("ID", "NAME", "STATUS", "PROGRESS", "MODEL", "CREATED"), rows)
+
+
+@jobs_app.command("show")
+def show_job(
+    ctx: typer.Context, job_id: Annotated[str, typer.Argument(metavar="ID")], json_flag: JsonFlag = False
+) -> None:
+    """One job: status, progress, model or error, configuration."""
+    opts = options(ctx, json_flag)
+    with opts.client() as client:
+        job = client.job(job_id)
+    if opts.json:
+        print_json(job.data)
+        return
+    progress = job.progress or {}
+    config = job.data.get("config") or {}
+    fields(
+        [
+            ("id", job.id),
+            ("name", job.data.get("name")),
+            ("status", job.status),
+            ("dataset", job.data.get("dataset_id")),
+            ("model", job.model_id),
+            ("error", job.error),
+            ("progress", epoch_text(progress) if progress else None),
+            ("metrics", metrics_text(progress) if progress else None),
+            ("eta", eta_text(progress) if progress and job.status == "running" else None),
+            ("attempts", job.data.get("attempts")),
+            ("created", job.data.get("created_at")),
+            ("started", job.data.get("started_at")),
+            ("finished", job.data.get("finished_at")),
+            ("config", ", ".join(f"{key}={json.dumps(value)}" for key, value in sorted(config.items()))),
+        ]
     )
-    serve.add_argument("--workers", type=int, default=1, help="RQ worker processes (default 1)")
-    serve.add_argument(
-        "--grace-period",
-        type=float,
-        default=10.0,
-        help="seconds a stopping worker may spend finishing its job before it is forced (default 10)",
+
+
+@jobs_app.command("watch")
+def watch_job(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    cancel_on_interrupt: Annotated[
+        bool, typer.Option("--cancel-on-interrupt", help="Ctrl-C cancels the job (default: it keeps running).")
+    ] = False,
+    json_flag: JsonFlag = False,
+) -> None:
+    """Follow a job until it ends (a finished job: its history, then its outcome)."""
+    opts = options(ctx, json_flag)
+    with opts.client() as client:
+        job = client.job(job_id)
+        raise typer.Exit(follow(job, opts, cancel_on_interrupt=cancel_on_interrupt))
+
+
+@jobs_app.command("cancel")
+def cancel_job(
+    ctx: typer.Context, job_id: Annotated[str, typer.Argument(metavar="ID")], json_flag: JsonFlag = False
+) -> None:
+    """Cancel a job: a queued one never runs, a running one stops at its next epoch."""
+    opts = options(ctx, json_flag)
+    with opts.client() as client:
+        job = client.job(job_id).cancel()
+    if opts.json:
+        print_json(job.data)
+    else:
+        print(f"job {job.id} {job.status}")
+
+
+# --- models ---------------------------------------------------------------------------------------------
+def accuracy_cell(metrics: dict[str, Any]) -> str:
+    value = metrics.get("validation_accuracy", metrics.get("train_accuracy"))
+    return "" if value is None else f"{value:.3f}"
+
+
+@models_app.command("list")
+def list_models(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Option("--name", help="Only the versions of this name.")] = None,
+    json_flag: JsonFlag = False,
+) -> None:
+    """Your models, newest first."""
+    opts = options(ctx, json_flag)
+    with opts.client() as client:
+        models = client.models(name=name)
+    if opts.json:
+        print_json([model.data for model in models])
+        return
+    rows = [
+        (m.id, m.name, m.version, len(m.classes), m.n_features, accuracy_cell(m.metrics), m.data.get("created_at"))
+        for m in models
+    ]
+    table(("ID", "NAME", "VERSION", "CLASSES", "FEATURES", "ACCURACY", "CREATED"), rows)
+
+
+@models_app.command("show")
+def show_model(
+    ctx: typer.Context,
+    name_or_id: Annotated[str, typer.Argument(metavar="NAME|ID", help="A model id, or a name (its latest version).")],
+    json_flag: JsonFlag = False,
+) -> None:
+    """One model: classes, layers, metrics, where it came from."""
+    opts = options(ctx, json_flag)
+    with opts.client() as client:
+        model = client.model(name_or_id)
+    if opts.json:
+        print_json(model.data)
+        return
+    metrics = ", ".join(f"{key} {text(value)}" for key, value in sorted(model.metrics.items()))
+    fields(
+        [
+            ("id", model.id),
+            ("name", f"{model.name} (version {model.version})"),
+            ("classes", ", ".join(str(label) for label in model.classes)),
+            ("features", model.n_features),
+            ("layers", " -> ".join(str(width) for width in model.data.get("layer_sizes") or [])),
+            ("activation", model.data.get("activation")),
+            ("parameters", model.data.get("n_parameters")),
+            ("metrics", metrics),
+            ("dataset", model.data.get("dataset_id")),
+            ("job", model.data.get("job_id")),
+            ("created", model.data.get("created_at")),
+        ]
     )
-    serve.set_defaults(handler=run_serve)
-
-    api = commands.add_parser("api", help="run the HTTP API (uvicorn, BACKPROP_API_WORKERS processes)")
-    api.add_argument("--host", help="bind address (default BACKPROP_HOST or 127.0.0.1)")
-    api.add_argument("--port", type=port_number, help="port (default BACKPROP_PORT or 8000)")
-    api.set_defaults(handler=run_api)
-
-    worker = commands.add_parser("worker", help="run one RQ training worker")
-    worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
-    worker.add_argument("--name", help="worker name (default: generated, unique)")
-    worker.set_defaults(handler=run_worker_command)
-    return parser
 
 
+# --- predict --------------------------------------------------------------------------------------------
+def feature_rows(path: str) -> list[list[float]]:
+    """The rows of FILE, or of stdin for `-`; a usage error names the line and column of a bad cell."""
+    try:
+        if path == "-":
+            return list(read_feature_rows(sys.stdin, source="stdin"))
+        with Path(path).open(newline="") as handle:
+            return list(read_feature_rows(handle, source=path))
+    except FeatureRowsError as exc:
+        fail(EXIT_USAGE, str(exc))
+    except OSError as exc:
+        fail(EXIT_USAGE, f"{path}: {exc.strerror or exc}")
+
+
+def chunks(rows: list[list[float]], size: int) -> Iterator[list[list[float]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    name_or_id: Annotated[str, typer.Argument(metavar="NAME|ID", help="A model id, or a name (its latest version).")],
+    file: Annotated[str, typer.Argument(metavar="FILE|-", help="CSV rows of features (header optional); - is stdin.")],
+    proba: Annotated[bool, typer.Option("--proba", help="Each label with the probabilities of all classes.")] = False,
+    json_flag: JsonFlag = False,
+) -> None:
+    """Predict the label of each row of FILE (one per line)."""
+    opts = options(ctx, json_flag)
+    rows = feature_rows(file)
+    if not rows:
+        fail(EXIT_USAGE, f"{'stdin' if file == '-' else file}: no rows of features")
+    predictions: list[Any] = []
+    probabilities: list[list[float]] = []
+    with opts.client() as client:
+        model = client.model(name_or_id)
+        for chunk in chunks(rows, PREDICT_CHUNK):
+            answer = model.prediction(chunk)
+            predictions += answer["predictions"]
+            probabilities += answer["probabilities"]
+    if opts.json:
+        print_json({"predictions": predictions, "probabilities": probabilities})
+        return
+    for label, row in zip(predictions, probabilities, strict=True):
+        if proba:
+            shares = "\t".join(f"{cls}={p:.4f}" for cls, p in zip(model.classes, row, strict=True))
+            print(f"{label}\t{shares}")
+        else:
+            print(label)
+
+
+# --- serve, api, worker -----------------------------------------------------------------------------------
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+def run_server_command(argv: Sequence[str]) -> int:
+    """`backprop serve|api|worker ...`, parsed and run by `backprop.server_commands`."""
+    from backprop import server_commands
+
+    return server_commands.main(argv)
+
+
+@app.command(context_settings=_PASS_THROUGH, add_help_option=False)
+def serve(ctx: typer.Context) -> None:
+    """Run Redis (embedded unless REDIS_URL is set), workers and the API, supervised (see serve --help)."""
+    raise typer.Exit(run_server_command(["serve", *ctx.args]))
+
+
+@app.command(context_settings=_PASS_THROUGH, add_help_option=False)
+def api(ctx: typer.Context) -> None:
+    """Run the HTTP API alone (see api --help)."""
+    raise typer.Exit(run_server_command(["api", *ctx.args]))
+
+
+@app.command(context_settings=_PASS_THROUGH, add_help_option=False)
+def worker(ctx: typer.Context) -> None:
+    """Run one RQ training worker (see worker --help)."""
+    raise typer.Exit(run_server_command(["worker", *ctx.args]))
+
+
+# --- entry point ----------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
-    """`backprop COMMAND ...`."""
-    args = build_parser().parse_args(argv)
-    code: int = args.handler(args)
-    return code
+    """`backprop COMMAND ...`: serve, api and worker go to their own parser; the rest is the client's."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in SERVER_COMMANDS:
+        return run_server_command(args)
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=args, prog_name="backprop")  # exits: usage errors 2, typer.Exit's code, Ctrl-C 130
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except BackpropError as exc:
+        return report(exc)
+    return 0
 
 
 if __name__ == "__main__":

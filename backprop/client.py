@@ -13,7 +13,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from backprop.errors import (
 
 __all__ = [
     "BackpropError",
+    "BatchPrediction",
     "Client",
     "Conflict",
     "Dataset",
@@ -49,6 +50,7 @@ __all__ = [
     "Model",
     "NotFound",
     "RateLimited",
+    "Sweep",
     "Unauthorized",
     "Unavailable",
 ]
@@ -194,6 +196,42 @@ class Client:
         params = {} if status is None else {"status": status}
         return [Job(self, item) for item in self._pages("/v1/jobs", params)]
 
+    # --- sweeps --------------------------------------------------------------------------------------
+    def sweep(
+        self,
+        dataset: Dataset | str | os.PathLike[str],
+        *,
+        grid: dict[str, list[Any]] | None = None,
+        random: dict[str, Any] | None = None,
+        seeds: list[int] | tuple[int, ...] = (0,),
+        metric: str = "validation_loss",
+        base: dict[str, Any] | None = None,
+        early_stop: dict[str, Any] | None = None,
+        alias: str | None = None,
+        name: str | None = None,
+    ) -> Sweep:
+        """Start a sweep: one job per trial of `grid` (option -> values) or `random` (`n_trials`, `seed`,
+        `space`), and per seed; `base` holds the options every trial shares."""
+        if isinstance(dataset, os.PathLike) or (isinstance(dataset, str) and Path(dataset).is_file()):
+            dataset = self.upload_dataset(dataset)
+        body: dict[str, Any] = {
+            "dataset_id": dataset.id if isinstance(dataset, Dataset) else dataset,
+            "base": _jsonable(base or {}),
+            "seeds": list(seeds),
+            "metric": metric,
+        }
+        optional = {"grid": grid, "random": random, "early_stop": early_stop, "alias": alias, "name": name}
+        body.update({key: _jsonable(value) for key, value in optional.items() if value is not None})
+        return Sweep(self, self.request("POST", "/v1/sweeps", json=body))
+
+    def read_sweep(self, sweep_id: str) -> Sweep:
+        """A handle on an existing sweep."""
+        return Sweep(self, self.request("GET", f"/v1/sweeps/{sweep_id}"))
+
+    def sweeps(self) -> list[Sweep]:
+        """Your sweeps, newest first (without their trials: `refresh()` one for them)."""
+        return [Sweep(self, item) for item in self._pages("/v1/sweeps", {})]
+
     # --- models --------------------------------------------------------------------------------------
     def model(self, name_or_id: str) -> Model:
         """A model by id, or by name (its latest version)."""
@@ -271,19 +309,121 @@ class Job:
     def wait(self, progress: bool = True, timeout: float | None = None) -> Model:
         """Follow the job until it ends: its Model on success; JobFailed (the server's reason) or JobCanceled
         otherwise. With `progress` and a terminal on stdout, a live progress bar."""
-        display = _ProgressDisplay.start() if progress and sys.stdout.isatty() else None
-        try:
-            for event in self.events(timeout=timeout):
-                if display is not None:
+        if progress and sys.stdout.isatty():
+            from rich.console import Console  # rich only when a bar is shown
+
+            from backprop.progress_display import LiveProgress
+
+            with LiveProgress(Console(), self.id) as display:
+                for event in self.events(timeout=timeout):
                     display.show(event)
-        finally:
-            if display is not None:
-                display.stop()
+        else:
+            for _event in self.events(timeout=timeout):
+                pass
         if self.status == "succeeded" and self.model_id is not None:
             return self.client.model(self.model_id)
         if self.status == "canceled":
             raise JobCanceled(self.data)
         raise JobFailed(self.data)
+
+
+class Sweep:
+    """A hyperparameter sweep; `data` is its last known record (`refresh()` reads it again)."""
+
+    def __init__(self, client: Client, data: dict[str, Any]) -> None:
+        self.client = client
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Sweep(id={self.id!r}, status={self.status!r})"
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def status(self) -> str:
+        return str(self.data["status"])
+
+    @property
+    def finished(self) -> bool:
+        """Whether the sweep ended and its result is final (every child ended)."""
+        return self.status in TERMINAL and self.data.get("finished_at") is not None
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The best trial: `trial`, `overrides`, `config`, `seed`, `metric`, `model_id`."""
+        value: dict[str, Any] | None = self.data.get("best")
+        return value
+
+    def leaderboard(self) -> list[dict[str, Any]]:
+        """Trials best first: `index`, `overrides`, `mean`, `std` (over seeds), `rung`, `epochs`."""
+        if "leaderboard" not in self.data:
+            self.refresh()
+        return list(self.data["leaderboard"])
+
+    def refresh(self) -> Sweep:
+        self.data = self.client.request("GET", f"/v1/sweeps/{self.id}")
+        return self
+
+    def cancel(self) -> Sweep:
+        """Cancel every queued and running child (Conflict if the sweep already ended)."""
+        self.data = self.client.request("POST", f"/v1/sweeps/{self.id}/cancel")
+        return self
+
+    def delete(self) -> None:
+        """Delete the finished sweep's record (its jobs and models stay)."""
+        self.client.request("DELETE", f"/v1/sweeps/{self.id}")
+
+    def wait(self, progress: bool = True, timeout: float | None = None, interval: float = 1.0) -> Sweep:
+        """Poll until the sweep ended; with `progress` and a terminal on stdout, a live leaderboard table."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        live = _LeaderboardDisplay.start() if progress and sys.stdout.isatty() else None
+        try:
+            while not self.refresh().finished:
+                if live is not None:
+                    live.show(self.data)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"sweep {self.id} still {self.status} after {timeout} s")
+                time.sleep(interval)
+            if live is not None:
+                live.show(self.data)
+        finally:
+            if live is not None:
+                live.stop()
+        return self
+
+
+@dataclass
+class _LeaderboardDisplay:
+    """A rich live table for `Sweep.wait` (rich is imported only when one is shown)."""
+
+    live: Any
+
+    @classmethod
+    def start(cls) -> _LeaderboardDisplay:
+        from rich.live import Live
+
+        live = Live(refresh_per_second=2)
+        live.start()
+        return cls(live)
+
+    def show(self, data: dict[str, Any]) -> None:
+        from rich.table import Table
+
+        counts = ", ".join(f"{n} {status}" for status, n in data.get("counts", {}).items() if n)
+        table = Table(title=f"sweep {data['id'][:8]} {data['status']} ({counts}) - {data['metric']}")
+        for column in ("rank", "trial", "overrides", "mean", "std", "epochs"):
+            table.add_column(column)
+        for rank, row in enumerate(data.get("leaderboard", [])[:20], start=1):
+            overrides = ", ".join(f"{key}={value}" for key, value in row["overrides"].items())
+            table.add_row(
+                str(rank), str(row["index"]), overrides, f"{row['mean']:.4f}", f"{row['std']:.4f}", str(row["epochs"])
+            )
+        self.live.update(table)
+
+    def stop(self) -> None:
+        self.live.stop()
 
 
 def _follow(job: Job, after: int, deadline: float | None) -> Iterator[Event]:
@@ -370,7 +510,8 @@ class Model:
     def metrics(self) -> dict[str, Any]:
         return dict(self.data.get("metrics") or {})
 
-    def _predict(self, X: Any) -> dict[str, Any]:
+    def prediction(self, X: Any) -> dict[str, Any]:
+        """The server's whole answer for the rows of `X`: `predictions`, `probabilities`, `classes`, `version`."""
         instances = np.asarray(X, dtype=np.float64)
         if instances.ndim == 1:
             instances = instances.reshape(1, -1)
@@ -382,11 +523,11 @@ class Model:
 
     def predict(self, X: Any) -> np.ndarray:
         """The predicted label of each row of `X` (n_samples, n_features)."""
-        return np.asarray(self._predict(X)["predictions"])
+        return np.asarray(self.prediction(X)["predictions"])
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (n_samples, n_classes), columns in the order of `classes`."""
-        return np.asarray(self._predict(X)["probabilities"], dtype=np.float64)
+        return np.asarray(self.prediction(X)["probabilities"], dtype=np.float64)
 
     # --- after training ------------------------------------------------------------------------------
     def promote(self, alias: str, *, require: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -419,56 +560,92 @@ class Model:
         """The stored verification results, oldest first."""
         return list(self.client._pages(f"/v1/models/{self.id}/verifications", {}))
 
-
-@dataclass
-class _ProgressDisplay:
-    """A rich progress bar for `Job.wait` (rich is imported only when one is shown)."""
-
-    progress: Any
-    task: Any = None
-    lines: list[str] = field(default_factory=list)
-
-    @classmethod
-    def start(cls) -> _ProgressDisplay:
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-
-        progress = Progress(
-            TextColumn("epoch {task.completed:.0f}/{task.total:.0f}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[metrics]}"),
-            TimeRemainingColumn(),
-        )
-        progress.start()
-        return cls(progress)
-
-    def show(self, event: Event) -> None:
-        if event.event == "status":
-            data = event.data
-            self.progress.console.print(f"status: {data.get('status')} (attempt {data.get('attempt')})")
-        elif event.event == "progress":
-            data = event.data
-            if self.task is None:
-                self.task = self.progress.add_task("training", total=data.get("epochs") or None, metrics="")
-            self.progress.update(self.task, completed=data["epoch"], metrics=_metrics_text(data))
-
-    def stop(self) -> None:
-        self.progress.stop()
+    def predictions(
+        self, source: Dataset | str | os.PathLike[str] | Any, *, label_column: str | None = None
+    ) -> BatchPrediction:
+        """Submit a batch prediction on the workers: `source` is a Dataset or dataset id, a CSV/NPZ file path
+        (uploaded; a label column is ignored), or an array of feature rows (sent as NPZ)."""
+        path = f"/v1/models/{self.id}/predictions"
+        form = {} if label_column is None else {"label_column": label_column}
+        if isinstance(source, Dataset) or (isinstance(source, str) and not Path(source).is_file()):
+            dataset_id = source.id if isinstance(source, Dataset) else source
+            return BatchPrediction(self.client, self.client.request("POST", path, json={"dataset_id": dataset_id}))
+        if isinstance(source, str | os.PathLike):
+            file = Path(source)
+            media = "application/octet-stream" if file.suffix.lower() == ".npz" else "text/csv"
+            with file.open("rb") as handle:
+                files = {"file": (file.name, handle, media)}  # type: ignore[dict-item]
+                return BatchPrediction(self.client, self.client.request("POST", path, files=files, data=form))
+        buffer = io.BytesIO()
+        np.savez(buffer, X=np.asarray(source, dtype=np.float64))
+        arrays = {"file": ("features.npz", buffer.getvalue(), "application/octet-stream")}
+        return BatchPrediction(self.client, self.client.request("POST", path, files=arrays))
 
 
-def _metrics_text(progress: dict[str, Any]) -> str:
-    parts = []
-    names = (
-        ("train_loss", "loss"),
-        ("train_accuracy", "acc"),
-        ("validation_loss", "val_loss"),
-        ("validation_accuracy", "val_acc"),
-    )
-    for key, label in names:
-        value = progress.get(key)
-        if value is not None:
-            parts.append(f"{label} {value:.4f}")
-    return "  ".join(parts)
+class BatchPrediction:
+    """A batch prediction running on the workers; its result is streamed from the server."""
+
+    def __init__(self, client: Client, data: dict[str, Any]) -> None:
+        self.client = client
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"BatchPrediction(id={self.id!r}, status={self.status!r})"
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def status(self) -> str:
+        return str(self.data["status"])
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        return self.data.get("progress")
+
+    def refresh(self) -> BatchPrediction:
+        self.data = self.client.request("GET", f"/v1/predictions/{self.id}")
+        return self
+
+    def cancel(self) -> BatchPrediction:
+        self.data = self.client.request("POST", f"/v1/predictions/{self.id}/cancel")
+        return self
+
+    def wait(self, timeout: float | None = None, interval: float = 0.5) -> BatchPrediction:
+        """Poll until it ends; JobFailed / JobCanceled when it did not succeed, TimeoutError after `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.refresh().status not in TERMINAL:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"batch prediction {self.id} still {self.status} after {timeout} s")
+            time.sleep(interval)
+        if self.status == "failed":
+            raise JobFailed(self.data)
+        if self.status == "canceled":
+            raise JobCanceled(self.data)
+        return self
+
+    def download(self, target: str | os.PathLike[str], *, format: str = "csv", include_input: bool = False) -> Path:
+        """Stream the result (`csv` or `npz`) into the file `target`, never holding it whole."""
+        params = {"format": format, "include_input": str(include_input).lower()}
+        path = Path(target)
+        with self.client.http.stream("GET", f"/v1/predictions/{self.id}/result", params=params) as response:
+            if response.status_code >= 400:
+                response.read()
+                _answer(response)
+            with path.open("wb") as handle:
+                for piece in response.iter_bytes():
+                    handle.write(piece)
+        return path
+
+    def result(self, *, include_input: bool = False) -> dict[str, np.ndarray]:
+        """The result as arrays: `classes`, `predictions`, `probabilities` (and `X` with the input)."""
+        params = {"format": "npz", "include_input": str(include_input).lower()}
+        response = self.client.http.get(f"/v1/predictions/{self.id}/result", params=params)
+        if response.status_code >= 400:
+            _answer(response)
+        with np.load(io.BytesIO(response.content), allow_pickle=False) as arrays:
+            return {name: arrays[name] for name in arrays.files}
 
 
 def _answer(response: httpx.Response) -> Any:
@@ -511,4 +688,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-

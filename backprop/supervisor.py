@@ -37,6 +37,15 @@ class RestartPolicy:
         return float(min(self.first_delay * 2**exponent, self.max_delay))
 
 
+def worker_blas_threads(configured: int, workers: int, cores: int | None = None) -> int:
+    """BLAS threads of each of `workers` workers sharing this machine: `configured` when above 0 (the
+    BACKPROP_BLAS_THREADS setting), else max(1, cores // workers) over the cores this process may use."""
+    if configured > 0:
+        return configured
+    available = cores if cores is not None else len(os.sched_getaffinity(0))
+    return max(1, available // max(1, workers))
+
+
 def _die_with_parent(parent_pid: int) -> Callable[[], None]:
     """A preexec_fn asking Linux to SIGTERM the child when the supervisor dies (no orphans)."""
 

@@ -168,6 +168,7 @@ def forward(params: Params, X: Array, activation: str = "relu", output: str = "s
     return output_activation(Z[-1], output)
 
 
+# Over 60 lines only for its docstring; the input checks and the one backward pass read best unsplit.
 def backprop(
     params: Params,
     X: Array,

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -22,9 +22,21 @@ from service.errors import install_error_handlers
 from service.logs import AccessLogMiddleware, configure_logging
 from service.metrics import Metrics, store_snapshot
 from service.model_cache import ModelCache, ModelRecords, model_nbytes
-from service.routes import aliases, datasets, evaluations, events, health, jobs, metrics, models, v2
+from service.routes import (
+    aliases,
+    datasets,
+    evaluations,
+    events,
+    health,
+    jobs,
+    metrics,
+    models,
+    predictions,
+    sweeps,
+    v2,
+)
 from service.settings import Settings, get_settings
-from worker import Store, open_blob_store, reap
+from worker import Store, advance_sweeps, open_blob_store, reap
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +68,7 @@ async def _reap_forever(state: AppState) -> None:
             )
             if changed:
                 logger.info("reaper: %d job(s) re-queued or failed", changed)
+            await run_in_threadpool(advance_sweeps, state.store)
         except Exception as exc:
             logger.warning("reaper failed: %s: %s", type(exc).__name__, exc)
 
@@ -79,6 +92,50 @@ def published_openapi(build: Callable[[], dict[str, Any]], *, keys: bool, metric
     return schema
 
 
+def _lifespan(state: AppState) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Startup and shutdown: the open-access warning, the reaper task, then closing both Redis clients."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not state.keyring.enabled:
+            logger.warning("no API keys configured (BACKPROP_API_KEYS): every caller is an admin")
+        reaper = asyncio.create_task(_reap_forever(state))
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+            state.redis.close()
+            state.probe.close()
+
+    return lifespan
+
+
+def _serve_openapi(app: FastAPI, state: AppState, *, open_docs: bool) -> None:
+    """Publish the OpenAPI document as the server enforces it; without open docs, serve it and the Swagger
+    UI behind authentication instead of FastAPI's open routes."""
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = published_openapi(
+                build_openapi, keys=state.keyring.enabled, metrics_public=state.settings.metrics_public
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    if not open_docs:
+
+        @app.get("/openapi.json", include_in_schema=False)
+        def read_openapi(caller: Caller) -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", include_in_schema=False)
+        def read_docs(caller: Caller) -> HTMLResponse:
+            return get_swagger_ui_html(openapi_url="/openapi.json", title="Backprop API")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The Backprop API; with no argument it reads `get_settings()` (uvicorn's `--factory`)."""
     settings = settings if settings is not None else get_settings()
@@ -97,20 +154,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keyring=KeyRing(settings.parsed_api_keys()),
     )
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not state.keyring.enabled:
-            logger.warning("no API keys configured (BACKPROP_API_KEYS): every caller is an admin")
-        reaper = asyncio.create_task(_reap_forever(state))
-        try:
-            yield
-        finally:
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
-            client.close()
-            probe.close()
-
     # With API keys configured, the API's own description needs a key too (only /healthz, /readyz and, when
     # settings say so, /metrics are open): FastAPI's open routes are replaced by authenticated ones.
     open_docs = not state.keyring.enabled
@@ -118,33 +161,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Backprop",
         version="1.0.0",
         description=DESCRIPTION,
-        lifespan=lifespan,
+        lifespan=_lifespan(state),
         generate_unique_id_function=lambda route: route.name,  # operationId = handler name
         openapi_url="/openapi.json" if open_docs else None,
         docs_url="/docs" if open_docs else None,
         redoc_url="/redoc" if open_docs else None,
     )
     app.state.backprop = state
-    build_openapi = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = published_openapi(
-                build_openapi, keys=state.keyring.enabled, metrics_public=settings.metrics_public
-            )
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-    if not open_docs:
-
-        @app.get("/openapi.json", include_in_schema=False)
-        def read_openapi(caller: Caller) -> JSONResponse:
-            return JSONResponse(app.openapi())
-
-        @app.get("/docs", include_in_schema=False)
-        def read_docs(caller: Caller) -> HTMLResponse:
-            return get_swagger_ui_html(openapi_url="/openapi.json", title="Backprop API")
-
+    _serve_openapi(app, state, open_docs=open_docs)
     add_json_body_schemas(app)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, max_json_bytes=settings.max_json_bytes)
@@ -153,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         datasets.router,
         jobs.router,
+        sweeps.router,
         models.router,
         aliases.router,
         evaluations.router,
@@ -162,5 +187,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.include_router(v2.router)
     app.include_router(events.router)
+    app.include_router(predictions.router)
     mount_dashboard(app)
     return app

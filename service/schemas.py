@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    create_model,
+    model_validator,
+)
 
 from engine import OptionSpec, TrainConfig, json_safe, option_fields
 from worker import JobStatus
@@ -244,6 +253,8 @@ class JobSummaryPublic(BaseModel):
     model_id: str | None = None
     error: str | None = None
     attempts: int = 0
+    sweep_id: str | None = Field(None, description="The sweep this job is a trial of, if any.")
+    blas_threads: int | None = Field(None, description="BLAS threads of the worker that ran it.")
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -488,6 +499,181 @@ class VerificationList(BaseModel):
     limit: int
 
 
+# --- sweeps -----------------------------------------------------------------------------------------
+
+SWEEP_NAME_MAX_LENGTH = 40  # room for a child's "-t<trial>-s<seed>" within the 64 characters of a model name
+SweepName = Annotated[str, Field(min_length=1, max_length=SWEEP_NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
+Seed = Annotated[int, Field(strict=True, ge=0, le=2**32 - 1)]
+Bound = Annotated[float, Field(strict=False, allow_inf_nan=False)]
+
+
+LowHigh = Annotated[list[Bound], Field(min_length=2, max_length=2, description="[low, high]")]
+
+
+class Distribution(_Request):
+    """Exactly one of: `uniform` [low, high] (a float), `log_uniform` [low, high] (a float whose logarithm is
+    uniform; both above 0), `choice` [values...] (each equally likely)."""
+
+    uniform: LowHigh | None = None
+    log_uniform: LowHigh | None = None
+    choice: list[Any] | None = Field(None, min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Distribution:
+        given = {name: value for name, value in self.model_dump().items() if value is not None}
+        if len(given) != 1:
+            raise ValueError("give exactly one of `uniform`, `log_uniform` and `choice`")
+        for name in ("uniform", "log_uniform"):
+            bounds = given.get(name)
+            if bounds is not None and bounds[0] > bounds[1]:
+                raise ValueError(f"{name}: low must not be above high")
+        if given.get("log_uniform") and given["log_uniform"][0] <= 0:
+            raise ValueError("log_uniform: both bounds must be above 0")
+        return self
+
+
+class RandomSearch(_Request):
+    """`n_trials` configurations drawn from `space` by a generator seeded with `seed` (the same spec gives the
+    same trials)."""
+
+    n_trials: int = Field(strict=True, ge=1, le=10_000)
+    seed: Seed = 0
+    space: dict[str, Distribution] = Field(min_length=1, max_length=100)
+
+
+class EarlyStop(_Request):
+    """Synchronous successive halving: every trial runs `min_epochs`; the best 1/eta (by the mean over seeds)
+    continue from their own training state to eta x the epochs, and so on up to the base's `epochs`."""
+
+    type: Literal["halving"]
+    min_epochs: int = Field(strict=True, ge=1, le=1_000_000)
+    eta: int = Field(3, strict=True, ge=2, le=100)
+
+
+class SweepCreate(_Request):
+    """A hyperparameter sweep: `base` options, a `grid` or a `random` space of overrides, and seeds."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "dataset_id": "8c1f0c2e5d8a4f8e9d3b6a1c2e4f6a8b",
+                    "name": "digits-search",
+                    "base": {"epochs": 60, "optimizer": "adam"},
+                    "grid": {"learning_rate": [0.01, 0.001], "hidden_layers": [[32], [64, 32]]},
+                    "seeds": [0, 1, 2],
+                    "metric": "validation_loss",
+                }
+            ]
+        },
+    )
+    dataset_id: ResourceId
+    name: SweepName | None = Field(None, description="Name of the sweep; its children's models are NAME-tI-sS.")
+    base: dict[str, Any] = Field(default_factory=dict, description="Job options every trial shares.")
+    grid: dict[str, list[Any]] | None = Field(
+        None, min_length=1, description="Option -> values; one trial per combination."
+    )
+    random: RandomSearch | None = None
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=100)
+    metric: Literal["validation_loss", "validation_accuracy"] = "validation_loss"
+    early_stop: EarlyStop | None = None
+    alias: Name | None = Field(None, description="Alias given to the best model once the sweep succeeds.")
+
+    @model_validator(mode="after")
+    def _one_space(self) -> SweepCreate:
+        if (self.grid is None) == (self.random is None):
+            raise ValueError("give exactly one of `grid` and `random`")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds: each seed at most once")
+        for name, values in (self.grid or {}).items():
+            if not values:
+                raise ValueError(f"grid.{name}: give at least one value")
+        return self
+
+
+class SweepSeedPublic(BaseModel):
+    """One seed of a trial: its job, and the metric of the model it trained."""
+
+    seed: int
+    job_id: str | None
+    status: JobStatus | None
+    metric: MaybeFloat = None
+    model_id: str | None = None
+    error: str | None = None
+
+
+class SweepTrialPublic(BaseModel):
+    """A trial at the last rung it reached: mean and population standard deviation (ddof=0) of the metric
+    over the seeds whose job succeeded."""
+
+    index: int
+    overrides: dict[str, Any]
+    rung: int
+    epochs: int
+    seeds: list[SweepSeedPublic]
+    mean: MaybeFloat = None
+    std: MaybeFloat = None
+    status: JobStatus
+
+
+class SweepRankPublic(BaseModel):
+    index: int
+    overrides: dict[str, Any]
+    mean: MaybeFloat = None
+    std: MaybeFloat = None
+    rung: int
+    epochs: int
+
+
+class SweepBestPublic(BaseModel):
+    """The leaderboard's first trial and the model of its best seed."""
+
+    trial: int
+    overrides: dict[str, Any]
+    config: dict[str, Any]
+    seed: int
+    metric: MaybeFloat = None
+    model_id: str | None
+    job_id: str | None
+
+
+class SweepSummaryPublic(BaseModel):
+    """A sweep as lists show it."""
+
+    id: str
+    name: str
+    dataset_id: str
+    status: JobStatus
+    metric: str
+    seeds: list[int]
+    n_trials: int
+    counts: dict[str, int] = Field(description="Children by job status.")
+    best: SweepBestPublic | None = None
+    alias: str | None = None
+    alias_status: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class SweepPublic(SweepSummaryPublic):
+    """A sweep with every trial, the leaderboard (by mean metric; ties by std, then index; with halving a
+    later rung first) and the rungs it ran."""
+
+    early_stop: EarlyStop | None = None
+    spec: dict[str, Any]
+    trials: list[SweepTrialPublic]
+    leaderboard: list[SweepRankPublic]
+    rungs: list[dict[str, Any]]
+
+
+class SweepList(BaseModel):
+    items: list[SweepSummaryPublic]
+    total: int
+    offset: int
+    limit: int
+
+
 # --- health -----------------------------------------------------------------------------------------
 
 
@@ -499,3 +685,41 @@ class ReadinessPublic(BaseModel):
     status: Literal["ready", "unavailable"]
     redis: bool
     workers: int
+
+
+# --- batch predictions ------------------------------------------------------------------------------
+
+
+class BatchPredictionCreate(_Request):
+    """Score a stored dataset (its labels, if any, are ignored)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"dataset_id": "0" * 32}]})
+    dataset_id: str = Field(min_length=1, max_length=64)
+
+
+class BatchProgressPublic(BaseModel):
+    rows_done: int
+    rows_total: int
+    fraction: float
+    updated_at: datetime | None = None
+
+
+class BatchPredictionPublic(BaseModel):
+    """A batch prediction: its status and, once `succeeded`, where its result is."""
+
+    id: str
+    model_id: str
+    model_name: str
+    model_version: int
+    classes: list[int | str]
+    source: Literal["dataset", "upload"]
+    dataset_id: str | None = None
+    n_rows: int
+    n_features: int
+    status: JobStatus
+    progress: BatchProgressPublic | None = None
+    error: str | None = None
+    result_url: str | None = Field(None, description="Where the result is streamed from once succeeded.")
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None

@@ -102,6 +102,13 @@ class Settings(BaseSettings):
         10.0, ge=0, le=3600, description="Checkpoint after an epoch once this many seconds passed since the last."
     )
     progress_min_interval: float = Field(0.2, ge=0, le=60, description="Minimum seconds between progress writes.")
+    blas_threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="BLAS threads of each worker's training (0: automatic: `backprop serve --workers N` gives "
+        "each worker max(1, cores // N); a worker started alone keeps the BLAS default).",
+    )
     job_retention_days: float = Field(
         0, ge=0, description="Finished job records older than this are deleted; their models stay (0: keep)."
     )
@@ -129,7 +136,13 @@ class Settings(BaseSettings):
     max_running_jobs_per_key: int = Field(
         0, ge=0, description="Jobs of one API key that run at once; the others wait in the queue (0: no limit)."
     )
+    max_sweep_jobs: int = Field(
+        200, ge=1, description="Most jobs one sweep starts with: trials x seeds (422 above)."
+    )
     max_queue_depth: int = Field(1_000, ge=1, description="Jobs in the queue in all (503 above).")
+    prediction_chunk_rows: int = Field(
+        65_536, ge=1, le=10_000_000, description="Rows a batch prediction computes and streams at a time."
+    )
     model_cache_size: int = Field(32, ge=1, description="Most models the API keeps loaded in memory.")
     model_cache_bytes: int = Field(
         512 * MiB,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker import keys
+from worker import keys, npyfiles
 from worker.blobs import (
     BlobConfig,
     BlobConfigError,
@@ -15,6 +15,15 @@ from worker.blobs import (
 )
 from worker.checkpoints import checkpoint_failures
 from worker.jobstate import ACTIVE_STATUSES, JOB_STATUSES, TERMINAL_STATUSES, TRANSITIONS, JobStatus
+from worker.predictions import (
+    PredictionRecord,
+    Predictions,
+    cancel_prediction,
+    enqueue_prediction,
+    open_input,
+    open_result,
+    reconcile_prediction,
+)
 from worker.progress import eta_seconds, subscribe_job_events
 from worker.queue import (
     cancel_job,
@@ -25,7 +34,7 @@ from worker.queue import (
     reap,
     workers_alive,
 )
-from worker.records import DatasetRecord, JobRecord, ModelRecord
+from worker.records import DatasetRecord, JobRecord, ModelRecord, utc_now
 from worker.runner import run_worker
 from worker.runtime import WorkerConfig, configure
 from worker.store import (
@@ -36,6 +45,19 @@ from worker.store import (
     QueueLimitError,
     Store,
     is_id,
+)
+from worker.sweep_results import grid_trials, random_trials
+from worker.sweeps import (
+    SweepNotFinishedError,
+    SweepRecord,
+    advance_sweeps,
+    cancel_sweep,
+    create_sweep,
+    delete_sweep,
+    get_sweep,
+    list_sweeps,
+    new_sweep_id,
+    sweep_view,
 )
 
 __all__ = [
@@ -57,23 +79,44 @@ __all__ = [
     "JobStatus",
     "ModelRecord",
     "NotFoundError",
+    "PredictionRecord",
+    "Predictions",
     "QueueLimitError",
     "StorageFullError",
     "Store",
+    "SweepNotFinishedError",
+    "SweepRecord",
     "WorkerConfig",
+    "advance_sweeps",
     "cancel_job",
+    "cancel_prediction",
+    "cancel_sweep",
     "checkpoint_failures",
     "configure",
+    "create_sweep",
+    "delete_sweep",
+    "enqueue_prediction",
     "enqueue_training",
     "eta_seconds",
+    "get_sweep",
+    "grid_trials",
     "is_id",
     "job_timeout",
     "keys",
+    "list_sweeps",
+    "new_sweep_id",
+    "npyfiles",
     "open_blob_store",
+    "open_input",
+    "open_result",
     "queue_depth",
     "queue_position",
+    "random_trials",
     "reap",
+    "reconcile_prediction",
     "run_worker",
     "subscribe_job_events",
+    "sweep_view",
+    "utc_now",
     "workers_alive",
 ]

@@ -191,11 +191,6 @@ class Attempts:
         )
         return Begin(int(token), json.loads(previous) if previous else None)
 
-    def is_current(self, job_id: str, token: int) -> bool:
-        """Whether `token` is still the job's fencing token."""
-        raw = self.redis.get(keys.job_fence(job_id))
-        return raw is not None and int(raw) == token
-
     def write(
         self,
         job_id: str,

@@ -75,6 +75,46 @@ def verified(chunks: Iterator[bytes], relative: str, sha256: str) -> bytes:
     return b"".join(parts)
 
 
+class BlobWriter:
+    """The write end of a blob being written piece by piece: counts and hashes what it writes."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.size = 0
+        self._hash = hashlib.sha256()
+
+    def write(self, data: bytes | memoryview) -> int:
+        """Append `data` (a file-like `write`, so zipfile and NumPy can write here)."""
+        write_fd(self.fd, bytes(data))
+        self._hash.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing is buffered here."""
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of everything written so far."""
+        return self._hash.hexdigest()
+
+
+def verified_file(handle: BinaryIO, relative: str, sha256: str) -> BinaryIO:
+    """`handle` rewound after its whole content was checked against `sha256` (read in CHUNK_BYTES pieces);
+    closed and BlobError on a mismatch."""
+    digest = hashlib.sha256()
+    try:
+        while piece := handle.read(CHUNK_BYTES):
+            digest.update(piece)
+        if digest.hexdigest() != sha256:
+            raise BlobError(f"blob {relative!r} does not match its checksum")
+        handle.seek(0)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
 def parse_s3_location(location: str) -> tuple[str, str]:
     """(bucket, key prefix ending in / or empty) of `s3://bucket/prefix`; BlobConfigError naming the setting."""
     bucket, _, prefix = location.removeprefix("s3://").partition("/")
@@ -132,6 +172,24 @@ class BlobStore(ABC):
     def stream(self, relative: str) -> Iterator[bytes]:
         """The blob's bytes in chunks, unverified (BlobError when it is missing)."""
 
+    @abstractmethod
+    def writer(self, relative: str) -> contextlib.AbstractContextManager[BlobWriter]:
+        """Write a blob piece by piece, whole or not at all: it appears when the block ends without an
+        exception and not otherwise. The writer's `sha256` and `size` describe the blob afterwards."""
+
+    def open_verified(self, relative: str, sha256: str) -> BinaryIO:
+        """The blob as a readable file, its whole content checked against `sha256` first (never held in
+        memory whole); the caller closes it. This copy goes to a temp file; backends with files override it."""
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller, who closes it
+        try:
+            for chunk in self.stream(relative):
+                spool.write(chunk)
+            spool.seek(0)
+        except BaseException:
+            spool.close()
+            raise
+        return verified_file(spool, relative, sha256)
+
     def read(self, relative: str, sha256: str) -> bytes:
         """The blob's bytes, verified against `sha256`."""
         return verified(self.stream(relative), relative, sha256)
@@ -169,22 +227,27 @@ class LocalBlobStore(BlobStore):
         return path
 
     def write(self, relative: str, data: bytes) -> str:
-        """Write `data` atomically (temp file, fsync, rename, fsync dir); returns its sha256.
+        """Write `data` atomically (temp file, fsync, rename, fsync dir); returns its sha256."""
+        with self.writer(relative) as out:
+            out.write(data)
+        return out.sha256
 
-        Any failure removes the temp file, so the blob is either whole or absent; a full disk raises
-        StorageFullError, other I/O errors their OSError.
-        """
+    @contextlib.contextmanager
+    def writer(self, relative: str) -> Iterator[BlobWriter]:
+        """The pieces go to a temp file that is fsync'd and renamed into place when the block ends without an
+        exception, and removed otherwise (a full disk raises StorageFullError, other I/O errors their OSError)."""
         path = self.path(relative)
         tmp_name: str | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
             try:
-                write_fd(fd, data)
+                yield BlobWriter(fd)
                 os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp_name, path)
+            tmp_name = None
         except BaseException as exc:
             if tmp_name is not None:
                 with contextlib.suppress(FileNotFoundError):
@@ -197,7 +260,15 @@ class LocalBlobStore(BlobStore):
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        return sha256_hex(data)
+
+    def open_verified(self, relative: str, sha256: str) -> BinaryIO:
+        """The blob's own file, opened and verified; blobs are replaced by rename, never rewritten, so the open
+        file stays the verified one."""
+        try:
+            handle = self.path(relative).open("rb")
+        except FileNotFoundError:
+            raise BlobError(f"blob {relative!r} is missing") from None
+        return verified_file(handle, relative, sha256)
 
     def stream(self, relative: str) -> Iterator[bytes]:
         path = self.path(relative)

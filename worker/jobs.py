@@ -23,7 +23,8 @@ from worker.jobstate import JobStatus
 from worker.progress import ProgressReporter
 from worker.receipts import build_receipt, parent_model
 from worker.records import JobRecord, utc_now
-from worker.store import NotFoundError, Store, model_blob, new_id
+from worker.store import NotFoundError, Store, model_blob, new_id, state_blob
+from worker.sweeps import advance_sweep
 from worker.verification import run_verification_job
 
 _REASON_LIMIT = 300
@@ -82,6 +83,31 @@ def run_training(job_id: str) -> dict[str, Any]:
         log.error("job record vanished")
         return {"job_id": job_id, "status": "missing"}
     log.info("attempt %d started (token %d, worker %s)", record.attempts, token, rq_job.worker_name)
+    if config.blas_threads is not None:
+        attempts.write(job_id, token, {"blas_threads": config.blas_threads})
+    try:
+        outcome = _run(store, attempts, record, token, log, retries_left=rq_job.retries_left)
+    finally:
+        if record.sweep_id:
+            _advance(store, record.sweep_id, log)
+    return outcome
+
+
+def _advance(store: Store, sweep_id: str, log: JobLogger) -> None:
+    """Let the child's sweep move on (it decides from the stored records; a failure here never fails the job,
+    the API's reaper advances the sweep later)."""
+    try:
+        advance_sweep(store, sweep_id)
+    except Exception:
+        log.exception("could not advance sweep %s", sweep_id)
+
+
+def _run(
+    store: Store, attempts: Attempts, record: JobRecord, token: int, log: JobLogger, *, retries_left: int | None
+) -> dict[str, Any]:
+    """`_train`, with the attempt's failures recorded (an unreachable blob store is left to RQ's retry while
+    `retries_left`)."""
+    job_id = record.id
     try:
         if record.kind == "evaluate":
             return run_evaluation_job(store, attempts, record, token)
@@ -95,8 +121,8 @@ def run_training(job_id: str) -> dict[str, Any]:
         log.exception("lost Redis while training; leaving the job to RQ's retry")
         raise
     except BlobStoreUnavailableError as exc:
-        if rq_job.retries_left:
-            log.error("%s; leaving the job to RQ's retry (%d left)", exc, rq_job.retries_left)
+        if retries_left:
+            log.error("%s; leaving the job to RQ's retry (%d left)", exc, retries_left)
             raise
         return _fail(store, attempts, record, token, exc, log)
     except Exception as exc:
@@ -150,6 +176,9 @@ def _train(store: Store, attempts: Attempts, record: JobRecord, token: int, log:
             log.info("resuming from the checkpoint of epoch %d", training.epoch)
         except ValueError as exc:  # ModelFormatError included: a state this engine cannot read
             log.warning("checkpoint of epoch %d unusable (%s); starting from epoch 0", checkpoint[0], exc)
+    if training is None and record.continues:
+        training = _continue(store, attempts, record, token, X, y, train_config)
+        log.info("continuing job %s from epoch %d", record.continues, training.epoch)
     parent, init = None, None
     if record.parent_model_id is not None:
         parent_weights, parent = parent_model(store, record.parent_model_id)
@@ -215,6 +244,72 @@ def _checked_fields(
     }
 
 
+def _continue(
+    store: Store,
+    attempts: Attempts,
+    record: JobRecord,
+    token: int,
+    X: Any,
+    y: Any,
+    train_config: engine.TrainConfig,
+) -> engine.Training:
+    """The final training state of the job `record.continues`, running on to this job's `epochs`.
+
+    The state's config becomes this job's (the same options but `epochs`); its history is this job's history
+    up to there, so a later checkpoint's resume trims it like any other. With the constant learning-rate
+    schedule this is the very run that training to `epochs` in one job would have been.
+    """
+    previous = store.get_job(str(record.continues), with_history=False)
+    pointer = None if previous is None else previous.final_state
+    if not pointer:
+        raise ValueError(f"job {record.continues}, which this job continues, left no training state")
+    state = engine.TrainingState.unpack(store.blobs.read(pointer["path"], pointer["sha256"]))
+    state.config = train_config
+    state.finished = False
+    state.stop_reason = None
+    if not attempts.write(record.id, token, {}, state.history, trim_history=0)[0]:
+        raise SupersededAttemptError(record.id, token)
+    return engine.Training(X, y, state)
+
+
+def _model_meta(
+    record: JobRecord,
+    model_id: str,
+    blob: str,
+    sha256: str,
+    size_bytes: int,
+    training: engine.Training,
+    result: engine.TrainResult,
+    checked: dict[str, Any],
+) -> dict[str, Any]:
+    """The stored model record (JSON-safe) of a finished training."""
+    model = result.model
+    meta: dict[str, Any] = engine.json_safe(
+        {
+            "id": model_id,
+            "name": record.name,
+            "owner": record.owner,
+            "dataset_id": record.dataset_id,
+            "job_id": record.id,
+            "created_at": utc_now(),
+            "layer_sizes": list(model.layer_sizes),
+            "activation": model.activation,
+            "output": model.output,
+            "classes": list(model.classes),
+            "n_features": model.n_features,
+            "n_parameters": model.n_parameters,
+            "metrics": dict(model.metrics),
+            "history": [entry.to_dict() for entry in result.history],
+            "config": training.config.to_dict(),
+            "sha256": sha256,
+            "size_bytes": size_bytes,
+            "blob": blob,
+            **checked,
+        }
+    )
+    return meta
+
+
 def _commit(
     store: Store,
     attempts: Attempts,
@@ -234,29 +329,13 @@ def _commit(
     blob = model_blob(model_id)
     patience = runtime.current().blob_retry_seconds
     sha256 = retry_unavailable(lambda: store.blobs.write(blob, data), seconds=patience, what="model")
-    meta = engine.json_safe(
-        {
-            "id": model_id,
-            "name": record.name,
-            "owner": record.owner,
-            "dataset_id": record.dataset_id,
-            "job_id": record.id,
-            "created_at": utc_now(),
-            "layer_sizes": list(model.layer_sizes),
-            "activation": model.activation,
-            "output": model.output,
-            "classes": list(model.classes),
-            "n_features": model.n_features,
-            "n_parameters": model.n_parameters,
-            "metrics": dict(model.metrics),
-            "history": [entry.to_dict() for entry in result.history],
-            "config": training.config.to_dict(),
-            "sha256": sha256,
-            "size_bytes": len(data),
-            "blob": blob,
-            **checked,
-        }
-    )
+    meta = _model_meta(record, model_id, blob, sha256, len(data), training, result, checked)
+    job_fields: dict[str, Any] = {"status": JobStatus.SUCCEEDED, "model_id": model_id, "finished_at": utc_now()}
+    if record.keep_state:  # a sweep may continue this run: keep where it ended
+        path = state_blob(record.id)
+        state = training.state_bytes()
+        state_sha256 = retry_unavailable(lambda: store.blobs.write(path, state), seconds=patience, what="state")
+        job_fields["final_state"] = {"path": path, "sha256": state_sha256}
     reporter.flush()
     version, _ = attempts.commit_model(
         record.id,
@@ -266,10 +345,11 @@ def _commit(
         owner=record.owner,
         meta=meta,
         score=time.time(),
-        job_fields={"status": JobStatus.SUCCEEDED, "model_id": model_id, "finished_at": utc_now()},
+        job_fields=job_fields,
     )
     if version == 0:
         store.blobs.delete(blob)
+        store.blobs.delete(state_blob(record.id))
         raise SupersededAttemptError(record.id, token)
     drop_checkpoints(store.blobs, record.id)
     log.info("succeeded: model %s (%s v%d), stop reason %s", model_id, record.name, version, result.stop_reason)

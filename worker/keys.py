@@ -139,6 +139,32 @@ def models_named(name: str) -> str:
     return f"{PREFIX}model-name:{name}"
 
 
+# --- sweeps --------------------------------------------------------------------------------------
+def sweep(sweep_id: str) -> str:
+    """One sweep (hash; every field a JSON value)."""
+    return f"{PREFIX}sweep:{sweep_id}"
+
+
+def sweeps() -> str:
+    """All sweep ids, scored by creation time (sorted set)."""
+    return f"{PREFIX}sweeps"
+
+
+def sweeps_of(owner: str) -> str:
+    """Sweep ids of one owner, scored by creation time (sorted set)."""
+    return f"{PREFIX}sweeps:owner:{owner}"
+
+
+def sweeps_active() -> str:
+    """Ids of the sweeps that have not finished: what the reaper advances (set)."""
+    return f"{PREFIX}sweeps:active"
+
+
+def sweep_lock(sweep_id: str) -> str:
+    """Lock held while a sweep's next step is decided (string with a timeout)."""
+    return f"{PREFIX}sweep:{sweep_id}:lock"
+
+
 def model_aliases(owner: str | None, name: str) -> str:
     """Aliases of one lineage (owner, name): alias -> JSON {alias, version, model_id, updated_at, updated_by}
     (hash)."""
@@ -163,3 +189,14 @@ def model_verifications(model_id: str) -> str:
 def job_events(job_id: str) -> str:
     """Pub/sub channel of one job's live events: status changes and reported epochs (JSON messages)."""
     return f"{PREFIX}job:{job_id}:events"
+
+
+# --- batch predictions ---------------------------------------------------------------------------
+def prediction(prediction_id: str) -> str:
+    """One batch-prediction record (hash; every field a JSON value)."""
+    return f"{PREFIX}prediction:{prediction_id}"
+
+
+def prediction_stop(prediction_id: str) -> str:
+    """Stop flag of a running batch prediction, checked by the worker between row chunks."""
+    return f"{PREFIX}prediction:{prediction_id}:stop"

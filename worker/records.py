@@ -62,6 +62,11 @@ class JobRecord:
     finished_at: str | None = None
     attempts: int = 0
     timeout: int | None = None
+    sweep_id: str | None = None
+    continues: str | None = None  # a job whose final training state this one continues to more epochs
+    keep_state: bool = False  # keep the final training state (a sweep may continue it)
+    final_state: dict[str, Any] | None = None  # {"path", "sha256"} of that state's blob
+    blas_threads: int | None = None
     kind: str = "train"
     result: dict[str, Any] | None = None
     parent_model_id: str | None = None

@@ -10,7 +10,7 @@ from rq.job import Job, JobStatus
 logger = logging.getLogger(__name__)
 
 # Dotted names of the functions an RQ job may name (the RQ payload carries only ids, JSON-serialised).
-ENTRY_POINTS: frozenset[str] = frozenset({"worker.jobs.run_training"})
+ENTRY_POINTS: frozenset[str] = frozenset({"worker.jobs.run_training", "worker.predictions.run_prediction"})
 
 
 class ForbiddenJobError(RuntimeError):

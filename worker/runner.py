@@ -16,13 +16,14 @@ from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
 import engine  # noqa: F401 - preloaded for every work-horse
-import worker.jobs  # noqa: F401 - preloaded: the work-horse resolves `worker.jobs.run_training` from here
+import worker.jobs
+import worker.predictions  # noqa: F401 - preloaded: `worker.predictions.run_prediction`, likewise
 from worker.attempts import Attempts
 from worker.blobs import BlobConfig
 from worker.jobstate import JobStatus
 from worker.queue import rq_queue
 from worker.rqjob import EntryPointJob
-from worker.runtime import blob_store, configure
+from worker.runtime import blob_store, configure, pin_blas_threads
 
 logger = logging.getLogger(__name__)
 
@@ -101,11 +102,13 @@ def run_worker(
     progress_min_interval: float = 0.2,
     blob_retry_seconds: float = 30.0,
     running_limit: int = 0,
+    blas_threads: int = 0,
 ) -> None:
     """Configure this process and run an RQ worker until stopped (with `burst`: until the queue is empty).
 
     `blobs` is a BlobConfig or a blob directory. `running_limit` > 0: an owner's jobs beyond that many running
-    wait in the queue.
+    wait in the queue. `blas_threads` > 0: the work-horses' BLAS thread pools are limited to that many threads
+    (0: the BLAS default); each job records the count in effect.
     """
     configure(
         blobs,
@@ -113,6 +116,7 @@ def run_worker(
         progress_min_interval=progress_min_interval,
         job_monitoring_interval=job_monitoring_interval,
         blob_retry_seconds=blob_retry_seconds,
+        blas_threads=pin_blas_threads(blas_threads),
     )
     connection = Redis.from_url(redis_url)
     rq_worker = build_worker(

@@ -17,6 +17,7 @@ class WorkerConfig:
     progress_min_interval: float = 0.2
     job_monitoring_interval: int = 10
     blob_retry_seconds: float = 30.0
+    blas_threads: int | None = None  # BLAS threads of this worker's work-horses (None: not known)
 
 
 _config: WorkerConfig | None = None
@@ -30,6 +31,7 @@ def configure(
     progress_min_interval: float = 0.2,
     job_monitoring_interval: int = 10,
     blob_retry_seconds: float = 30.0,
+    blas_threads: int | None = None,
 ) -> WorkerConfig:
     """Set the worker configuration of this process (called by `run_worker` and by tests); `blobs` is a
     BlobConfig or a blob directory."""
@@ -46,9 +48,21 @@ def configure(
         progress_min_interval=float(progress_min_interval),
         job_monitoring_interval=int(job_monitoring_interval),
         blob_retry_seconds=float(blob_retry_seconds),
+        blas_threads=blas_threads,
     )
     _blob_store = None
     return _config
+
+
+def pin_blas_threads(threads: int) -> int | None:
+    """Limit this process' BLAS thread pools (work-horses forked later inherit it) to `threads` (0: leave
+    them as they are); returns the BLAS threads now in effect (None when no BLAS library is loaded)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    if threads > 0:
+        threadpool_limits(limits=threads, user_api="blas")
+    counts = [int(pool["num_threads"]) for pool in threadpool_info() if pool.get("user_api") == "blas"]
+    return max(counts) if counts else None
 
 
 def current() -> WorkerConfig:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +29,7 @@ from worker.blobs import (
     BlobInfo,
     BlobStore,
     BlobStoreUnavailableError,
+    BlobWriter,
     parse_s3_location,
     sha256_hex,
 )
@@ -104,6 +107,26 @@ class S3BlobStore(BlobStore):
                 io.BytesIO(data), self.bucket, key, Config=self.transfer, ExtraArgs={"Metadata": {"sha256": sha256}}
             )
         return sha256
+
+    @contextlib.contextmanager
+    def writer(self, relative: str) -> Iterator[BlobWriter]:
+        """The pieces are spooled to a local temp file, then uploaded as one object (in parts when large) when
+        the block ends without an exception; the temp file is removed either way."""
+        key = self.key(relative)
+        fd, tmp_name = tempfile.mkstemp(prefix="backprop-blob-")
+        try:
+            out = BlobWriter(fd)
+            try:
+                yield out
+            finally:
+                os.close(fd)
+            with self._errors(relative):
+                self.client.upload_file(
+                    tmp_name, self.bucket, key, Config=self.transfer, ExtraArgs={"Metadata": {"sha256": out.sha256}}
+                )
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
 
     def stream(self, relative: str) -> Iterator[bytes]:
         key = self.key(relative)

@@ -10,6 +10,8 @@ import re
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -70,17 +72,24 @@ return 1
 logger = logging.getLogger(__name__)
 
 
-# A new job: KEYS: job. ARGV: max_queued (0: no limit), the counter of queued jobs it is checked against,
-# score, n_fields, fields..., job_id. Returns {1, queued before} or {0, queued} when the limit is reached.
+# New jobs, all or none: KEYS: one job key per job. ARGV: max_queued (0: no limit), the counter of queued
+# jobs it is checked against, score, then per job: n_fields, fields..., job_id.
+# Returns {1, queued before} or {0, queued} when the jobs would take the owner beyond the limit.
 _CREATE = MOVE_LUA + """
-local job_id = ARGV[#ARGV]
 local queued = tonumber(redis.call('HGET', COUNTS, ARGV[2]) or '0')
 local limit = tonumber(ARGV[1])
-if limit > 0 and queued >= limit then return {0, queued} end
-redis.call('ZADD', JOBS, ARGV[3], job_id)
-set_fields(job_id, nil, 5, tonumber(ARGV[4]))
-local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner ~= 'null' then redis.call('ZADD', jobs_of(owner), ARGV[3], job_id) end
+if limit > 0 and queued + #KEYS > limit then return {0, queued} end
+local at = 4
+for k = 1, #KEYS do
+  local n = tonumber(ARGV[at])
+  local job_id = ARGV[at + 2 * n + 1]
+  redis.call('ZADD', JOBS, ARGV[3], job_id)
+  for i = at + 1, at + 2 * n, 2 do redis.call('HSET', KEYS[k], ARGV[i], ARGV[i + 1]) end
+  move(KEYS[k], job_id, nil, '"queued"')
+  local owner = redis.call('HGET', KEYS[k], 'owner')
+  if owner ~= 'null' then redis.call('ZADD', jobs_of(owner), ARGV[3], job_id) end
+  at = at + 2 * n + 2
+end
 return {1, queued}
 """
 
@@ -101,12 +110,22 @@ return 'deleted'
 
 
 class QueueLimitError(RuntimeError):
-    """The owner already has the maximum number of queued jobs."""
+    """The owner already has the maximum number of queued jobs (or `adding` more would exceed it)."""
 
-    def __init__(self, queued: int, limit: int) -> None:
-        super().__init__(f"{queued} jobs queued; the limit is {limit}")
+    def __init__(self, queued: int, limit: int, adding: int = 1) -> None:
+        super().__init__(f"{queued} jobs queued, {adding} more asked for; the limit is {limit}")
         self.queued = queued
         self.limit = limit
+        self.adding = adding
+
+
+@dataclass(frozen=True)
+class JobDraft:
+    """A job to create: its TrainConfig dict, its (model) name, and more JobRecord fields (`sweep_id`, ...)."""
+
+    spec: dict[str, Any]
+    name: str
+    extra: dict[str, Any] = dataclass_field(default_factory=dict)
 
 
 class JobNotFinishedError(RuntimeError):
@@ -165,6 +184,11 @@ def dataset_blob(dataset_id: str) -> str:
 def model_blob(model_id: str) -> str:
     """Relative blob path of a model."""
     return f"models/{model_id}.npz"
+
+
+def state_blob(job_id: str) -> str:
+    """Relative blob path of a finished job's final training state (kept for a sweep to continue it)."""
+    return f"states/{job_id}.bin"
 
 
 def _labels(y: np.ndarray) -> tuple[np.ndarray, str]:
@@ -313,29 +337,43 @@ class Store:
         """
         if kind not in JOB_KINDS:
             raise ValueError(f"kind must be one of {list(JOB_KINDS)}, got {kind!r}")
-        record = JobRecord(
-            id=new_id(),
-            name=name,
-            owner=owner,
-            dataset_id=dataset_id,
-            spec=dict(spec),
-            status=JobStatus.QUEUED,
-            created_at=utc_now(),
-            kind=kind,
-            parent_model_id=parent_model_id,
-        )
-        fields = record.to_dict()
-        del fields["history"]
+        draft = JobDraft(spec, name, {"kind": kind, "parent_model_id": parent_model_id})
+        return self.create_jobs([draft], owner=owner, dataset_id=dataset_id, max_queued=max_queued)[0]
+
+    def create_jobs(
+        self, drafts: list[JobDraft], *, owner: str | None, dataset_id: str, max_queued: int = 0
+    ) -> list[JobRecord]:
+        """New `queued` job records, all or none: with `max_queued` > 0 only while `owner` (None: everyone)
+        would not have more than `max_queued` jobs queued with them, checked and counted in one step
+        (QueueLimitError otherwise, and nothing is created)."""
+        records = [
+            JobRecord(
+                id=new_id(),
+                name=draft.name,
+                owner=owner,
+                dataset_id=dataset_id,
+                spec=dict(draft.spec),
+                status=JobStatus.QUEUED,
+                created_at=utc_now(),
+                **draft.extra,
+            )
+            for draft in drafts
+        ]
+        args: list[str] = []
+        for record in records:
+            fields = record.to_dict()
+            del fields["history"]
+            flat = [text for pair in encode_job_fields(fields).items() for text in pair]
+            args += [str(len(fields)), *flat, record.id]
         self._ensure_indexes()
         counter = json.dumps(JobStatus.QUEUED) if owner is None else keys.queued_of(owner)
-        flat = [text for pair in encode_job_fields(fields).items() for text in pair]
         created, queued = self._create(
-            keys=[keys.job(record.id)],
-            args=[str(max_queued), counter, repr(time.time()), str(len(fields)), *flat, record.id],
+            keys=[keys.job(record.id) for record in records],
+            args=[str(max_queued), counter, repr(time.time()), *args],
         )
         if not int(created):
-            raise QueueLimitError(int(queued), max_queued)
-        return record
+            raise QueueLimitError(int(queued), max_queued, len(records))
+        return records
 
     def get_job(self, job_id: str, *, with_history: bool = True) -> JobRecord | None:
         """The job record with its whole history (or none: `with_history=False`), or None."""
@@ -359,11 +397,6 @@ class Store:
             pipe.llen(keys.job_history(job_id))
             entries, total = pipe.execute()
         return [json.loads(entry) for entry in entries], int(total)
-
-    def job_status(self, job_id: str) -> str | None:
-        """Just the status of a job, or None."""
-        raw = self.redis.hget(keys.job(job_id), "status")
-        return None if raw is None else str(json.loads(raw))
 
     def set_job_fields(self, job_id: str, **values: Any) -> None:
         """Overwrite some fields of an unfinished job record (not for fenced worker writes)."""
@@ -392,6 +425,7 @@ class Store:
             raise JobNotFinishedError(job_id, JobStatus(json.loads(outcome)))
         self.redis.delete(keys.job_attempt_log(job_id))
         drop_checkpoints(self.blobs, job_id)
+        self.blobs.delete(state_blob(job_id))
         return True
 
     def purge_finished_jobs(self, *, finished_before: datetime) -> int:

@@ -70,6 +70,8 @@ def job_summary(record: JobRecord, position: int | None = None) -> JobSummaryPub
         model_id=record.model_id,
         error=record.error,
         attempts=record.attempts,
+        sweep_id=record.sweep_id,
+        blas_threads=record.blas_threads,
         created_at=record.created_at,  # type: ignore[arg-type]
         started_at=record.started_at,  # type: ignore[arg-type]
         finished_at=record.finished_at,  # type: ignore[arg-type]
@@ -95,7 +97,7 @@ def _position(state: AppState, record: JobRecord) -> int | None:
     return queue_position(state.redis, record.id, queue_name=state.settings.queue_name)
 
 
-def _check_compute(config: TrainConfig, n_features: int, n_classes: int, state: State) -> int:
+def check_compute(config: TrainConfig, n_features: int, n_classes: int, state: State) -> int:
     """Caps on the network and the training run; returns the network's parameter count."""
     settings = state.settings
     if len(config.hidden_layers) > settings.max_hidden_layers:
@@ -189,7 +191,7 @@ def create_job(body: JobCreate, response: Response, state: State, caller: Caller
         error.details = [{"field": "dataset_id", "message": error.message}]
         raise error
     config = _train_config(body)
-    parameters = _check_compute(config, dataset.n_features, len(dataset.classes), state)
+    parameters = check_compute(config, dataset.n_features, len(dataset.classes), state)
     parent = None if body.init_model is None else _parent_model(state, caller, body.init_model, config, dataset)
     name = body.name or (parent.name if parent else None) or dataset.name or f"dataset-{dataset.id[:8]}"
     record = submit_job(

@@ -220,7 +220,8 @@ def test_client_wait_resumes_after_the_api_process_restarts(settings: Settings, 
     before = len(seen)
     _api_process(processes, settings, port)
     wait_until(lambda: len(seen) >= before + 3, timeout=120, what="epochs after the restart")
-    assert store.job_status(job.id) == "running"
+    record = store.get_job(job.id, with_history=False)
+    assert record is not None and record.status == "running"
     assert waiting.is_alive()
     client.job(job.id).cancel()
     thread.join(timeout=120)
@@ -329,6 +330,25 @@ def test_client_wait_shows_a_progress_bar_on_a_terminal(server: ApiServer) -> No
         check=True,
     )
     assert piped.stdout == ""  # no bar when stdout is not a terminal
+
+
+def test_client_batch_prediction_equals_predict(server: ApiServer, tmp_path: Path) -> None:
+    X, y = blobs(n=90)
+    labels = np.array(["red", "green", "blue"])[y]
+    with Client(server.url) as client:
+        dataset = client.upload_dataset((X, labels), name="colors")
+        model = client.train(dataset, hidden_layers=(8,), epochs=3, batch_size=16).wait(progress=False)
+        expected = model.predict(X)
+        batch = model.predictions(X).wait(timeout=120, interval=0.05)
+        assert batch.status == "succeeded" and batch.progress == {**batch.progress, "rows_done": 90}
+        arrays = batch.result(include_input=True)
+        assert arrays["predictions"].tolist() == expected.tolist()
+        assert arrays["classes"].tolist() == ["blue", "green", "red"]
+        np.testing.assert_array_equal(arrays["X"], X)
+        path = model.predictions(dataset).wait(timeout=120, interval=0.05).download(tmp_path / "out.csv")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "prediction,p_blue,p_green,p_red"
+    assert [line.split(",")[0] for line in lines[1:]] == expected.tolist()
 
 
 def test_client_promote_evaluate_verify(server: ApiServer) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from backprop.supervisor import ProcessChild, RestartPolicy, Supervisor, descendants
+from backprop.supervisor import ProcessChild, RestartPolicy, Supervisor, descendants, worker_blas_threads
 from tests.processes import pid_alive
 
 FAST = RestartPolicy(first_delay=0.05, max_delay=0.4, stable_after=30.0)
@@ -184,3 +184,12 @@ def test_supervisor_stop_request_on_signal(tmp_path: Path, signum: int) -> None:
     assert supervisor.stopping
     assert not worker.running()
     assert events(tmp_path)[-1] == "worker sigterm1"
+
+
+def test_worker_blas_threads_share_the_cores_unless_configured() -> None:
+    assert worker_blas_threads(0, 2, cores=2) == 1
+    assert worker_blas_threads(0, 1, cores=8) == 8
+    assert worker_blas_threads(0, 4, cores=2) == 1
+    assert worker_blas_threads(0, 3, cores=8) == 2
+    assert worker_blas_threads(3, 4, cores=2) == 3
+    assert worker_blas_threads(0, 1) == len(os.sched_getaffinity(0))

@@ -149,6 +149,42 @@ def test_blob_store_large_object_streams_in_chunks(blob_store: BlobStore) -> Non
     assert blob_store.read("models/big.npz", sha256) == data
 
 
+def test_blob_store_writer_stores_pieces_as_one_blob_of_its_sha256(blob_store: BlobStore) -> None:
+    rng = np.random.default_rng(1)
+    pieces = [rng.bytes(MULTIPART_BYTES // 2) for _ in range(5)]  # past the multipart threshold on S3
+    with blob_store.writer("predictions/p.npz") as writer:
+        for piece in pieces:
+            writer.write(memoryview(piece))
+    data = b"".join(pieces)
+    assert (writer.size, writer.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert blob_store.read("predictions/p.npz", writer.sha256) == data
+
+
+def test_blob_store_writer_stores_nothing_when_the_block_raises(blob_store: BlobStore) -> None:
+    sha256 = blob_store.write("states/s.bin", b"old")
+    with pytest.raises(RuntimeError, match="stop"), blob_store.writer("states/s.bin") as writer:
+        writer.write(b"new, half written")
+        raise RuntimeError("stop")
+    with blob_store.writer("states/t.bin") as never:
+        pass
+    assert never.size == 0
+    assert blob_store.read("states/s.bin", sha256) == b"old"
+    assert sorted(blob.name for blob in blob_store.list("states/")) == ["states/s.bin", "states/t.bin"]
+
+
+def test_blob_store_open_verified_hands_out_the_checked_file(blob_store: BlobStore) -> None:
+    data = np.random.default_rng(2).bytes(2 * MULTIPART_BYTES + 7)
+    sha256 = blob_store.write("predictions/in.npz", data)
+    with blob_store.open_verified("predictions/in.npz", sha256) as handle:
+        assert handle.read(5) == data[:5]
+        handle.seek(0)
+        assert handle.read() == data
+    with pytest.raises(BlobError, match="checksum"):
+        blob_store.open_verified("predictions/in.npz", "0" * 64)
+    with pytest.raises(BlobError, match="missing"):
+        blob_store.open_verified("predictions/none.npz", sha256)
+
+
 # --- S3: start-up checks and outages ------------------------------------------------------------------------
 def test_s3_check_creates_a_missing_bucket(s3_server: S3Server) -> None:
     location = s3_server.new_location()

@@ -265,7 +265,8 @@ class JobStateMachine(RuleBasedStateMachine):
     @invariant()
     def statuses_counters_and_indexes_agree(self) -> None:
         for job_id, job in self.jobs.items():
-            assert self.store.job_status(job_id) == job.status.value
+            record = self.store.get_job(job_id, with_history=False)
+            assert record is not None and record.status == job.status.value
             if job.frozen is not None:
                 assert self._stored(job_id) == job.frozen, "a terminal job changed"
         counts = self.store.job_counts()

@@ -99,7 +99,7 @@ def test_reap_fails_a_running_job_whose_rq_job_failed(redis_conn: redis.Redis, s
     assert reap(redis_conn, store, queue_name=QUEUE) == 1
     record = store.get_job(job.id)
     assert record is not None and record.status == "failed" and "no retries" in (record.error or "")
-    assert not Attempts(redis_conn).is_current(job.id, token)  # the orphan attempt can no longer commit
+    assert Attempts(redis_conn).write(job.id, token, {}) == (False, "")  # the orphan attempt can no longer commit
 
 
 def test_reap_deletes_finished_jobs_past_their_retention(redis_conn: redis.Redis, store: Store) -> None:
