@@ -7,6 +7,7 @@ each with a data directory of its own, and `rclone serve s3` as the object store
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -92,6 +93,25 @@ def wait_epoch(client: httpx.Client, job_id: str, epoch: int, timeout: float = 1
     wait_until(reached, timeout, f"job {job_id} past epoch {epoch}", interval=0.05)
 
 
+def batch_predict(client: httpx.Client, model_id: str, X: np.ndarray, timeout: float = 120) -> np.ndarray:
+    """The `predictions` of a batch prediction of `X` (uploaded as NPZ), deleted once read."""
+    buffer = io.BytesIO()
+    np.savez(buffer, X=X)
+    upload = {"file": ("score.npz", buffer.getvalue(), "application/octet-stream")}
+    response = client.post(f"/v1/models/{model_id}/predictions", files=upload)
+    assert response.status_code == 202, response.text
+    url = response.headers["Location"]
+    wait_until(lambda: client.get(url).json()["status"] in ("succeeded", "failed"), timeout, "batch prediction")
+    assert client.get(url).json()["status"] == "succeeded", client.get(url).json()
+    result = client.get(f"{url}/result", params={"format": "npz", "include_input": "true"})
+    assert result.status_code == 200, result.text
+    with np.load(io.BytesIO(result.content), allow_pickle=False) as arrays:
+        np.testing.assert_array_equal(arrays["X"], X)
+        predictions = np.asarray(arrays["predictions"])
+    assert client.delete(url).status_code == 204
+    return predictions
+
+
 def model_weights(client: httpx.Client, model_id: str) -> list[np.ndarray]:
     response = client.get(f"/v1/models/{model_id}/export", params={"format": "npz"})
     assert response.status_code == 200, response.text
@@ -118,6 +138,8 @@ def test_blob_backend_upload_train_predict_cancel_resume_delete(
         response = client.post(f"/v1/models/{job['model_id']}/predict", json={"instances": X[:50].tolist()})
         assert response.status_code == 200, response.text
         assert np.mean(np.array(response.json()["predictions"]) == y[:50]) > 0.9
+        batch = batch_predict(client, job["model_id"], X[:50])
+        assert batch.tolist() == response.json()["predictions"]
 
         canceled = submit(client, dataset_id, **slow_options(2000))
         wait_epoch(client, canceled, 1)
