@@ -44,6 +44,7 @@ bench: install-test
 	$(BIN)/python -m bench.engine_speed
 	$(BIN)/python -m bench.service_overhead
 	$(BIN)/python -m bench.load
+	$(BIN)/python -m bench.blobs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -86,6 +86,17 @@ def _fail(code: int, message: str, *details: str) -> NoReturn:
     raise SystemExit(code)
 
 
+def check_blob_store(settings: Settings) -> None:
+    """Exit 2 with a message naming the setting when the blob store is unusable (a missing bucket is created
+    when the credentials allow it)."""
+    from worker import BlobConfigError, open_blob_store
+
+    try:
+        open_blob_store(settings.blob_config()).check(create=True)
+    except BlobConfigError as exc:
+        _fail(EXIT_CONFIG, f"blob store: {exc}")
+
+
 def configure_logging(settings: Settings) -> None:
     """Log lines per settings.log_format and settings.log_level."""
     from service.logs import configure_logging as configure
@@ -138,6 +149,7 @@ def run_api(args: argparse.Namespace) -> int:
     host = args.host if args.host is not None else settings.host
     port = args.port if args.port is not None else settings.port
     check_open_access(settings, host)
+    check_blob_store(settings)
     import uvicorn
 
     uvicorn.run(
@@ -159,6 +171,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
     """One RQ worker on settings.queue_name; training jobs run in forked work-horses."""
     settings = load_settings()
     configure_logging(settings)
+    check_blob_store(settings)
     import redis
 
     from worker import run_worker
@@ -167,7 +180,8 @@ def run_worker_command(args: argparse.Namespace) -> int:
         run_worker(
             settings.redis_url,
             queue_name=settings.queue_name,
-            blob_dir=settings.blobs,
+            blobs=settings.blob_config(attempts=3),
+            blob_retry_seconds=settings.blob_retry_seconds,
             burst=args.burst,
             worker_ttl=settings.worker_ttl,
             job_monitoring_interval=settings.job_monitoring_interval,
@@ -268,6 +282,8 @@ def run_serve(args: argparse.Namespace) -> int:
     host = args.host if args.host is not None else settings.host
     port = args.port if args.port is not None else settings.port
     check_open_access(settings, host)
+    if settings.blob_url is not None and settings.blob_url.startswith("s3://"):
+        check_blob_store(settings)  # a local directory is checked by each child, under its own data dir
     data_dir = Path(args.data_dir if args.data_dir is not None else settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_data_dir(data_dir)

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from service.schemas import ErrorPublic
-from worker import QuotaExceededError, StorageFullError
+from worker import BlobStoreUnavailableError, QuotaExceededError, StorageFullError
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +181,13 @@ async def _storage_full(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("insufficient_storage", message), status_code=507)
 
 
+async def _blob_store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BlobStoreUnavailableError)
+    logger.warning("blob store unavailable during %s %s: %s", request.method, request.url.path, exc.reason)
+    message = f"the blob store ({exc.store}) is unavailable; retry shortly"
+    return JSONResponse(error_body("blob_store_unavailable", message), status_code=503, headers={"Retry-After": "5"})
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error during %s %s", request.method, request.url.path)
     return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
@@ -193,6 +200,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(redis.RedisError, _redis_error)
     app.add_exception_handler(StorageFullError, _storage_full)
+    app.add_exception_handler(BlobStoreUnavailableError, _blob_store_unavailable)
     app.add_exception_handler(Exception, _unexpected)
 
 
@@ -212,7 +220,7 @@ _DESCRIPTIONS = {
         "A per-key limit is reached: queued jobs (max_queued_jobs_per_key), or a storage quota "
         "(max_stored_bytes_per_key, max_datasets_per_key, max_models_per_key)."
     ),
-    503: "Redis is unavailable, or the queue is full (max_queue_depth).",
+    503: "Redis or the blob store is unavailable, or the queue is full (max_queue_depth).",
     507: "The server's disk is full: nothing was stored.",
 }
 

@@ -36,7 +36,7 @@ from service.routes import (
     v2,
 )
 from service.settings import Settings, get_settings
-from worker import Store, advance_sweeps, reap
+from worker import Store, advance_sweeps, open_blob_store, reap
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.log_format, settings.log_level)
     client = make_redis(settings)
     probe = make_redis(settings, timeout=min(1.0, settings.redis_timeout), retries=0)
-    store = Store(client, settings.blobs)
+    store = Store(client, open_blob_store(settings.blob_config()))
     state = AppState(
         settings=settings,
         redis=client,

@@ -121,7 +121,7 @@ def store_snapshot(redis: Redis, store: Store, *, queue_name: str) -> StoreSnaps
     Only Store methods and the queue's functions: job counts and epochs come from counters the worker keeps,
     so a scrape costs a few round trips however many jobs there are.
     """
-    reader = store if store.redis is redis else Store(redis, store.blobs.root)
+    reader = store if store.redis is redis else Store(redis, store.blobs)
     samples_per_second = 0.0
     for progress in reader.running_progress().values():
         value = progress.get("samples_per_second")

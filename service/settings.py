@@ -7,10 +7,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker import Quota
+from worker.blobs import BlobConfig, parse_s3_location
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -33,6 +34,36 @@ class Settings(BaseSettings):
     )
     blob_dir: Path | None = Field(
         None, description="Directory of dataset and model arrays shared by API and workers (default DATA_DIR/blobs)."
+    )
+    blob_url: str | None = Field(
+        None,
+        description="Where datasets, models and checkpoints live: a directory, or s3://bucket/prefix for an "
+        "S3-compatible object store (then API and workers share nothing but Redis and the bucket). "
+        "Default: BACKPROP_BLOB_DIR.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="Endpoint of a non-AWS S3-compatible store (MinIO: http://minio:9000); empty for AWS."
+    )
+    aws_access_key_id: str | None = Field(
+        None,
+        validation_alias=AliasChoices("AWS_ACCESS_KEY_ID"),
+        description="Access key of the S3 blob store (empty: boto3's usual sources, e.g. an instance role).",
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY"), description="Secret key of the S3 blob store."
+    )
+    aws_default_region: str | None = Field(
+        None, validation_alias=AliasChoices("AWS_DEFAULT_REGION"), description="Region of the S3 bucket."
+    )
+    blob_timeout: float = Field(
+        5.0, gt=0, le=120, description="Seconds the API waits to connect to or hear from an S3 blob store."
+    )
+    blob_retry_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="How long a training job retries a blob read or write while the store is unreachable, "
+        "before it leaves the job to its retries (BACKPROP_JOB_RETRIES).",
     )
     host: str = Field("127.0.0.1", description="Address the API binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
@@ -156,9 +187,16 @@ class Settings(BaseSettings):
                 raise ValueError("each entry must be `key:role` with role `user` or `admin`")
         return value
 
+    @field_validator("blob_url")
+    @classmethod
+    def _check_blob_url(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith("s3://"):
+            parse_s3_location(value)
+        return value or None
+
     @property
     def blobs(self) -> Path:
-        """The blob directory, resolved."""
+        """The blob directory, resolved (when the blobs are files)."""
         return self.blob_dir if self.blob_dir is not None else self.data_dir / "blobs"
 
     @property
@@ -168,6 +206,24 @@ class Settings(BaseSettings):
             max_bytes=self.max_stored_bytes_per_key,
             max_datasets=self.max_datasets_per_key,
             max_models=self.max_models_per_key,
+        )
+
+    @property
+    def blob_location(self) -> str:
+        """BACKPROP_BLOB_URL, or the blob directory."""
+        return self.blob_url if self.blob_url else str(self.blobs)
+
+    def blob_config(self, *, attempts: int = 2) -> BlobConfig:
+        """Where the blob store is and how to reach it; `attempts` is the client's tries per call."""
+        secret = self.aws_secret_access_key
+        return BlobConfig(
+            self.blob_location,
+            endpoint_url=self.s3_endpoint_url or None,
+            access_key_id=self.aws_access_key_id or None,
+            secret_access_key=secret.get_secret_value() if secret is not None else None,
+            region=self.aws_default_region or None,
+            timeout=self.blob_timeout,
+            attempts=attempts,
         )
 
     def open_access_refusal(self, host: str) -> str | None:

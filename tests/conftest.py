@@ -1,4 +1,4 @@
-"""Shared fixtures: a real redis-server on a free loopback port for the whole session."""
+"""Shared fixtures: a real redis-server and a real S3-compatible server on free loopback ports, per session."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from backprop.embedded_redis import RedisServer
+from tests.s3server import S3Server
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +46,12 @@ def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "data"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server (`rclone serve s3` over a temporary directory) for the session."""
+    server = S3Server(tmp_path_factory.mktemp("s3") / "data").start()
+    yield server
+    server.stop()
+

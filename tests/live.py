@@ -75,7 +75,7 @@ def worker_command(settings: Settings, *, name: str) -> list[str]:
         "import logging, sys; from pathlib import Path; from worker import run_worker; "
         "logging.basicConfig(level=logging.INFO, stream=sys.stderr); "
         f"run_worker({settings.redis_url!r}, queue_name={settings.queue_name!r}, "
-        f"blob_dir=Path({str(settings.blobs)!r}), worker_ttl=15, job_monitoring_interval=1, "
+        f"blobs={settings.blob_location!r}, worker_ttl=15, job_monitoring_interval=1, "
         f"checkpoint_seconds=0.0, progress_min_interval=0.0, name={name!r})"
     )
     return [sys.executable, "-c", code]

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from worker import keys, npyfiles
-from worker.blobs import BlobError, StorageFullError
+from worker.blobs import (
+    BlobConfig,
+    BlobConfigError,
+    BlobError,
+    BlobInfo,
+    BlobStore,
+    BlobStoreUnavailableError,
+    StorageFullError,
+    open_blob_store,
+)
 from worker.checkpoints import checkpoint_failures
 from worker.jobstate import ACTIVE_STATUSES, JOB_STATUSES, TERMINAL_STATUSES, TRANSITIONS, JobStatus
 from worker.predictions import (
@@ -59,7 +68,12 @@ __all__ = [
     "TERMINAL_STATUSES",
     "TRANSITIONS",
     "AmbiguousModelNameError",
+    "BlobConfig",
+    "BlobConfigError",
     "BlobError",
+    "BlobInfo",
+    "BlobStore",
+    "BlobStoreUnavailableError",
     "DatasetRecord",
     "JobNotFinishedError",
     "JobRecord",
@@ -96,6 +110,7 @@ __all__ = [
     "list_sweeps",
     "new_sweep_id",
     "npyfiles",
+    "open_blob_store",
     "open_input",
     "open_result",
     "queue_depth",

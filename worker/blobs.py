@@ -1,27 +1,54 @@
-"""Blob files under the blob directory: atomic writes, checksummed reads."""
+"""The blob store: whole-or-nothing writes, checksummed reads, behind one small interface with two backends.
+
+`LocalBlobStore` keeps files under a directory (temp file, fsync, rename); `S3BlobStore` (worker/s3blobs.py)
+keeps objects in an S3-compatible bucket. `open_blob_store(BlobConfig)` picks one from a location: a path, or
+`s3://bucket/prefix`. Blob names are relative paths such as `datasets/<id>.npz`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import hashlib
+import logging
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
+
+CHUNK_BYTES = 1024 * 1024
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class BlobError(RuntimeError):
-    """A blob is missing, outside the blob directory, or does not match its checksum."""
+    """A blob is missing, outside the blob store, or does not match its checksum."""
 
 
 class StorageFullError(RuntimeError):
     """The blob directory's file system is full (or the user is over quota): nothing was stored."""
 
 
+class BlobStoreUnavailableError(RuntimeError):
+    """The blob store cannot be reached (or answers with a server error): nothing was read or written."""
+
+    def __init__(self, store: str, reason: str) -> None:
+        super().__init__(f"the blob store {store} is unavailable ({reason})")
+        self.store = store
+        self.reason = reason
+
+
+class BlobConfigError(ValueError):
+    """The blob store's configuration is wrong: the message names the setting to fix."""
+
+
 _FULL = (errno.ENOSPC, errno.EDQUOT)
-_READ_PIECE = 1024 * 1024
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 def write_fd(fd: int, data: bytes) -> None:
@@ -34,6 +61,18 @@ def write_fd(fd: int, data: bytes) -> None:
 def sha256_hex(data: bytes) -> str:
     """Hex SHA-256 of `data`."""
     return hashlib.sha256(data).hexdigest()
+
+
+def verified(chunks: Iterator[bytes], relative: str, sha256: str) -> bytes:
+    """The concatenated `chunks`, checked against `sha256` (BlobError on a mismatch)."""
+    digest = hashlib.sha256()
+    parts = []
+    for chunk in chunks:
+        digest.update(chunk)
+        parts.append(chunk)
+    if digest.hexdigest() != sha256:
+        raise BlobError(f"blob {relative!r} does not match its checksum")
+    return b"".join(parts)
 
 
 class BlobWriter:
@@ -60,11 +99,124 @@ class BlobWriter:
         return self._hash.hexdigest()
 
 
-class BlobStore:
-    """Files addressed by a path relative to `root`."""
+def verified_file(handle: BinaryIO, relative: str, sha256: str) -> BinaryIO:
+    """`handle` rewound after its whole content was checked against `sha256` (read in CHUNK_BYTES pieces);
+    closed and BlobError on a mismatch."""
+    digest = hashlib.sha256()
+    try:
+        while piece := handle.read(CHUNK_BYTES):
+            digest.update(piece)
+        if digest.hexdigest() != sha256:
+            raise BlobError(f"blob {relative!r} does not match its checksum")
+        handle.seek(0)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def parse_s3_location(location: str) -> tuple[str, str]:
+    """(bucket, key prefix ending in / or empty) of `s3://bucket/prefix`; BlobConfigError naming the setting."""
+    bucket, _, prefix = location.removeprefix("s3://").partition("/")
+    if not _BUCKET.fullmatch(bucket):
+        raise BlobConfigError(
+            f"BACKPROP_BLOB_URL: {bucket!r} is not a bucket name (3-63 lowercase letters, digits, '-', '.')"
+        )
+    prefix = prefix.strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """One stored blob: its relative name, size, and seconds since it was last written."""
+
+    name: str
+    size: int
+    age_seconds: float
+
+
+@dataclass(frozen=True)
+class BlobConfig:
+    """Where blobs live: `location` is a directory path or `s3://bucket/prefix`; the rest is for S3 only.
+
+    Credentials left None come from boto3's usual chain (environment, config files, instance roles).
+    `timeout` bounds each connect and read; `attempts` is boto3's total tries per call.
+    """
+
+    location: str
+    endpoint_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    region: str | None = None
+    timeout: float = 5.0
+    attempts: int = 2
+
+    @property
+    def is_s3(self) -> bool:
+        return self.location.startswith("s3://")
+
+
+class BlobStore(ABC):
+    """Blobs addressed by a relative name; a reader sees a blob whole or not at all."""
+
+    @property
+    @abstractmethod
+    def description(self) -> str:
+        """Where the blobs live, for messages (no secrets)."""
+
+    @abstractmethod
+    def write(self, relative: str, data: bytes) -> str:
+        """Store `data` under `relative` whole or not at all; returns its sha256."""
+
+    @abstractmethod
+    def stream(self, relative: str) -> Iterator[bytes]:
+        """The blob's bytes in chunks, unverified (BlobError when it is missing)."""
+
+    @abstractmethod
+    def writer(self, relative: str) -> contextlib.AbstractContextManager[BlobWriter]:
+        """Write a blob piece by piece, whole or not at all: it appears when the block ends without an
+        exception and not otherwise. The writer's `sha256` and `size` describe the blob afterwards."""
+
+    def open_verified(self, relative: str, sha256: str) -> BinaryIO:
+        """The blob as a readable file, its whole content checked against `sha256` first (never held in
+        memory whole); the caller closes it. This copy goes to a temp file; backends with files override it."""
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller, who closes it
+        try:
+            for chunk in self.stream(relative):
+                spool.write(chunk)
+            spool.seek(0)
+        except BaseException:
+            spool.close()
+            raise
+        return verified_file(spool, relative, sha256)
+
+    def read(self, relative: str, sha256: str) -> bytes:
+        """The blob's bytes, verified against `sha256`."""
+        return verified(self.stream(relative), relative, sha256)
+
+    @abstractmethod
+    def delete(self, relative: str) -> None:
+        """Remove the blob if it exists."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[BlobInfo]:
+        """Every blob whose name starts with `prefix`, with its age."""
+
+    @abstractmethod
+    def check(self, *, create: bool = True) -> None:
+        """Verify the store is usable (creating the directory or bucket when `create`); BlobConfigError or
+        BlobStoreUnavailableError naming what to fix."""
+
+
+class LocalBlobStore(BlobStore):
+    """Files under `root`: written to a temp file, fsynced and renamed into place."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    @property
+    def description(self) -> str:
+        return str(self.root)
 
     def path(self, relative: str) -> Path:
         """The absolute path of `relative`, refusing anything that escapes the root."""
@@ -75,41 +227,15 @@ class BlobStore:
         return path
 
     def write(self, relative: str, data: bytes) -> str:
-        """Write `data` atomically (temp file, fsync, rename, fsync dir); returns its sha256.
-
-        Any failure removes the temp file, so the blob is either whole or absent; a full disk raises
-        StorageFullError, other I/O errors their OSError.
-        """
-        path = self.path(relative)
-        tmp_name: str | None = None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-            try:
-                write_fd(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp_name, path)
-        except BaseException as exc:
-            if tmp_name is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp_name)
-            if isinstance(exc, OSError) and exc.errno in _FULL:
-                raise StorageFullError(f"no space left to write {relative!r} ({exc.strerror})") from exc
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return sha256_hex(data)
+        """Write `data` atomically (temp file, fsync, rename, fsync dir); returns its sha256."""
+        with self.writer(relative) as out:
+            out.write(data)
+        return out.sha256
 
     @contextlib.contextmanager
     def writer(self, relative: str) -> Iterator[BlobWriter]:
-        """Write a blob piece by piece, whole or not at all: the pieces go to a temp file that is fsync'd and
-        renamed into place when the block ends without an exception, and removed otherwise (a full disk
-        raises StorageFullError). The writer's `sha256` and `size` describe the blob afterwards."""
+        """The pieces go to a temp file that is fsync'd and renamed into place when the block ends without an
+        exception, and removed otherwise (a full disk raises StorageFullError, other I/O errors their OSError)."""
         path = self.path(relative)
         tmp_name: str | None = None
         try:
@@ -136,38 +262,83 @@ class BlobStore:
             os.close(dir_fd)
 
     def open_verified(self, relative: str, sha256: str) -> BinaryIO:
-        """The blob opened for reading after its whole content was checked against `sha256` (read in 1 MiB
-        pieces, never whole); the caller closes it. Blobs are replaced by rename, never rewritten, so the
-        open file stays the verified one."""
+        """The blob's own file, opened and verified; blobs are replaced by rename, never rewritten, so the open
+        file stays the verified one."""
+        try:
+            handle = self.path(relative).open("rb")
+        except FileNotFoundError:
+            raise BlobError(f"blob {relative!r} is missing") from None
+        return verified_file(handle, relative, sha256)
+
+    def stream(self, relative: str) -> Iterator[bytes]:
         path = self.path(relative)
         try:
             handle = path.open("rb")
         except FileNotFoundError:
             raise BlobError(f"blob {relative!r} is missing") from None
-        digest = hashlib.sha256()
-        try:
-            while piece := handle.read(_READ_PIECE):
-                digest.update(piece)
-            if digest.hexdigest() != sha256:
-                raise BlobError(f"blob {relative!r} does not match its checksum")
-            handle.seek(0)
-        except BaseException:
-            handle.close()
-            raise
-        return handle
+        return self._chunks(handle)
 
-    def read(self, relative: str, sha256: str) -> bytes:
-        """The blob's bytes, verified against `sha256`."""
-        path = self.path(relative)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise BlobError(f"blob {relative!r} is missing") from None
-        if sha256_hex(data) != sha256:
-            raise BlobError(f"blob {relative!r} does not match its checksum")
-        return data
+    @staticmethod
+    def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+        with handle:
+            while chunk := handle.read(CHUNK_BYTES):
+                yield chunk
 
     def delete(self, relative: str) -> None:
-        """Remove the blob if it exists."""
         with contextlib.suppress(FileNotFoundError):
             self.path(relative).unlink()
+
+    def list(self, prefix: str) -> list[BlobInfo]:
+        directory, _, start = prefix.rpartition("/")
+        folder = self.path(directory) if directory else self.root.resolve()
+        if not folder.is_dir():
+            return []
+        now = time.time()
+        found = []
+        for path in sorted(folder.iterdir()):
+            if not path.name.startswith(start) or path.name.startswith(".tmp-") or not path.is_file():
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                stat = path.stat()
+                name = f"{directory}/{path.name}" if directory else path.name
+                found.append(BlobInfo(name, stat.st_size, max(0.0, now - stat.st_mtime)))
+        return found
+
+    def check(self, *, create: bool = True) -> None:
+        try:
+            if create:
+                self.root.mkdir(parents=True, exist_ok=True)
+            if not self.root.is_dir():
+                raise BlobConfigError(f"BACKPROP_BLOB_URL: {self.root} is not a directory")
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                raise BlobConfigError(f"BACKPROP_BLOB_URL: {self.root} is not writable")
+        except OSError as exc:
+            raise BlobConfigError(f"BACKPROP_BLOB_URL: cannot use {self.root} ({exc.strerror})") from exc
+
+
+def retry_unavailable(call: Callable[[], T], *, seconds: float, what: str, first_delay: float = 0.5) -> T:
+    """`call()`, retried with exponential backoff (0.5 s doubling, at most 8 s apart) while the blob store is
+    unavailable, for up to `seconds`; then its BlobStoreUnavailableError."""
+    deadline = time.monotonic() + seconds
+    delay = first_delay
+    while True:
+        try:
+            return call()
+        except BlobStoreUnavailableError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("%s: %s; retrying in %.1f s", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+
+
+def open_blob_store(config: BlobConfig | Path | str) -> BlobStore:
+    """The blob store at `config` (a BlobConfig, or a directory path)."""
+    if not isinstance(config, BlobConfig):
+        config = BlobConfig(str(config))
+    if config.is_s3:
+        from worker.s3blobs import S3BlobStore  # boto3 is imported only where S3 is used
+
+        return S3BlobStore(config)
+    location = config.location.removeprefix("file://")
+    return LocalBlobStore(Path(location))

@@ -8,7 +8,7 @@ from redis import Redis
 
 from worker import keys
 from worker.attempts import Attempts, SupersededAttemptError
-from worker.blobs import BlobError, BlobStore, StorageFullError
+from worker.blobs import BlobError, BlobStore, BlobStoreUnavailableError, StorageFullError
 
 logger = logging.getLogger(__name__)
 
@@ -23,13 +23,14 @@ def save_checkpoint(
 ) -> bool:
     """Write the state blob, then point the job at it if `token` is current; drop the one before last.
 
-    A blob that cannot be written (full disk, I/O error) is logged and counted (`checkpoint_failures`), and
-    False returned: the job keeps training from where it is, and keeps its previous checkpoint.
+    A blob that cannot be written (full disk, I/O error, store unreachable) is logged and counted
+    (`checkpoint_failures`), and False returned: the job keeps training from where it is, and keeps its
+    previous checkpoint.
     """
     path = checkpoint_blob(job_id, token, epoch)
     try:
         sha256 = blobs.write(path, state)
-    except (OSError, StorageFullError) as exc:
+    except (OSError, StorageFullError, BlobStoreUnavailableError) as exc:
         logger.warning("job %s: checkpoint of epoch %d not written (%s); training goes on", job_id, epoch, exc)
         attempts.redis.incr(keys.checkpoint_failures())
         return False
@@ -38,7 +39,10 @@ def save_checkpoint(
         blobs.delete(path)
         raise SupersededAttemptError(job_id, token)
     if previous and previous != path:
-        blobs.delete(previous)
+        try:
+            blobs.delete(previous)
+        except BlobStoreUnavailableError as exc:  # left for the orphan sweep
+            logger.warning("job %s: previous checkpoint not deleted (%s)", job_id, exc)
     return True
 
 
@@ -63,8 +67,10 @@ def load_checkpoint(redis: Redis, blobs: BlobStore, job_id: str) -> tuple[int, b
 
 
 def drop_checkpoints(blobs: BlobStore, job_id: str) -> None:
-    """Delete every checkpoint blob of a job that ended (of any attempt)."""
-    directory = blobs.path("checkpoints")
-    if directory.is_dir():
-        for path in directory.glob(f"{job_id}-*.bin"):
-            blobs.delete(f"checkpoints/{path.name}")
+    """Delete every checkpoint blob of a job that ended (of any attempt); with the store unreachable they
+    are left for the orphan sweep."""
+    try:
+        for blob in blobs.list(f"checkpoints/{job_id}-"):
+            blobs.delete(blob.name)
+    except BlobStoreUnavailableError as exc:
+        logger.warning("job %s: checkpoints not deleted (%s)", job_id, exc)

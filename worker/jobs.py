@@ -15,7 +15,7 @@ from rq.timeouts import JobTimeoutException
 import engine
 from worker import runtime
 from worker.attempts import Attempts, SupersededAttemptError
-from worker.blobs import BlobError
+from worker.blobs import BlobError, BlobStoreUnavailableError, retry_unavailable
 from worker.checkpoints import drop_checkpoints, load_checkpoint, save_checkpoint
 from worker.evaluation import run_evaluation_job, validation_report
 from worker.joblog import JobLogger, job_logger
@@ -41,6 +41,8 @@ def failure_reason(exc: BaseException, *, dataset_id: str | None = None, timeout
         text = f"dataset {dataset_id} not found (was it deleted?)" if dataset_id else str(exc)
     elif isinstance(exc, BlobError):
         text = f"stored data is unusable: {exc}"
+    elif isinstance(exc, BlobStoreUnavailableError):
+        text = f"{exc}; no retries are left"
     elif isinstance(exc, JobTimeoutException):
         text = f"training exceeded its time limit of {timeout} s" if timeout else "training exceeded its time limit"
     elif isinstance(exc, MemoryError):
@@ -75,7 +77,7 @@ def run_training(job_id: str) -> dict[str, Any]:
         log.info("already %s; not running it again", begin.previous_status)
         return {"job_id": job_id, "status": begin.previous_status}
     token = begin.token
-    store = Store(connection, config.blob_dir)
+    store = Store(connection, runtime.blob_store())
     record = store.get_job(job_id)
     if record is None:  # deleted between begin and now
         log.error("job record vanished")
@@ -84,7 +86,7 @@ def run_training(job_id: str) -> dict[str, Any]:
     if config.blas_threads is not None:
         attempts.write(job_id, token, {"blas_threads": config.blas_threads})
     try:
-        outcome = _run(store, attempts, record, token, log)
+        outcome = _run(store, attempts, record, token, log, retries_left=rq_job.retries_left)
     finally:
         if record.sweep_id:
             _advance(store, record.sweep_id, log)
@@ -100,8 +102,11 @@ def _advance(store: Store, sweep_id: str, log: JobLogger) -> None:
         log.exception("could not advance sweep %s", sweep_id)
 
 
-def _run(store: Store, attempts: Attempts, record: JobRecord, token: int, log: JobLogger) -> dict[str, Any]:
-    """`_train`, with the attempt's failures recorded."""
+def _run(
+    store: Store, attempts: Attempts, record: JobRecord, token: int, log: JobLogger, *, retries_left: int | None
+) -> dict[str, Any]:
+    """`_train`, with the attempt's failures recorded (an unreachable blob store is left to RQ's retry while
+    `retries_left`)."""
     job_id = record.id
     try:
         if record.kind == "evaluate":
@@ -115,33 +120,55 @@ def _run(store: Store, attempts: Attempts, record: JobRecord, token: int, log: J
     except (RedisConnectionError, RedisTimeoutError):
         log.exception("lost Redis while training; leaving the job to RQ's retry")
         raise
+    except BlobStoreUnavailableError as exc:
+        if retries_left:
+            log.error("%s; leaving the job to RQ's retry (%d left)", exc, retries_left)
+            raise
+        return _fail(store, attempts, record, token, exc, log)
     except Exception as exc:
-        reason = failure_reason(exc, dataset_id=record.dataset_id, timeout=record.timeout)
-        expected = isinstance(
-            exc, engine.TrainingDivergedError | NotFoundError | BlobError | JobTimeoutException | ValueError
-        )
-        if expected:
-            log.error("failed: %s", reason)
-        else:
-            log.exception("failed with an unexpected error: %s", reason)
-        applied, _ = attempts.write(
-            job_id,
-            token,
-            {"status": JobStatus.FAILED, "error": reason, "finished_at": utc_now()},
-            drop_checkpoint=True,
-        )
-        if not applied:
-            log.warning("attempt superseded; failure not recorded")
-            return {"job_id": job_id, "status": "superseded"}
-        drop_checkpoints(store.blobs, job_id)
-        return {"job_id": job_id, "status": "failed", "error": reason}
+        return _fail(store, attempts, record, token, exc, log)
+
+
+def _fail(
+    store: Store, attempts: Attempts, record: JobRecord, token: int, exc: Exception, log: JobLogger
+) -> dict[str, Any]:
+    """Record the attempt's failure (if it is still the current one) and drop the job's checkpoints."""
+    job_id = record.id
+    reason = failure_reason(exc, dataset_id=record.dataset_id, timeout=record.timeout)
+    expected = isinstance(
+        exc,
+        engine.TrainingDivergedError
+        | NotFoundError
+        | BlobError
+        | BlobStoreUnavailableError
+        | JobTimeoutException
+        | ValueError,
+    )
+    if expected:
+        log.error("failed: %s", reason)
+    else:
+        log.exception("failed with an unexpected error: %s", reason)
+    applied, _ = attempts.write(
+        job_id,
+        token,
+        {"status": JobStatus.FAILED, "error": reason, "finished_at": utc_now()},
+        drop_checkpoint=True,
+    )
+    if not applied:
+        log.warning("attempt superseded; failure not recorded")
+        return {"job_id": job_id, "status": "superseded"}
+    drop_checkpoints(store.blobs, job_id)
+    return {"job_id": job_id, "status": "failed", "error": reason}
 
 
 def _train(store: Store, attempts: Attempts, record: JobRecord, token: int, log: JobLogger) -> dict[str, Any]:
     config = runtime.current()
-    X, y = store.load_dataset(record.dataset_id)
+    patience = config.blob_retry_seconds
+    X, y = retry_unavailable(lambda: store.load_dataset(record.dataset_id), seconds=patience, what="dataset")
     train_config = engine.TrainConfig.from_dict(record.spec)
-    checkpoint = load_checkpoint(store.redis, store.blobs, record.id)
+    checkpoint = retry_unavailable(
+        lambda: load_checkpoint(store.redis, store.blobs, record.id), seconds=patience, what="checkpoint"
+    )
     training = None
     if checkpoint is not None:
         try:
@@ -300,12 +327,15 @@ def _commit(
     data = engine.dumps(model)
     model_id = new_id()
     blob = model_blob(model_id)
-    sha256 = store.blobs.write(blob, data)
+    patience = runtime.current().blob_retry_seconds
+    sha256 = retry_unavailable(lambda: store.blobs.write(blob, data), seconds=patience, what="model")
     meta = _model_meta(record, model_id, blob, sha256, len(data), training, result, checked)
     job_fields: dict[str, Any] = {"status": JobStatus.SUCCEEDED, "model_id": model_id, "finished_at": utc_now()}
     if record.keep_state:  # a sweep may continue this run: keep where it ended
         path = state_blob(record.id)
-        job_fields["final_state"] = {"path": path, "sha256": store.blobs.write(path, training.state_bytes())}
+        state = training.state_bytes()
+        state_sha256 = retry_unavailable(lambda: store.blobs.write(path, state), seconds=patience, what="state")
+        job_fields["final_state"] = {"path": path, "sha256": state_sha256}
     reporter.flush()
     version, _ = attempts.commit_model(
         record.id,

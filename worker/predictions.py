@@ -28,7 +28,7 @@ from rq.timeouts import JobTimeoutException
 
 import engine
 from worker import keys, runtime
-from worker.blobs import BlobError, BlobStore, StorageFullError
+from worker.blobs import BlobError, BlobStore, BlobStoreUnavailableError, StorageFullError
 from worker.jobstate import TERMINAL_STATUSES, TRANSITIONS, JobStatus
 from worker.npyfiles import ArrayFormatError, iter_rows, member_header, member_writer, write_member
 from worker.queue import rq_queue
@@ -275,6 +275,8 @@ def failure_reason(exc: BaseException) -> str:
         text = f"{exc} (was it deleted?)"
     elif isinstance(exc, StorageFullError):
         text = f"the result could not be stored: {exc}"
+    elif isinstance(exc, BlobStoreUnavailableError):
+        text = str(exc)
     elif isinstance(exc, JobTimeoutException):
         text = "the prediction exceeded its time limit"
     elif isinstance(exc, BlobError):
@@ -293,7 +295,7 @@ def run_prediction(prediction_id: str) -> dict[str, Any]:
     rq_job = get_current_job()
     if rq_job is None:
         raise RuntimeError("run_prediction must run inside an RQ worker")
-    store = Store(rq_job.connection, runtime.current().blob_dir)
+    store = Store(rq_job.connection, runtime.blob_store())
     predictions = Predictions(store.redis, store.blobs)
     record = predictions.get(prediction_id)
     started = record is not None and predictions.move(

@@ -19,10 +19,11 @@ import engine  # noqa: F401 - preloaded for every work-horse
 import worker.jobs
 import worker.predictions  # noqa: F401 - preloaded: `worker.predictions.run_prediction`, likewise
 from worker.attempts import Attempts
+from worker.blobs import BlobConfig
 from worker.jobstate import JobStatus
 from worker.queue import rq_queue
 from worker.rqjob import EntryPointJob
-from worker.runtime import configure, pin_blas_threads
+from worker.runtime import blob_store, configure, pin_blas_threads
 
 logger = logging.getLogger(__name__)
 
@@ -92,27 +93,29 @@ def run_worker(
     redis_url: str,
     *,
     queue_name: str,
-    blob_dir: Path,
+    blobs: BlobConfig | Path,
     burst: bool = False,
     worker_ttl: int = 60,
     job_monitoring_interval: int = 10,
     checkpoint_seconds: float = 10.0,
     name: str | None = None,
     progress_min_interval: float = 0.2,
+    blob_retry_seconds: float = 30.0,
     running_limit: int = 0,
     blas_threads: int = 0,
 ) -> None:
     """Configure this process and run an RQ worker until stopped (with `burst`: until the queue is empty).
 
-    `running_limit` > 0: an owner's jobs beyond that many running wait in the queue. `blas_threads` > 0: the
-    work-horses' BLAS thread pools are limited to that many threads (0: the BLAS default); each job records
-    the count in effect.
+    `blobs` is a BlobConfig or a blob directory. `running_limit` > 0: an owner's jobs beyond that many running
+    wait in the queue. `blas_threads` > 0: the work-horses' BLAS thread pools are limited to that many threads
+    (0: the BLAS default); each job records the count in effect.
     """
     configure(
-        blob_dir,
+        blobs,
         checkpoint_seconds=checkpoint_seconds,
         progress_min_interval=progress_min_interval,
         job_monitoring_interval=job_monitoring_interval,
+        blob_retry_seconds=blob_retry_seconds,
         blas_threads=pin_blas_threads(blas_threads),
     )
     connection = Redis.from_url(redis_url)
@@ -124,5 +127,6 @@ def run_worker(
         name=name,
         running_limit=running_limit,
     )
-    logger.info("worker %s listening on queue %s (blobs in %s)", rq_worker.name, queue_name, blob_dir)
+    store = blob_store().description  # opened before RQ forks: every work-horse inherits it
+    logger.info("worker %s listening on queue %s (blobs in %s)", rq_worker.name, queue_name, store)
     rq_worker.work(burst=burst, with_scheduler=False)

@@ -1,10 +1,11 @@
-"""Datasets, jobs and models: metadata in Redis, arrays as .npz blobs under the blob directory."""
+"""Datasets, jobs and models: metadata in Redis, arrays as .npz blobs in the blob store."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import logging
 import re
 import time
 import uuid
@@ -22,7 +23,7 @@ from engine.data import check_labels
 from worker import keys
 from worker.aliases import Aliases, split_ref, valid_ref
 from worker.attempts import Attempts
-from worker.blobs import BlobError, BlobStore
+from worker.blobs import BlobConfig, BlobError, BlobStore, BlobStoreUnavailableError, open_blob_store
 from worker.checkpoints import drop_checkpoints
 from worker.jobstate import ACTIVE_STATUSES, JOB_STATUSES, MOVE_LUA, TERMINAL_STATUSES, JobStatus
 from worker.records import (
@@ -68,6 +69,9 @@ end
 redis.call('HSET', KEYS[1], 'epochs', epochs, 'built', ARGV[5])
 return 1
 """
+
+logger = logging.getLogger(__name__)
+
 
 # New jobs, all or none: KEYS: one job key per job. ARGV: max_queued (0: no limit), the counter of queued
 # jobs it is checked against, score, then per job: n_fields, fields..., job_id.
@@ -240,9 +244,9 @@ def _text(value: Any) -> str:
 class Store:
     """Datasets, jobs and models of Backprop."""
 
-    def __init__(self, redis: Redis, blob_dir: Path) -> None:
+    def __init__(self, redis: Redis, blobs: BlobStore | BlobConfig | Path) -> None:
         self.redis = redis
-        self.blobs = BlobStore(Path(blob_dir))
+        self.blobs = blobs if isinstance(blobs, BlobStore) else open_blob_store(blobs)
         self._recount = redis.register_script(_RECOUNT)
         self.aliases = Aliases(redis)
         self._create = redis.register_script(_CREATE)
@@ -250,6 +254,13 @@ class Store:
         self._add_dataset = redis.register_script(_ADD_DATASET)
         self._forget = redis.register_script(_FORGET)
         self._usage = redis.register_script(_USAGE)
+
+    def _drop_blob(self, blob: str) -> None:
+        """Delete the blob of a record just deleted; with the store unreachable it is left to the orphan sweep."""
+        try:
+            self.blobs.delete(blob)
+        except BlobStoreUnavailableError as exc:
+            logger.warning("blob %s not deleted (%s)", blob, exc)
 
     def _ids(self, index: str, start: int = 0, stop: int = -1) -> list[str]:
         """Members of a sorted set, highest score first."""
@@ -374,7 +385,7 @@ class Store:
             keys=[keys.dataset(dataset_id), *indexes],
             args=[json.dumps(owner), "datasets", str(int(data.get("size_bytes") or 0)), dataset_id],
         )
-        self.blobs.delete(data["blob"])
+        self._drop_blob(data["blob"])
         return bool(deleted)
 
     def load_dataset(self, dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -685,7 +696,7 @@ class Store:
             args=[json.dumps(owner), "models", str(int(data.get("size_bytes") or 0)), model_id],
         )
         self.redis.delete(keys.model_evaluations(model_id), keys.model_verifications(model_id))
-        self.blobs.delete(data["blob"])
+        self._drop_blob(data["blob"])
         return bool(deleted)
 
     def load_model_bytes(self, model_id: str) -> bytes:

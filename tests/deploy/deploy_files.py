@@ -18,6 +18,8 @@ from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+WORKERS_COMPOSE_FILE = ROOT / "docker-compose.workers.yml"
+COMPOSE_ONLY_VARIABLES = ("REDIS_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD")
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -63,9 +65,10 @@ def _interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
     return node
 
 
-def load_compose(env: Mapping[str, str]) -> dict[str, Any]:
-    """docker-compose.yml with anchors merged and variables interpolated from `env` (as from `.env`)."""
-    document = yaml.safe_load(COMPOSE_FILE.read_text())
+def load_compose(env: Mapping[str, str], path: Path = COMPOSE_FILE) -> dict[str, Any]:
+    """A compose file (docker-compose.yml unless `path`) with anchors merged and variables interpolated from
+    `env` (as from `.env`)."""
+    document = yaml.safe_load(path.read_text())
     assert isinstance(document, dict)
     return dict(_interpolate_tree(document, env))
 

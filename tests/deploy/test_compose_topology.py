@@ -1,7 +1,8 @@
 """docker-compose.yml's topology without Docker: its own commands and environment, as loopback processes.
 
 Translated as Docker would wire it: the `redis` service is the same redis-server command on a free port;
-`redis` in URLs is 127.0.0.1; published ports are free ports; each named volume is a directory under tmp.
+`redis` in URLs is 127.0.0.1; the `minio` service is an S3-compatible server (`rclone serve s3`) with the
+same credentials over its volume; published ports are free ports; each named volume is a directory under tmp.
 The api and two workers (the compose replica count) then train a job; one worker dies by SIGKILL
 mid-training (with its work-horse, as when a container is killed), and the other one finishes the job.
 """
@@ -40,6 +41,7 @@ from tests.deploy.deploy_files import (
     service_environment,
 )
 from tests.processes import pid_alive
+from tests.s3server import S3Server
 
 pytestmark = pytest.mark.slow
 
@@ -59,11 +61,21 @@ class Topology:
         self.tmp_path = tmp_path
         self.password = secrets.token_hex(16)
         self.api_key = secrets.token_hex(16)
-        self.compose = load_compose({"REDIS_PASSWORD": self.password, "BACKPROP_API_KEYS": f"{self.api_key}:admin"})
+        self.minio_user = f"minio-{secrets.token_hex(8)}"
+        self.minio_password = secrets.token_hex(16)
+        self.compose = load_compose(
+            {
+                "REDIS_PASSWORD": self.password,
+                "BACKPROP_API_KEYS": f"{self.api_key}:admin",
+                "MINIO_ROOT_USER": self.minio_user,
+                "MINIO_ROOT_PASSWORD": self.minio_password,
+            }
+        )
         self.services: dict[str, Any] = self.compose["services"]
         self.redis_port = free_port()
         self.api_port = free_port()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.minio: S3Server | None = None
 
     # --- translation -------------------------------------------------------------------------------------
     def volume_dir(self, volume: str) -> Path:
@@ -80,6 +92,8 @@ class Topology:
 
     def translate_url(self, value: str) -> str:
         parts = urlsplit(value)
+        if parts.scheme == "http" and parts.hostname == "minio" and self.minio is not None:
+            return urlunsplit(parts._replace(netloc=f"127.0.0.1:{self.minio.port}"))
         if parts.scheme != "redis" or parts.hostname != "redis":
             return value
         credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
@@ -142,6 +156,17 @@ class Topology:
 
         wait_until(answers, 15, "redis answers PING with the password")
 
+    def start_minio(self) -> None:
+        """The minio service's credentials and volume, served by an S3-compatible server."""
+        minio = self.services["minio"]
+        environment = service_environment(minio)
+        (mount,) = minio["volumes"]
+        self.minio = S3Server(
+            self.volume_dir(str(mount).split(":")[0]),
+            access_key=environment["MINIO_ROOT_USER"],
+            secret_key=environment["MINIO_ROOT_PASSWORD"],
+        ).start()
+
     def start_app(self) -> None:
         self.spawn("api", self.argv("api"), self.environment("api"))
         replicas = int(self.services["worker"]["deploy"]["replicas"])
@@ -156,6 +181,8 @@ class Topology:
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
     def stop(self) -> None:
+        if self.minio is not None:
+            self.minio.stop()
         for key, process in reversed(list(self.processes.items())):
             for pid in descendants(process.pid):
                 with contextlib.suppress(ProcessLookupError):
@@ -175,6 +202,7 @@ def topology(tmp_path: Path) -> Iterator[Topology]:
     running = Topology(tmp_path)
     try:
         running.start_redis()
+        running.start_minio()
         running.start_app()
         yield running
     finally:
@@ -284,6 +312,8 @@ def test_compose_topology_survives_a_killed_worker(topology: Topology) -> None:
     assert response.status_code == 200, response.text
     assert np.mean(np.array(response.json()["predictions"]) == y[:200]) > 0.9
 
+    blob_files = [path for path in topology.tmp_path.rglob("*.npz") if "minio-data" not in path.parts]
+    assert blob_files == [], "datasets and models belong in the bucket"
     after = client.get("/metrics").text
     assert metric(after, "backprop_jobs", status="succeeded") == 1
     assert metric(after, "backprop_queue_depth") == 0

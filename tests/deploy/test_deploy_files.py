@@ -5,16 +5,18 @@ from __future__ import annotations
 import re
 import tomllib
 from importlib import metadata
-from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from backprop.cli import build_parser
 from service.settings import Settings
 from tests.deploy.deploy_files import (
+    COMPOSE_ONLY_VARIABLES,
     DOCKERFILE,
     ROOT,
+    WORKERS_COMPOSE_FILE,
     InterpolationError,
     Stage,
     command_argv,
@@ -29,14 +31,30 @@ from tests.deploy.deploy_files import (
 )
 
 PASSWORD = "s3cret-Pw-0123456789"
+MINIO_USER = "backprop-minio"
+MINIO_PASSWORD = "minio-s3cret-0123456789"
 API_KEYS = "alice-0123456789:user,ops-0123456789:admin"
-DOT_ENV = {"REDIS_PASSWORD": PASSWORD, "BACKPROP_API_KEYS": API_KEYS}  # a .env with what compose requires
+# a .env with what compose requires
+DOT_ENV = {
+    "REDIS_PASSWORD": PASSWORD,
+    "BACKPROP_API_KEYS": API_KEYS,
+    "MINIO_ROOT_USER": MINIO_USER,
+    "MINIO_ROOT_PASSWORD": MINIO_PASSWORD,
+}
+COMPOSE_ENV = DOT_ENV
+MINIO = {"MINIO_ROOT_USER": MINIO_USER, "MINIO_ROOT_PASSWORD": MINIO_PASSWORD}
 APP_SERVICES = ("api", "worker")
 # The Settings fields `backprop worker` reads: all a worker container is given.
 WORKER_SETTINGS = {
     "redis_url",
     "data_dir",
     "blob_dir",
+    "blob_url",
+    "s3_endpoint_url",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_default_region",
+    "blob_retry_seconds",
     "queue_name",
     "worker_ttl",
     "job_monitoring_interval",
@@ -119,18 +137,72 @@ def test_compose_api_workers_from_environment(compose: dict[str, Any]) -> None:
     assert settings_from(service_environment(scaled["services"]["api"])).api_workers == 5
 
 
-def test_compose_blob_volume_shared_at_settings_path(compose: dict[str, Any]) -> None:
+def test_compose_blobs_in_the_minio_bucket_and_no_shared_volume(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    blob_dirs = {name: settings_from(service_environment(services[name])).blobs for name in APP_SERVICES}
-    assert blob_dirs["api"] == blob_dirs["worker"]
-    blob_dir = PurePosixPath(blob_dirs["api"].as_posix())
-    assert blob_dir.is_absolute()
-    shared = set(mounts(services["api"]).items()) & set(mounts(services["worker"]).items())
-    holding = [(volume, target) for volume, target in shared if blob_dir.is_relative_to(target)]
-    assert len(holding) == 1, f"no volume mounted at {blob_dir} in both api and worker: {shared}"
-    volume, _ = holding[0]
-    assert volume in compose["volumes"], "the blob volume must be a named volume"
-    assert volume not in mounts(services["redis"])
+    settings = {name: settings_from(service_environment(services[name])) for name in APP_SERVICES}
+    assert settings["api"].blob_url == settings["worker"].blob_url
+    assert str(settings["api"].blob_url).startswith("s3://")
+    for name in APP_SERVICES:
+        assert "volumes" not in services[name], f"{name} mounts a volume: the blob store is the bucket"
+        config = settings[name].blob_config()
+        assert urlsplit(config.endpoint_url or "").hostname == "minio"
+        assert (config.access_key_id, config.secret_access_key) == (MINIO_USER, MINIO_PASSWORD)
+    assert "backprop-data" not in compose["volumes"]
+
+
+def test_compose_minio_pinned_persistent_with_healthcheck(compose: dict[str, Any]) -> None:
+    minio = compose["services"]["minio"]
+    assert re.fullmatch(r"(quay\.io/)?minio/minio:RELEASE\.\d{4}-\d\d-\d\dT[\d-]+Z", minio["image"]), minio["image"]
+    environment = service_environment(minio)
+    assert (environment["MINIO_ROOT_USER"], environment["MINIO_ROOT_PASSWORD"]) == (MINIO_USER, MINIO_PASSWORD)
+    argv = command_argv(minio["command"])
+    assert argv[0] == "server"
+    assert mounts(minio)["minio-data"] == argv[1]
+    assert "minio-data" in compose["volumes"]
+    assert minio["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL")
+    assert "ports" not in minio, "MinIO must not be published to the host"
+    for name in APP_SERVICES:
+        assert compose["services"][name]["depends_on"]["minio"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("variable", ["MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"])
+def test_compose_requires_minio_credentials(variable: str) -> None:
+    with pytest.raises(InterpolationError, match=variable):
+        load_compose({name: value for name, value in COMPOSE_ENV.items() if name != variable})
+
+
+WORKERS_ENV = {
+    "REDIS_URL": f"redis://:{PASSWORD}@main.example:6379/0",
+    "BACKPROP_BLOB_URL": "s3://backprop/blobs",
+    "BACKPROP_S3_ENDPOINT_URL": "http://main.example:9000",
+    "AWS_ACCESS_KEY_ID": MINIO_USER,
+    "AWS_SECRET_ACCESS_KEY": MINIO_PASSWORD,
+}
+
+
+def test_workers_compose_file_runs_workers_from_environment_without_volumes() -> None:
+    workers = load_compose(WORKERS_ENV, WORKERS_COMPOSE_FILE)
+    assert set(workers["services"]) == {"worker"}
+    worker = workers["services"]["worker"]
+    assert_is_project_command(command_argv(worker["command"]))
+    assert command_argv(worker["command"])[1] == "worker"
+    assert "volumes" not in worker and "ports" not in worker and "container_name" not in worker
+    assert "env_file" not in worker, "a worker must not get every variable of .env (API keys among them)"
+    environment = service_environment(worker)
+    known = settings_env_vars()
+    assert not [variable for variable in environment if variable.upper() not in known]
+    given = {known[variable] for variable in environment}
+    assert given <= WORKER_SETTINGS, f"a worker does not read {sorted(given - WORKER_SETTINGS)}"
+    settings = settings_from(environment)
+    assert settings.redis_url == WORKERS_ENV["REDIS_URL"]
+    assert settings.blob_config().location == "s3://backprop/blobs"
+    assert settings.blob_config().endpoint_url == "http://main.example:9000"
+
+
+@pytest.mark.parametrize("variable", ["REDIS_URL", "BACKPROP_BLOB_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
+def test_workers_compose_file_requires(variable: str) -> None:
+    with pytest.raises(InterpolationError, match=variable):
+        load_compose({k: v for k, v in WORKERS_ENV.items() if k != variable}, WORKERS_COMPOSE_FILE)
 
 
 def test_compose_redis_persistent_with_password_and_healthcheck(compose: dict[str, Any]) -> None:
@@ -160,9 +232,9 @@ def test_compose_requires_redis_password() -> None:
 @pytest.mark.parametrize(
     "dot_env",
     [
-        {"REDIS_PASSWORD": PASSWORD},
-        {"REDIS_PASSWORD": PASSWORD, "BACKPROP_API_KEYS": ""},
-        {"REDIS_PASSWORD": PASSWORD, "BACKPROP_ALLOW_NO_AUTH": "true"},
+        {**MINIO, "REDIS_PASSWORD": PASSWORD},
+        {**MINIO, "REDIS_PASSWORD": PASSWORD, "BACKPROP_API_KEYS": ""},
+        {**MINIO, "REDIS_PASSWORD": PASSWORD, "BACKPROP_ALLOW_NO_AUTH": "true"},
     ],
 )
 def test_compose_requires_api_keys(dot_env: dict[str, str]) -> None:
@@ -197,7 +269,9 @@ def test_compose_worker_gets_only_worker_settings(compose: dict[str, Any]) -> No
     assert not any(API_KEYS in value or value == PASSWORD for value in environment.values())
     settings = settings_from(environment)
     defaults = Settings.model_validate({})
-    for name in WORKER_SETTINGS - {"redis_url", "data_dir", "blob_dir", "log_format"} - COMPOSE_OWN_DEFAULTS:
+    blob_store = {"blob_url", "s3_endpoint_url", "aws_access_key_id", "aws_secret_access_key", "aws_default_region"}
+    compose_own = COMPOSE_OWN_DEFAULTS | blob_store
+    for name in WORKER_SETTINGS - {"redis_url", "data_dir", "blob_dir", "log_format"} - compose_own:
         assert getattr(settings, name) == getattr(defaults, name), f"{name}: the compose default differs"
 
 
@@ -211,6 +285,8 @@ def test_compose_worker_settings_come_from_dot_env() -> None:
         "BACKPROP_PROGRESS_MIN_INTERVAL": "1",
         "LOG_LEVEL": "DEBUG",
         "BACKPROP_BLOB_DIR": "/elsewhere",
+        "BACKPROP_BLOB_URL": "/elsewhere",
+        "BACKPROP_BLOB_RETRY_SECONDS": "90",
     }
     services = load_compose(dot_env)["services"]
     worker = settings_from(service_environment(services["worker"]))
@@ -218,7 +294,8 @@ def test_compose_worker_settings_come_from_dot_env() -> None:
     assert (worker.checkpoint_seconds, worker.progress_min_interval, worker.log_level) == (5.0, 1.0, "DEBUG")
     api = settings_from(service_environment(services["api"]))
     assert api.queue_name == worker.queue_name
-    assert api.blobs == worker.blobs == Path("/data/blobs")  # the shared volume, whatever .env says
+    assert api.blob_url == worker.blob_url == "s3://backprop/blobs"  # the bucket, whatever .env says
+    assert worker.blob_retry_seconds == 90.0
     env_files = [entry["path"] for entry in services["api"]["env_file"]]
     assert env_files == [".env"]  # the api gets every other setting of .env
 
@@ -228,6 +305,7 @@ def test_compose_app_services_restart_and_wait_for_redis(compose: dict[str, Any]
     service = compose["services"][name]
     assert service["restart"] == "unless-stopped"
     assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert service["depends_on"]["minio"]["condition"] == "service_healthy"
     assert "container_name" not in service
 
 
@@ -326,7 +404,7 @@ def test_env_example_lists_every_setting_with_its_default() -> None:
     covered = {known[var] for var in entries if var in known}
     missing = [name for name in Settings.model_fields if name not in covered]
     assert not missing, f".env.example lacks {missing}"
-    unknown = sorted(var for var in entries if var not in known and var != "REDIS_PASSWORD")
+    unknown = sorted(var for var in entries if var not in known and var not in COMPOSE_ONLY_VARIABLES)
     assert not unknown, f".env.example has variables that are not settings: {unknown}"
     documented = settings_from({var: value for var, value in entries.items() if var in known and value != ""})
     defaults = Settings.model_validate({})

@@ -47,7 +47,7 @@ def run_worker(redis_url: str, data_dir: Path) -> Callable[[], None]:
     from worker import run_worker as run
 
     def drain() -> None:
-        run(redis_url, queue_name="training", blob_dir=data_dir / "blobs", burst=True, checkpoint_seconds=0.0)
+        run(redis_url, queue_name="training", blobs=data_dir / "blobs", burst=True, checkpoint_seconds=0.0)
 
     return drain
 

@@ -55,7 +55,7 @@ def worker_command(
     code = (
         "import logging, sys; from pathlib import Path; from worker import run_worker; "
         "logging.basicConfig(level=logging.INFO, stream=sys.stderr); "
-        f"run_worker({redis_url!r}, queue_name={QUEUE!r}, blob_dir=Path({str(blob_dir)!r}), "
+        f"run_worker({redis_url!r}, queue_name={QUEUE!r}, blobs=Path({str(blob_dir)!r}), "
         f"worker_ttl=15, job_monitoring_interval=1, checkpoint_seconds={checkpoint_seconds!r}, "
         f"progress_min_interval=0.0, name={name!r}, running_limit={running_limit!r})"
     )

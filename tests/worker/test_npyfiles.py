@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker.blobs import BlobError, BlobStore
+from worker.blobs import BlobError, LocalBlobStore
 from worker.npyfiles import ArrayFormatError, iter_rows, member_header, member_writer, write_member
 
 
 def test_blob_writer_streams_an_npz_numpy_loads(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path)
+    blobs = LocalBlobStore(tmp_path)
     X = np.arange(50, dtype=np.float64).reshape(25, 2)
     with blobs.writer("r/out.npz") as writer, zipfile.ZipFile(writer, "w") as archive:  # type: ignore[call-overload]
         write_member(archive, "classes", np.array(["a", "b"]))
@@ -32,7 +32,7 @@ def test_blob_writer_streams_an_npz_numpy_loads(tmp_path: Path) -> None:
 
 
 def test_blob_writer_leaves_nothing_when_the_block_fails(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path)
+    blobs = LocalBlobStore(tmp_path)
     with pytest.raises(RuntimeError, match="midway"), blobs.writer("r/out.npz") as writer:
         writer.write(b"partial")
         raise RuntimeError("midway")
@@ -40,7 +40,7 @@ def test_blob_writer_leaves_nothing_when_the_block_fails(tmp_path: Path) -> None
 
 
 def test_open_verified_refuses_a_changed_blob(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path)
+    blobs = LocalBlobStore(tmp_path)
     with blobs.writer("b.bin") as writer:
         writer.write(b"hello")
     (tmp_path / "b.bin").write_bytes(b"hellO")
