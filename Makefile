@@ -45,6 +45,10 @@ bench: install-test
 	$(BIN)/python -m bench.service_overhead
 	$(BIN)/python -m bench.load
 	$(BIN)/python -m bench.blobs
+	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.events
+	$(BIN)/python -m bench.batch_predictions
+	$(BIN)/python -m bench.sweeps
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
