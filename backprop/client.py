@@ -253,19 +253,23 @@ class Client:
                 return
 
 
-class Job:
-    """A training job; `data` is its last known record (`refresh()` reads it again)."""
+class _Handle:
+    """A server object seen through the client: its last-read JSON record (`data`) and the client to ask again."""
 
     def __init__(self, client: Client, data: dict[str, Any]) -> None:
         self.client = client
         self.data = data
 
-    def __repr__(self) -> str:
-        return f"Job(id={self.id!r}, status={self.status!r})"
-
     @property
     def id(self) -> str:
         return str(self.data["id"])
+
+
+class Job(_Handle):
+    """A training job; `data` is its last known record (`refresh()` reads it again)."""
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id!r}, status={self.status!r})"
 
     @property
     def status(self) -> str:
@@ -327,19 +331,11 @@ class Job:
         raise JobFailed(self.data)
 
 
-class Sweep:
+class Sweep(_Handle):
     """A hyperparameter sweep; `data` is its last known record (`refresh()` reads it again)."""
-
-    def __init__(self, client: Client, data: dict[str, Any]) -> None:
-        self.client = client
-        self.data = data
 
     def __repr__(self) -> str:
         return f"Sweep(id={self.id!r}, status={self.status!r})"
-
-    @property
-    def id(self) -> str:
-        return str(self.data["id"])
 
     @property
     def status(self) -> str:
@@ -476,19 +472,11 @@ def _stream(client: Client, job_id: str, after: int, deadline: float | None) -> 
         raise
 
 
-class Model:
+class Model(_Handle):
     """A trained model; predictions are computed by the server."""
-
-    def __init__(self, client: Client, data: dict[str, Any]) -> None:
-        self.client = client
-        self.data = data
 
     def __repr__(self) -> str:
         return f"Model(id={self.id!r}, name={self.name!r}, version={self.version})"
-
-    @property
-    def id(self) -> str:
-        return str(self.data["id"])
 
     @property
     def name(self) -> str:
@@ -582,19 +570,11 @@ class Model:
         return BatchPrediction(self.client, self.client.request("POST", path, files=arrays))
 
 
-class BatchPrediction:
+class BatchPrediction(_Handle):
     """A batch prediction running on the workers; its result is streamed from the server."""
-
-    def __init__(self, client: Client, data: dict[str, Any]) -> None:
-        self.client = client
-        self.data = data
 
     def __repr__(self) -> str:
         return f"BatchPrediction(id={self.id!r}, status={self.status!r})"
-
-    @property
-    def id(self) -> str:
-        return str(self.data["id"])
 
     @property
     def status(self) -> str:
