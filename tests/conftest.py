@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from backprop.embedded_redis import RedisServer
+from tests.live import Processes
 from tests.s3server import S3Server
 
 
@@ -55,3 +56,10 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     yield server
     server.stop()
 
+
+@pytest.fixture()
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """Subprocesses a test starts (workers, API servers), killed when it ends."""
+    started = Processes(tmp_path)
+    yield started
+    started.kill_all()

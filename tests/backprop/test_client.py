@@ -44,13 +44,6 @@ def settings(redis_url: str, data_dir: Path) -> Settings:
 
 
 @pytest.fixture()
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    started = Processes(tmp_path)
-    yield started
-    started.kill_all()
-
-
-@pytest.fixture()
 def server(settings: Settings, processes: Processes) -> Iterator[ApiServer]:
     """The API in this process and one worker subprocess on its queue."""
     with api_server(settings) as running:

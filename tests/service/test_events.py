@@ -38,13 +38,6 @@ def server(settings: Settings) -> Iterator[ApiServer]:
         yield running
 
 
-@pytest.fixture()
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    started = Processes(tmp_path)
-    yield started
-    started.kill_all()
-
-
 def _stream(url: str, job_id: str, headers: dict[str, str] | None = None) -> list[Event]:
     """Every event of one connection, until the server closes it."""
     events: list[Event] = []
