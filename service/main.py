@@ -36,9 +36,12 @@ from service.routes import (
     v2,
 )
 from service.settings import Settings, get_settings
-from worker import Store, advance_sweeps, open_blob_store, reap
+from worker import Store, advance_sweeps, open_blob_store, reap, sweep_orphans
 
 logger = logging.getLogger(__name__)
+
+FIRST_ORPHAN_SWEEP_DELAY = 1.0
+"""Seconds after start-up before the first orphan sweep (it runs in a thread: readiness does not wait)."""
 
 DESCRIPTION = """
 Train neural-network classifiers on your datasets and serve their predictions.
@@ -73,6 +76,25 @@ async def _reap_forever(state: AppState) -> None:
             logger.warning("reaper failed: %s: %s", type(exc).__name__, exc)
 
 
+async def _sweep_orphans_forever(state: AppState) -> None:
+    """The orphan sweep shortly after start-up, then every `orphan_sweep_interval` seconds, in a thread;
+    errors are logged, never fatal."""
+    settings = state.settings
+    delay = FIRST_ORPHAN_SWEEP_DELAY
+    while True:
+        await asyncio.sleep(delay)
+        delay = settings.orphan_sweep_interval
+        try:
+            report = await run_in_threadpool(
+                sweep_orphans, state.redis, state.store.blobs, min_age_seconds=settings.orphan_min_age
+            )
+        except Exception as exc:
+            logger.warning("orphan sweep failed: %s: %s", type(exc).__name__, exc)
+            continue
+        if report.deleted:
+            logger.info("orphan sweep: deleted %s; kept %d blobs", report.deleted, report.kept)
+
+
 def published_openapi(build: Callable[[], dict[str, Any]], *, keys: bool, metrics_public: bool) -> dict[str, Any]:
     """The OpenAPI document as this server enforces it: without API keys no operation requires the bearer
     scheme (and the scheme is not published); with keys, /metrics requires it too unless it is public."""
@@ -93,19 +115,23 @@ def published_openapi(build: Callable[[], dict[str, Any]], *, keys: bool, metric
 
 
 def _lifespan(state: AppState) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """Startup and shutdown: the open-access warning, the reaper task, then closing both Redis clients."""
+    """Startup and shutdown: the open-access warning, the reaper and orphan-sweep tasks, then closing both Redis
+    clients."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not state.keyring.enabled:
             logger.warning("no API keys configured (BACKPROP_API_KEYS): every caller is an admin")
-        reaper = asyncio.create_task(_reap_forever(state))
+        tasks = [asyncio.create_task(_reap_forever(state))]
+        if state.settings.orphan_sweep_interval > 0:
+            tasks.append(asyncio.create_task(_sweep_orphans_forever(state)))
         try:
             yield
         finally:
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             state.redis.close()
             state.probe.close()
 

@@ -17,7 +17,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from redis import Redis
 
-from worker import Store, checkpoint_failures, queue_depth, workers_alive
+from worker import Store, checkpoint_failures, orphans_deleted, queue_depth, workers_alive
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class StoreSnapshot:
     epochs_trained: int = 0
     training_samples_per_second: float = 0.0
     checkpoint_failures: int = 0
+    orphans_deleted: dict[str, int] = field(default_factory=dict)
 
 
 class _StoreCollector:
@@ -76,6 +77,14 @@ class _StoreCollector:
             "Checkpoints the workers could not write (full disk, I/O error); their jobs trained on.",
             value=state.checkpoint_failures,
         )
+        orphans = CounterMetricFamily(
+            "backprop_orphan_blobs_deleted",
+            "Blobs whose record was gone, and temp files of killed writes, that the orphan sweep deleted.",
+            labels=["kind"],
+        )
+        for kind, count in sorted(state.orphans_deleted.items()):
+            orphans.add_metric([kind], count)
+        yield orphans
 
 
 class Metrics:
@@ -134,4 +143,5 @@ def store_snapshot(redis: Redis, store: Store, *, queue_name: str) -> StoreSnaps
         epochs_trained=reader.epochs_trained(),
         training_samples_per_second=samples_per_second,
         checkpoint_failures=checkpoint_failures(redis),
+        orphans_deleted=orphans_deleted(redis),
     )

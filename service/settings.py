@@ -114,6 +114,15 @@ class Settings(BaseSettings):
     job_retention_days: float = Field(
         0, ge=0, description="Finished job records older than this are deleted; their models stay (0: keep)."
     )
+    orphan_sweep_interval: float = Field(
+        3600.0,
+        ge=0,
+        description="How often the API deletes orphan blobs (their record is gone) and temp files of killed "
+        "writes, first shortly after it starts (s; 0: never).",
+    )
+    orphan_min_age: float = Field(
+        3600.0, ge=0, description="Orphan blobs and temp files younger than this many seconds are kept."
+    )
 
     # --- limits (OWASP API4) -----------------------------------------------------------------------
     max_upload_bytes: int = Field(100 * MiB, ge=1, description="Largest dataset upload in bytes (413 above).")

@@ -15,6 +15,7 @@ from worker.blobs import (
 )
 from worker.checkpoints import checkpoint_failures
 from worker.jobstate import ACTIVE_STATUSES, JOB_STATUSES, TERMINAL_STATUSES, TRANSITIONS, JobStatus
+from worker.orphans import SweepReport, orphans_deleted, sweep_orphans
 from worker.predictions import (
     PredictionRecord,
     Predictions,
@@ -89,6 +90,7 @@ __all__ = [
     "Store",
     "SweepNotFinishedError",
     "SweepRecord",
+    "SweepReport",
     "Usage",
     "WorkerConfig",
     "advance_sweeps",
@@ -113,6 +115,7 @@ __all__ = [
     "open_blob_store",
     "open_input",
     "open_result",
+    "orphans_deleted",
     "queue_depth",
     "queue_position",
     "random_trials",
@@ -120,6 +123,7 @@ __all__ = [
     "reconcile_prediction",
     "run_worker",
     "subscribe_job_events",
+    "sweep_orphans",
     "sweep_view",
     "utc_now",
     "workers_alive",

@@ -16,12 +16,15 @@ import re
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import BinaryIO, TypeVar
 
 CHUNK_BYTES = 1024 * 1024
+TEMP_PREFIX = ".tmp-"
+"""How the names of LocalBlobStore's temp files begin (a blob being written; left behind by a killed writer)."""
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
@@ -203,6 +206,11 @@ class BlobStore(ABC):
         """Every blob whose name starts with `prefix`, with its age."""
 
     @abstractmethod
+    def remove_temp_files(self, min_age_seconds: float) -> Sequence[str]:
+        """Delete what writes of this backend leave behind when they are killed (temp files, unfinished
+        uploads) and that was last touched at least `min_age_seconds` ago; returns what was deleted."""
+
+    @abstractmethod
     def check(self, *, create: bool = True) -> None:
         """Verify the store is usable (creating the directory or bucket when `create`); BlobConfigError or
         BlobStoreUnavailableError naming what to fix."""
@@ -240,7 +248,7 @@ class LocalBlobStore(BlobStore):
         tmp_name: str | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
             try:
                 yield BlobWriter(fd)
                 os.fsync(fd)
@@ -296,13 +304,27 @@ class LocalBlobStore(BlobStore):
         now = time.time()
         found = []
         for path in sorted(folder.iterdir()):
-            if not path.name.startswith(start) or path.name.startswith(".tmp-") or not path.is_file():
+            if not path.name.startswith(start) or path.name.startswith(TEMP_PREFIX) or not path.is_file():
                 continue
             with contextlib.suppress(FileNotFoundError):
                 stat = path.stat()
                 name = f"{directory}/{path.name}" if directory else path.name
                 found.append(BlobInfo(name, stat.st_size, max(0.0, now - stat.st_mtime)))
         return found
+
+    def remove_temp_files(self, min_age_seconds: float) -> Sequence[str]:
+        """The `.tmp-*` files anywhere under the root, last written at least `min_age_seconds` ago."""
+        root = self.root.resolve()
+        if not root.is_dir():
+            return []
+        removed = []
+        for folder, _, names in os.walk(root):
+            for name in sorted(names):
+                if name.startswith(TEMP_PREFIX):
+                    path = Path(folder) / name
+                    if remove_if_stale(path, min_age_seconds):
+                        removed.append(str(path.relative_to(root)))
+        return removed
 
     def check(self, *, create: bool = True) -> None:
         try:
@@ -314,6 +336,19 @@ class LocalBlobStore(BlobStore):
                 raise BlobConfigError(f"BACKPROP_BLOB_URL: {self.root} is not writable")
         except OSError as exc:
             raise BlobConfigError(f"BACKPROP_BLOB_URL: cannot use {self.root} ({exc.strerror})") from exc
+
+
+def remove_if_stale(path: Path, min_age_seconds: float) -> bool:
+    """Delete the regular file `path` if it was last written at least `min_age_seconds` ago and belongs to this
+    user; whether it was deleted (a file already gone, or not ours to delete, is left alone)."""
+    try:
+        stat = path.lstat()
+        if not S_ISREG(stat.st_mode) or stat.st_uid != os.getuid() or time.time() - stat.st_mtime < min_age_seconds:
+            return False
+        path.unlink()
+    except (FileNotFoundError, PermissionError):
+        return False
+    return True
 
 
 def retry_unavailable(call: Callable[[], T], *, seconds: float, what: str, first_delay: float = 0.5) -> T:

@@ -13,9 +13,20 @@ from worker.blobs import BlobError, BlobStore, BlobStoreUnavailableError, Storag
 logger = logging.getLogger(__name__)
 
 
+def checkpoint_prefix(job_id: str) -> str:
+    """How the blob paths of every checkpoint of a job begin."""
+    return f"checkpoints/{job_id}-"
+
+
 def checkpoint_blob(job_id: str, token: int, epoch: int) -> str:
     """Relative blob path of one checkpoint (unique per attempt and epoch)."""
-    return f"checkpoints/{job_id}-{token}-{epoch}.bin"
+    return f"{checkpoint_prefix(job_id)}{token}-{epoch}.bin"
+
+
+def checkpoint_path(redis: Redis, job_id: str) -> str | None:
+    """The blob path the job's checkpoint pointer names now, or None."""
+    raw = redis.hget(keys.job_checkpoint(job_id), "path")
+    return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
 
 
 def save_checkpoint(
@@ -70,7 +81,7 @@ def drop_checkpoints(blobs: BlobStore, job_id: str) -> None:
     """Delete every checkpoint blob of a job that ended (of any attempt); with the store unreachable they
     are left for the orphan sweep."""
     try:
-        for blob in blobs.list(f"checkpoints/{job_id}-"):
+        for blob in blobs.list(checkpoint_prefix(job_id)):
             blobs.delete(blob.name)
     except BlobStoreUnavailableError as exc:
         logger.warning("job %s: checkpoints not deleted (%s)", job_id, exc)

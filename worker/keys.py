@@ -212,3 +212,20 @@ def prediction(prediction_id: str) -> str:
 def prediction_stop(prediction_id: str) -> str:
     """Stop flag of a running batch prediction, checked by the worker between row chunks."""
     return f"{PREFIX}prediction:{prediction_id}:stop"
+
+
+# --- the blob store ------------------------------------------------------------------------------
+def store_marker() -> str:
+    """The id of the blob store this Redis belongs to, also kept as a blob (`worker.orphans.MARKER_BLOB`): the
+    orphan sweep deletes nothing unless both agree (string)."""
+    return f"{PREFIX}store-marker"
+
+
+def orphan_sweep_lock() -> str:
+    """Held by the one process sweeping orphan blobs (string with a timeout)."""
+    return f"{PREFIX}orphan-sweep:lock"
+
+
+def orphans_deleted() -> str:
+    """Orphan blobs and temp files the sweep deleted, by kind (hash of counters)."""
+    return f"{PREFIX}orphans-deleted"

@@ -11,7 +11,8 @@ import io
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -31,10 +32,14 @@ from worker.blobs import (
     BlobStoreUnavailableError,
     BlobWriter,
     parse_s3_location,
+    remove_if_stale,
     sha256_hex,
 )
 
 MULTIPART_BYTES = 8 * 1024 * 1024
+SPOOL_PREFIX = "backprop-blob-"
+"""How the names of the local spool files of `S3BlobStore.writer` begin (in the system temp directory)."""
+_UNSUPPORTED = ("NotImplemented", "501")
 _MISSING = ("404", "NoSuchKey", "NotFound")
 _CREDENTIALS = ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken")
 _CREDENTIALS_HINT = "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
@@ -113,7 +118,7 @@ class S3BlobStore(BlobStore):
         """The pieces are spooled to a local temp file, then uploaded as one object (in parts when large) when
         the block ends without an exception; the temp file is removed either way."""
         key = self.key(relative)
-        fd, tmp_name = tempfile.mkstemp(prefix="backprop-blob-")
+        fd, tmp_name = tempfile.mkstemp(prefix=SPOOL_PREFIX)
         try:
             out = BlobWriter(fd)
             try:
@@ -154,6 +159,34 @@ class S3BlobStore(BlobStore):
                     age = max(0.0, now - item["LastModified"].timestamp())
                     found.append(BlobInfo(item["Key"][len(self.prefix) :], int(item["Size"]), age))
         return found
+
+    def remove_temp_files(self, min_age_seconds: float) -> Sequence[str]:
+        """This host's spool files of killed writers, and the bucket's multipart uploads under the prefix that
+        were started at least `min_age_seconds` ago and never completed (aborted: their parts are freed)."""
+        spool = sorted(Path(tempfile.gettempdir()).glob(f"{SPOOL_PREFIX}*"))
+        removed = [str(path) for path in spool if remove_if_stale(path, min_age_seconds)]
+        return [*removed, *self._abort_stale_uploads(min_age_seconds)]
+
+    def _abort_stale_uploads(self, min_age_seconds: float) -> Sequence[str]:
+        now = time.time()
+        aborted = []
+        with self._errors("multipart uploads"):
+            try:
+                pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=self.bucket, Prefix=self.prefix
+                )
+                uploads = [upload for page in pages for upload in page.get("Uploads", [])]
+            except ClientError as exc:
+                if _code(exc) in _UNSUPPORTED:  # a store without the call has nothing to list
+                    return []
+                raise
+            for upload in uploads:
+                if now - upload["Initiated"].timestamp() >= min_age_seconds:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    aborted.append(f"multipart upload of {upload['Key'][len(self.prefix) :]}")
+        return aborted
 
     def check(self, *, create: bool = True) -> None:
         try:
