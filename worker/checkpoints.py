@@ -23,10 +23,11 @@ def checkpoint_blob(job_id: str, token: int, epoch: int) -> str:
     return f"{checkpoint_prefix(job_id)}{token}-{epoch}.bin"
 
 
-def checkpoint_path(redis: Redis, job_id: str) -> str | None:
-    """The blob path the job's checkpoint pointer names now, or None."""
-    raw = redis.hget(keys.job_checkpoint(job_id), "path")
-    return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
+def checkpoint_paths(redis: Redis, job_id: str) -> set[str]:
+    """The blob paths the job's checkpoint pointer names now: its checkpoint and the one before (kept one
+    generation longer, for a Redis that rolls back its last writes)."""
+    raw = redis.hmget(keys.job_checkpoint(job_id), ["path", "previous"])
+    return {value.decode() if isinstance(value, bytes) else str(value) for value in raw if value}
 
 
 def save_checkpoint(

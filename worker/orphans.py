@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from redis import Redis
@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from worker import keys
 from worker.blobs import BlobError, BlobStore, BlobStoreUnavailableError
-from worker.checkpoints import checkpoint_path, checkpoint_prefix
+from worker.checkpoints import checkpoint_paths, checkpoint_prefix
 from worker.predictions import input_blob, result_blob
 from worker.store import dataset_blob, is_id, model_blob, state_blob
 
@@ -39,13 +39,13 @@ _SLOT = "\0"
 @dataclass(frozen=True)
 class BlobKind:
     """Blobs named `name_of(id)` (with `prefix`, names beginning so), kept while Redis has `record_of(id)`;
-    with `current`, only the blob that `current(redis, id)` names is kept."""
+    with `current`, only the blobs that `current(redis, id)` names are kept."""
 
     kind: str
     name_of: Callable[[str], str]
     record_of: Callable[[str], str]
     prefix: bool = False
-    current: Callable[[Redis, str], str | None] | None = None
+    current: Callable[[Redis, str], Collection[str]] | None = None
 
     @property
     def folder(self) -> str:
@@ -70,8 +70,8 @@ class BlobKind:
         record = self.record_of(record_id)
         if not redis.exists(record):
             return f"no record {record}"
-        if self.current is not None and self.current(redis, record_id) != name:
-            return f"not the current blob of {record}"
+        if self.current is not None and name not in self.current(redis, record_id):
+            return f"not a current blob of {record}"
         return None
 
 
@@ -79,7 +79,7 @@ BLOB_KINDS = (
     BlobKind("datasets", dataset_blob, keys.dataset),
     BlobKind("models", model_blob, keys.model),
     BlobKind("states", state_blob, keys.job),
-    BlobKind("checkpoints", checkpoint_prefix, keys.job, prefix=True, current=checkpoint_path),
+    BlobKind("checkpoints", checkpoint_prefix, keys.job, prefix=True, current=checkpoint_paths),
     BlobKind("predictions", result_blob, keys.prediction),
     BlobKind("prediction_inputs", input_blob, keys.prediction),
 )

@@ -39,7 +39,7 @@ from worker.blobs import (
 MULTIPART_BYTES = 8 * 1024 * 1024
 SPOOL_PREFIX = "backprop-blob-"
 """How the names of the local spool files of `S3BlobStore.writer` begin (in the system temp directory)."""
-_UNSUPPORTED = ("NotImplemented", "501")
+_NO_UPLOADS = ("NotImplemented", "501", "NoSuchUpload")
 _MISSING = ("404", "NoSuchKey", "NotFound")
 _CREDENTIALS = ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken")
 _CREDENTIALS_HINT = "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
@@ -171,22 +171,30 @@ class S3BlobStore(BlobStore):
         now = time.time()
         aborted = []
         with self._errors("multipart uploads"):
-            try:
-                pages = self.client.get_paginator("list_multipart_uploads").paginate(
-                    Bucket=self.bucket, Prefix=self.prefix
-                )
-                uploads = [upload for page in pages for upload in page.get("Uploads", [])]
-            except ClientError as exc:
-                if _code(exc) in _UNSUPPORTED:  # a store without the call has nothing to list
-                    return []
-                raise
-            for upload in uploads:
-                if now - upload["Initiated"].timestamp() >= min_age_seconds:
+            for upload in self._uploads():
+                if now - upload["Initiated"].timestamp() < min_age_seconds:
+                    continue
+                try:
                     self.client.abort_multipart_upload(
                         Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                     )
-                    aborted.append(f"multipart upload of {upload['Key'][len(self.prefix) :]}")
+                except ClientError as exc:
+                    if _code(exc) != "NoSuchUpload":  # else completed or aborted meanwhile
+                        raise
+                    continue
+                aborted.append(f"multipart upload of {upload['Key'][len(self.prefix) :]}")
         return aborted
+
+    def _uploads(self) -> Sequence[dict[str, Any]]:
+        """The bucket's unfinished multipart uploads under the prefix; none when the store cannot list them
+        (rclone answers NoSuchUpload when there are none)."""
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=self.prefix)
+            return [upload for page in pages for upload in page.get("Uploads", [])]
+        except ClientError as exc:
+            if _code(exc) in _NO_UPLOADS:
+                return []
+            raise
 
     def check(self, *, create: bool = True) -> None:
         try:
