@@ -20,7 +20,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from worker import keys
-from worker.blobs import BlobError, BlobStore, BlobStoreUnavailableError
+from worker.blobs import BlobError, BlobStore, BlobStoreUnavailableError, StorageFullError
 from worker.checkpoints import checkpoint_paths, checkpoint_prefix
 from worker.predictions import input_blob, result_blob
 from worker.store import dataset_blob, is_id, model_blob, state_blob
@@ -118,7 +118,7 @@ def sweep_orphans(redis: Redis, blobs: BlobStore, *, min_age_seconds: float = 36
     except MarkerMismatchError as exc:
         logger.warning("orphan sweep refused: %s", exc)
         report.outcome, report.detail = "refused", str(exc)
-    except (RedisError, BlobStoreUnavailableError, BlobError, OSError) as exc:
+    except (RedisError, BlobStoreUnavailableError, BlobError, StorageFullError, OSError) as exc:
         _aborted(report, exc)
     finally:
         try:
@@ -178,7 +178,7 @@ def ensure_marker(redis: Redis, blobs: BlobStore) -> str:
     none: it was flushed, or is another deployment's)."""
     stored = _read_marker(blobs)
     raw = redis.get(keys.store_marker())
-    expected = None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
+    expected = None if raw is None else _text(raw)
     if stored is not None:
         if stored != expected:
             where = "has none" if expected is None else f"has {expected}"
@@ -193,9 +193,13 @@ def ensure_marker(redis: Redis, blobs: BlobStore) -> str:
         raw = redis.get(keys.store_marker())
         if raw is None:
             raise RedisError(f"{keys.store_marker()} vanished while it was set")
-        expected = raw.decode() if isinstance(raw, bytes) else str(raw)
+        expected = _text(raw)
     blobs.write(MARKER_BLOB, json.dumps({"store_id": expected}).encode())
     return expected
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _read_marker(blobs: BlobStore) -> str | None:
@@ -215,7 +219,6 @@ def orphans_deleted(redis: Redis) -> dict[str, int]:
     """Orphan blobs and temp files the sweeps deleted, by kind (every kind present), since the store began."""
     counts = {kind.kind: 0 for kind in BLOB_KINDS} | {TEMP_FILES: 0}
     for name, value in redis.hgetall(keys.orphans_deleted()).items():  # type: ignore[union-attr]
-        label = name.decode() if isinstance(name, bytes) else str(name)
-        if label in counts:
-            counts[label] = int(value)
+        if _text(name) in counts:
+            counts[_text(name)] = int(value)
     return counts
