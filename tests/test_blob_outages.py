@@ -12,8 +12,8 @@ import io
 import os
 import signal
 import time
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,11 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
-from backprop.local_stack import LocalStack
+from backprop.local_stack import LocalStack, wait_until
+from backprop.supervisor import descendants
 from tests.live import blobs, slow_options
 from tests.s3server import S3Server
-from tests.test_blob_backends import FAST, bucket_keys, submit, upload, wait_epoch, wait_job
+from tests.test_blob_backends import FAST, bucket_keys, model_weights, submit, upload, wait_epoch, wait_job
 from worker.blobs import parse_s3_location
 from worker.s3blobs import MULTIPART_BYTES
 
@@ -56,19 +57,30 @@ def open_uploads(s3: Any, bucket: str) -> list[tuple[str, int]]:
     return found
 
 
-def freeze_mid_upload(s3: Any, bucket: str, api_pid: int, pending: Future[Any], parts: int) -> tuple[str, int] | None:
-    """Watch the server until it holds a multipart upload open with some but not all of its `parts`, then
-    SIGSTOP the API and look again: an upload still short of its parts cannot complete while the API is
-    stopped. Returns (key, parts received) with the API stopped, or None when the request ended first."""
-    while not pending.done():
-        if any(0 < received < parts for _, received in open_uploads(s3, bucket)):
-            os.kill(api_pid, signal.SIGSTOP)
-            caught = [(key, received) for key, received in open_uploads(s3, bucket) if received < parts]
+def freeze_mid_upload(
+    s3: Any, bucket: str, uploader: Callable[[], list[int]], ended: Callable[[], bool], *, parts: int, received: int
+) -> tuple[str, int] | None:
+    """Watch the server until it holds a multipart upload open with at least `received` but fewer than `parts`
+    parts, then SIGSTOP the `uploader` processes and look again: an upload still short of its parts cannot
+    complete while they are stopped. Returns (key, parts received) with them stopped, or None once `ended()`."""
+    while not ended():
+        if any(received <= count < parts for _, count in open_uploads(s3, bucket)):
+            pids = uploader()
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            caught = [(key, count) for key, count in open_uploads(s3, bucket) if count < parts]
             if caught:
                 return caught[0]
-            os.kill(api_pid, signal.SIGCONT)
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
         time.sleep(0.005)
     return None
+
+
+def resume(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
 
 
 def npz_upload(X: np.ndarray, y: np.ndarray) -> dict[str, tuple[str, bytes, str]]:
@@ -94,16 +106,16 @@ def test_s3_killed_mid_multipart_upload_answers_503_and_shows_nothing_half_writt
         httpx.Client(base_url=stack.url, timeout=120) as client,
         ThreadPoolExecutor(1) as pool,
     ):
-        api_pid = stack.child_pid("api")
+        api = [stack.child_pid("api")]
         caught = None
         for _ in range(3):  # an upload that finished before the server was seen holding it: try again
             pending = pool.submit(client.post, "/v1/datasets", files=files)
             try:
-                caught = freeze_mid_upload(s3, bucket, api_pid, pending, parts)
+                caught = freeze_mid_upload(s3, bucket, lambda: api, pending.done, parts=parts, received=1)
                 if caught is not None:
                     server.stop()  # killed while the API's upload is open and short of parts
             finally:
-                os.kill(api_pid, signal.SIGCONT)
+                resume(api)
             response = pending.result()
             if caught is not None:
                 break
@@ -176,4 +188,59 @@ def test_s3_down_past_a_jobs_retries_fails_it_naming_the_store_and_a_new_job_suc
         predict = client.post(f"/v1/models/{again['model_id']}/predict", json={"instances": X[:20].tolist()})
         assert predict.status_code == 200, predict.text
         assert np.mean(np.array(predict.json()["predictions"]) == y[:20]) > 0.9
+        stack.stop()
+
+
+def test_s3_killed_mid_model_upload_the_job_retries_and_finishes_after_restart_with_nothing_lost(
+    tmp_path: Path, own_s3_server: S3Server
+) -> None:
+    server = own_s3_server
+    location = server.new_location("model-upload")
+    bucket, prefix = parse_s3_location(location)
+    s3 = server.client()
+    env = {
+        **FAST,
+        **server.env(location),
+        "BACKPROP_CHECKPOINT_SECONDS": "3600",  # the model is the job's only multipart upload
+        "BACKPROP_BLOB_RETRY_SECONDS": "600",
+    }
+    options = {"hidden_layers": [2048, 2048], "epochs": 2, "batch_size": 64, "seed": 4}  # a 16 MiB model
+    X, y = blobs(n=300)
+    with LocalStack(tmp_path / "var", env=env) as stack, httpx.Client(base_url=stack.url, timeout=30) as client:
+        dataset_id = upload(client, X, y)
+        (worker_pid,) = stack.worker_pids().values()
+        job_id = submit(client, dataset_id, **options)
+        horse: list[int] = []
+
+        def work_horse() -> list[int]:
+            horse[:] = descendants(worker_pid)
+            return horse
+
+        def job_ended() -> bool:
+            return str(client.get(f"/v1/jobs/{job_id}").json()["status"]) not in ("queued", "running")
+
+        try:
+            caught = freeze_mid_upload(s3, bucket, work_horse, job_ended, parts=2, received=0)
+            assert caught is not None, "the job stored its model before the server was seen holding the upload"
+            server.stop()  # killed while the work-horse's model upload is open and short of parts
+        finally:
+            resume(horse)
+        key, _ = caught
+        assert key.startswith(f"{prefix}models/")
+
+        wait_until(lambda: "model: the blob store" in stack.log(), 60, "the model write to be retried")
+        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
+        server.start()
+        job = wait_job(client, job_id, timeout=240)
+        assert job["status"] == "succeeded", job
+        assert job["attempts"] == 1  # the write was retried, not the job
+        models = [name for name in bucket_keys(server, location) if name.startswith("models/")]
+        assert models == [f"models/{job['model_id']}.npz"]
+
+        again = wait_job(client, submit(client, dataset_id, **options), timeout=240)
+        assert again["status"] == "succeeded", again
+        for stored, uninterrupted in zip(
+            model_weights(client, job["model_id"]), model_weights(client, again["model_id"]), strict=True
+        ):
+            np.testing.assert_array_equal(stored, uninterrupted)
         stack.stop()
