@@ -55,8 +55,19 @@ class Settings(BaseSettings):
     aws_default_region: str | None = Field(
         None, validation_alias=AliasChoices("AWS_DEFAULT_REGION"), description="Region of the S3 bucket."
     )
+    blob_connect_timeout: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Seconds to wait for a connection to an S3 blob store: an unreachable store is answered "
+        "503 after two such tries, as BACKPROP_REDIS_TIMEOUT bounds a Redis outage.",
+    )
     blob_timeout: float = Field(
-        5.0, gt=0, le=120, description="Seconds the API waits to connect to or hear from an S3 blob store."
+        5.0,
+        gt=0,
+        le=120,
+        description="Seconds to wait for an S3 blob store's answer once connected (a store that accepts "
+        "connections but does not answer is answered 503 after two such waits).",
     )
     blob_retry_seconds: float = Field(
         30.0,
@@ -233,6 +244,7 @@ class Settings(BaseSettings):
             region=self.aws_default_region or None,
             timeout=self.blob_timeout,
             attempts=attempts,
+            connect_timeout=self.blob_connect_timeout,
         )
 
     def open_access_refusal(self, host: str) -> str | None:

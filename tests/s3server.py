@@ -11,6 +11,9 @@ import time
 import uuid
 from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+import boto3
 
 from backprop.embedded_redis import free_port
 from worker import BlobConfig
@@ -93,6 +96,16 @@ class S3Server:
             secret_access_key=self.secret_key,
             region="us-east-1",
             **options,  # type: ignore[arg-type]
+        )
+
+    def client(self) -> Any:
+        """A plain boto3 S3 client of this server, to look at what it holds."""
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
         )
 
     def env(self, location: str) -> dict[str, str]:

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import numpy as np
 import pytest
@@ -27,7 +26,7 @@ from backprop.embedded_redis import RedisServer, free_port
 from backprop.local_stack import LocalStack, clean_environment, wait_until
 from backprop.supervisor import descendants
 from tests.live import blobs, slow_options
-from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server
+from tests.s3server import S3Server
 from worker import keys
 from worker.blobs import parse_s3_location
 from worker.orphans import MARKER_BLOB
@@ -50,14 +49,7 @@ def stored_blob_files(directory: Path) -> list[str]:
 
 def bucket_keys(server: S3Server, location: str) -> list[str]:
     bucket, prefix = parse_s3_location(location)
-    client = boto3.client(
-        "s3",
-        endpoint_url=server.endpoint_url,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name="us-east-1",
-    )
-    listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    listed = server.client().list_objects_v2(Bucket=bucket, Prefix=prefix)
     return sorted(item["Key"][len(prefix) :] for item in listed.get("Contents", []))
 
 

@@ -143,7 +143,9 @@ class BlobConfig:
     """Where blobs live: `location` is a directory path or `s3://bucket/prefix`; the rest is for S3 only.
 
     Credentials left None come from boto3's usual chain (environment, config files, instance roles).
-    `timeout` bounds each connect and read; `attempts` is boto3's total tries per call.
+    `connect_timeout` bounds each connection attempt (so an unreachable store fails a call within `attempts`
+    of them, plus botocore's backoff of at most 1 s between tries), `timeout` each wait for an answer once
+    connected; `attempts` is the total tries per call, the first included.
     """
 
     location: str
@@ -153,6 +155,7 @@ class BlobConfig:
     region: str | None = None
     timeout: float = 5.0
     attempts: int = 2
+    connect_timeout: float = 1.0
 
     @property
     def is_s3(self) -> bool:

@@ -50,7 +50,8 @@ def _code(error: ClientError) -> str:
 
 
 class S3BlobStore(BlobStore):
-    """Objects under `s3://bucket/prefix`; every call bounded by `config.timeout` and `config.attempts`."""
+    """Objects under `s3://bucket/prefix`; every call bounded by `config.attempts` tries, each bounded by
+    `config.connect_timeout` to connect and `config.timeout` to hear back."""
 
     def __init__(self, config: BlobConfig) -> None:
         self.bucket, self.prefix = parse_s3_location(config.location)
@@ -64,9 +65,10 @@ class S3BlobStore(BlobStore):
             "s3",
             endpoint_url=self.endpoint_url,
             config=Config(
-                connect_timeout=config.timeout,
+                connect_timeout=config.connect_timeout,
                 read_timeout=config.timeout,
-                retries={"max_attempts": max(1, config.attempts), "mode": "standard"},
+                # botocore's `max_attempts` counts retries after the first try; `total_max_attempts` counts all
+                retries={"total_max_attempts": max(1, config.attempts), "mode": "standard"},
                 s3={"addressing_style": "path" if self.endpoint_url else "auto"},
                 signature_version="s3v4",
             ),

@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import hashlib
 import os
+import socket
 import threading
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from backprop.embedded_redis import free_port
 from tests.s3server import S3Server
 from worker import blobs
 from worker.blobs import (
+    BlobConfig,
     BlobConfigError,
     BlobError,
     BlobStore,
@@ -242,6 +244,43 @@ def test_s3_outage_raises_unavailable_then_retry_succeeds_after_restart(tmp_path
         assert store.read("models/kept.npz", sha256) == b"kept"  # nothing acknowledged was lost
     finally:
         server.stop()
+
+
+def _hang_up_on_everyone(listener: socket.socket, accepted: list[int], done: threading.Event) -> None:
+    """Accept every connection on `listener` and close it unanswered, counting them, until `done`."""
+    listener.settimeout(0.05)
+    while not done.is_set():
+        try:
+            connection, _ = listener.accept()
+        except TimeoutError:
+            continue
+        accepted.append(1)
+        connection.close()
+
+
+@pytest.mark.parametrize("attempts", [1, 2, 3])
+def test_s3_store_call_tries_attempts_times_in_all_against_a_store_that_hangs_up(attempts: int) -> None:
+    accepted: list[int] = []
+    done = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        thread = threading.Thread(target=_hang_up_on_everyone, args=(listener, accepted, done), daemon=True)
+        thread.start()
+        config = BlobConfig(
+            "s3://bucket-1/prefix",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            access_key_id="key",
+            secret_access_key="secret",
+            region="us-east-1",
+            attempts=attempts,
+        )
+        try:
+            with pytest.raises(BlobStoreUnavailableError, match=f"s3://bucket-1/prefix/ at http://127.0.0.1:{port}"):
+                open_blob_store(config).read("models/a.npz", "0" * 64)
+        finally:
+            done.set()
+            thread.join(5)
+    assert len(accepted) == attempts  # the bound of an outage: `attempts` tries, not one more
 
 
 def test_retry_unavailable_gives_up_after_its_time() -> None:
