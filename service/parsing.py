@@ -22,7 +22,7 @@ from typing import IO, Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-from engine.data import MAX_LABEL_CHARS, LabelError, distinct, normalize_labels
+from engine.data import MAX_LABEL_CHARS, LabelError, distinct, label_classes
 
 NPZ_MAGIC = b"PK\x03\x04"
 
@@ -67,10 +67,10 @@ def _limit(field_name: str, limit: str, value: int, maximum: int) -> DatasetErro
     )
 
 
-def _labels(labels: object, *, where: str) -> np.ndarray:
-    """`engine.data.normalize_labels`, its refusal located as `where` + 1-based row."""
+def _labels(labels: object, *, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """`engine.data.label_classes` (classes, codes), its refusal located as `where` + 1-based row."""
     try:
-        return normalize_labels(labels)
+        return label_classes(labels)
     except LabelError as exc:
         row = exc.index + 1
         raise DatasetError(f"{where} {row}: {exc.reason}", field="labels", row=row) from None
@@ -83,8 +83,11 @@ def _classes(y: np.ndarray) -> np.ndarray:
     return np.sort(distinct(y)[0])
 
 
-def check_dataset(X: np.ndarray, y: np.ndarray, limits: Limits) -> Dataset:
-    """Shared checks: shapes, finite features, at least two classes, caps."""
+def check_dataset(X: np.ndarray, y: np.ndarray, limits: Limits, classes: np.ndarray | None = None) -> Dataset:
+    """Shared checks: shapes, finite features, at least two classes, caps.
+
+    `classes` are y's sorted distinct values when the caller has them already (else they are computed).
+    """
     n_samples, n_features = X.shape
     if n_samples == 0:
         raise DatasetError("the dataset has no rows", field="features")
@@ -94,7 +97,8 @@ def check_dataset(X: np.ndarray, y: np.ndarray, limits: Limits) -> Dataset:
         raise _limit("rows", "max_rows", n_samples, limits.max_rows)
     if n_features > limits.max_features:
         raise _limit("features", "max_features", n_features, limits.max_features)
-    classes = _classes(y)
+    if classes is None:
+        classes = _classes(y)
     if len(classes) < 2:
         only = classes[0].item() if len(classes) else None
         raise DatasetError(
@@ -280,7 +284,7 @@ def _parse_blocks(
 def _check_classes(texts: list[str], limits: Limits) -> None:
     """Refuse early when the distinct labels, once normalised, are more than max_classes."""
     try:
-        count = len(np.unique(normalize_labels(np.array(texts, dtype=str))))
+        count = len(label_classes(np.array(texts, dtype=str))[0])
     except LabelError:
         raise _FastPathError from None
     if count > limits.max_classes:
@@ -300,12 +304,12 @@ def parse_csv(
     body = stream.tell()
     try:
         X, codes, texts = _parse_blocks(stream, columns, limits, dtype)
-        y = normalize_labels(np.array(texts, dtype=str))[codes]
+        classes, merged = label_classes(np.array(texts, dtype=str))
     except (_FastPathError, LabelError):
         stream.seek(body)
         _locate_csv_error(stream, columns, limits, np.dtype(dtype))
         raise DatasetError("file: not a CSV of numeric features and a label column", field="file") from None
-    dataset = check_dataset(X, y, limits)
+    dataset = check_dataset(X, classes[merged[codes]], limits, classes)
     dataset.feature_names = columns.names
     return dataset
 
@@ -509,14 +513,16 @@ def parse_npz(source: bytes | IO[bytes], *, limits: Limits, dtype: DTypeLike = n
             row=bad[0] + 1,
             column=bad[1] + 1,
         )
-    return check_dataset(X, _npz_labels(y), limits)
+    labels, classes = _npz_labels(y)
+    return check_dataset(X, labels, limits, classes)
 
 
-def _npz_labels(y: np.ndarray) -> np.ndarray:
+def _npz_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The labels as int64 or normalised text, and their classes when the label rule computed them."""
     if y.dtype.kind in "biu":
         if y.dtype.kind == "u" and len(y) and int(y.max()) > np.iinfo(np.int64).max:
             raise DatasetError("y: labels exceed the int64 range", field="y")
-        return y.astype(np.int64, copy=False)
+        return y.astype(np.int64, copy=False), None
     if y.dtype.kind == "f":
         finite = np.isfinite(y)
         if not finite.all():
@@ -524,11 +530,12 @@ def _npz_labels(y: np.ndarray) -> np.ndarray:
             raise DatasetError(f"y: row {row + 1} is not a finite number", field="y", row=row + 1)
         if len(y) and (not np.all(y == np.round(y)) or np.abs(y).max() > 2**53):
             raise DatasetError("y: float labels must be whole numbers", field="y")
-        return y.astype(np.int64)
+        return y.astype(np.int64), None
     try:
-        return _labels(y, where="y row")
+        classes, codes = _labels(y, where="y row")
     except UnicodeDecodeError:
         raise DatasetError("y: byte-string labels are not UTF-8", field="y") from None
+    return classes[codes], classes
 
 
 # --- JSON -----------------------------------------------------------------------------------------
@@ -564,4 +571,5 @@ def from_lists(
     bad = _first_non_finite(X)
     if bad is not None:  # e.g. 1e400 overflowing to inf
         raise DatasetError(f"features[{bad[0]}][{bad[1]}]: not a finite number", field=f"features[{bad[0]}][{bad[1]}]")
-    return check_dataset(X, _labels(labels, where="labels row"), limits)
+    classes, codes = _labels(labels, where="labels row")
+    return check_dataset(X, classes[codes], limits, classes)
