@@ -388,8 +388,23 @@ _ARCHIVE_ERRORS = (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImple
 _MAX_NPY_HEADER = 4096  # NumPy writes headers of a few dozen bytes; a larger one is not trusted
 
 
-def _npy_header(fp: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
-    """Shape and dtype of a .npy member, its declared header length capped before anything is inflated."""
+@dataclass(frozen=True)
+class _Member:
+    """An array the .npz must hold: its name, the dtype kinds it may have, and caps on its size."""
+
+    name: str
+    kinds: str
+    max_items: int
+    max_bytes: int
+    target: int  # bytes per value the engine will hold
+
+    @property
+    def path(self) -> str:
+        return f"{self.name}.npy"
+
+
+def _npy_header(fp: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, np.dtype[Any], bytes]:
+    """Shape, order, dtype and raw bytes of a .npy header, its declared length capped before it is read."""
     prefix = fp.read(8)
     if len(prefix) < 8 or prefix[:6] != b"\x93NUMPY" or prefix[6] not in (1, 2, 3) or prefix[7] != 0:
         raise DatasetError(f"{name}: not a valid .npy array (bad magic or version)", field=name)
@@ -400,7 +415,8 @@ def _npy_header(fp: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, np.dty
         raise DatasetError(
             f"{name}: not a valid .npy array (header of {length} bytes, at most {_MAX_NPY_HEADER})", field=name
         )
-    header = io.BytesIO(prefix + length_field + fp.read(length))
+    raw = prefix + length_field + fp.read(length)
+    header = io.BytesIO(raw)
     header.seek(8)
     version = (prefix[6], 0)
     reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
@@ -408,17 +424,16 @@ def _npy_header(fp: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, np.dty
         shape, fortran_order, dtype = reader(header)
     except _HEADER_ERRORS as exc:
         raise DatasetError(f"{name}: not a valid .npy array ({exc})", field=name) from None
-    return shape, fortran_order, dtype
+    return shape, fortran_order, dtype, raw
 
 
-def _check_member(
-    name: str, shape: tuple[int, ...], dtype: np.dtype[Any], max_items: int, max_bytes: int, kinds: str, target: int
-) -> None:
+def _check_member(member: _Member, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
     """Refuse an array by its header: object or unexpected dtype, a dimension out of range, too many bytes."""
+    name, max_items = member.name, member.max_items
     if dtype.hasobject:
         raise DatasetError(f"{name}: object arrays are not accepted (they need pickle)", field=name)
-    if dtype.kind not in kinds:
-        expected = "numeric" if kinds == "biuf" else "numeric or text"
+    if dtype.kind not in member.kinds:
+        expected = "numeric" if member.kinds == "biuf" else "numeric or text"
         raise DatasetError(f"{name}: dtype {dtype.str} is not {expected}", field=name)
     if dtype.itemsize > 4 * MAX_LABEL_CHARS:
         raise DatasetError(f"{name}: text longer than {MAX_LABEL_CHARS} characters", field=name)
@@ -433,45 +448,97 @@ def _check_member(
         raise DatasetError(
             f"{name}: {items} values exceed the limits (max_rows x max_features)", code="limit_exceeded", field=name
         )
-    held = items * max(dtype.itemsize, target)  # what the engine will hold, or the raw data if larger
-    if held > max_bytes:
+    held = items * max(dtype.itemsize, member.target)  # what the engine will hold, or the raw data if larger
+    if held > member.max_bytes:
         raise DatasetError(
-            f"{name}: {held} bytes once decompressed and converted exceed max_upload_bytes ({max_bytes})",
+            f"{name}: {held} bytes once decompressed and converted exceed max_upload_bytes ({member.max_bytes})",
             code="limit_exceeded",
             field=name,
             limit="max_upload_bytes",
         )
 
 
-def _read_member(
-    archive: zipfile.ZipFile, name: str, max_items: int, max_bytes: int, kinds: str, target: int
-) -> np.ndarray:
+def _member_array(fp: IO[bytes], member: _Member) -> tuple[np.ndarray, bytes]:
+    """An uninitialised array shaped as the member's header says (checked first), and the header's bytes."""
+    try:
+        shape, fortran_order, dtype, header = _npy_header(fp, member.name)
+    except _READ_ERRORS as exc:
+        raise DatasetError(f"{member.name}: not a valid .npy array ({exc})", field=member.name) from None
+    _check_member(member, shape, dtype)
+    if fortran_order:
+        return np.empty(shape[::-1], dtype=dtype).T, header
+    return np.empty(shape, dtype=dtype), header
+
+
+def _data_of(array: np.ndarray) -> memoryview:
+    """The bytes of a C- or Fortran-ordered array, in memory order."""
+    return array.reshape(-1, order="A").view(np.uint8).data
+
+
+def _read_member(archive: zipfile.ZipFile, stream: IO[bytes], member: _Member) -> np.ndarray:
     """One .npy member: header checked (no object dtype, shape and size capped) before the data is read."""
-    member = f"{name}.npy"
-    if member not in archive.namelist():
-        raise DatasetError(f"file: the .npz has no array {name!r} (it needs X and y)", field=name)
-    with archive.open(member) as fp:
+    if member.path not in archive.namelist():
+        raise DatasetError(f"file: the .npz has no array {member.name!r} (it needs X and y)", field=member.name)
+    info = archive.getinfo(member.path)
+    start = _stored_start(stream, info)
+    if start is not None:
+        array = _read_stored(stream, start, info, member)
+        if array is not None:
+            return array
+    with archive.open(member.path) as fp:
+        array, _ = _member_array(fp, member)
         try:
-            shape, fortran_order, dtype = _npy_header(fp, name)
+            _read_into(fp, _data_of(array), _NPY_PIECE)
         except _READ_ERRORS as exc:
-            raise DatasetError(f"{name}: not a valid .npy array ({exc})", field=name) from None
-        _check_member(name, shape, dtype, max_items, max_bytes, kinds, target)
-        array = np.empty(shape[::-1] if fortran_order else shape, dtype=dtype)
-        try:
-            _read_into(fp, array.reshape(-1).view(np.uint8).data)
-        except _READ_ERRORS as exc:
-            raise DatasetError(f"{name}: truncated or corrupt array ({exc})", field=name) from None
-    return array.T if fortran_order else array
+            raise DatasetError(f"{member.name}: truncated or corrupt array ({exc})", field=member.name) from None
+    return array
+
+
+_LOCAL_HEADER = 30  # fixed part of a zip local file header; name and extra-field lengths at offsets 26 and 28
+
+
+def _stored_start(stream: IO[bytes], info: zipfile.ZipInfo) -> int | None:
+    """Where the bytes of a stored (uncompressed, unencrypted) member begin; None: read it through zipfile."""
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        return None
+    name = info.filename.encode()
+    stream.seek(info.header_offset)
+    local = stream.read(_LOCAL_HEADER + len(name))
+    if local[:4] != NPZ_MAGIC or local[_LOCAL_HEADER:] != name or int.from_bytes(local[26:28], "little") != len(name):
+        return None
+    return info.header_offset + _LOCAL_HEADER + len(name) + int.from_bytes(local[28:30], "little")
+
+
+def _read_stored(stream: IO[bytes], start: int, info: zipfile.ZipInfo, member: _Member) -> np.ndarray | None:
+    """A stored member read straight into its array (one copy, from the upload) and checked against its
+    CRC-32; None when the header is refused or does not match the member's size (zipfile's path explains)."""
+    stream.seek(start)
+    try:
+        array, header = _member_array(stream, member)
+    except DatasetError:
+        return None
+    data = _data_of(array)
+    if len(header) + len(data) != info.file_size:
+        return None
+    try:
+        _read_into(stream, data, len(data))
+    except _READ_ERRORS as exc:
+        raise DatasetError(f"{member.name}: truncated or corrupt array ({exc})", field=member.name) from None
+    if zlib.crc32(data, zlib.crc32(header)) != info.CRC:
+        raise DatasetError(
+            f"{member.name}: truncated or corrupt array (Bad CRC-32 for file {member.path!r})", field=member.name
+        )
+    return array
 
 
 _NPY_PIECE = 256 * 1024  # as NumPy reads: pieces that stay in cache while inflated, checksummed, copied
 
 
-def _read_into(fp: IO[bytes], view: memoryview) -> None:
-    """Fill `view` from `fp` in pieces (no second copy of the whole array)."""
+def _read_into(fp: IO[bytes], view: memoryview, piece: int) -> None:
+    """Fill `view` from `fp` in pieces of at most `piece` bytes (no second copy of the whole array)."""
     position = 0
     while position < len(view):
-        count = fp.readinto(view[position : position + _NPY_PIECE])  # type: ignore[attr-defined]
+        count = fp.readinto(view[position : position + piece])  # type: ignore[attr-defined]
         if not count:
             raise EOFError("the array data is shorter than its header says")
         position += count
@@ -484,15 +551,16 @@ def parse_npz(source: bytes | IO[bytes], *, limits: Limits, dtype: DTypeLike = n
     none when X already has it), and the size limit counts the bytes of X as `dtype`.
     """
     target = np.dtype(dtype)
+    stream = _stream(source)
     try:
-        archive = zipfile.ZipFile(_stream(source))
+        archive = zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise DatasetError(f"file: not a valid .npz archive ({exc})", field="file") from None
     max_items = limits.max_rows * (limits.max_features + 1)
     try:
         with archive:
-            X = _read_member(archive, "X", max_items, limits.max_bytes, "biuf", target.itemsize)
-            y = _read_member(archive, "y", limits.max_rows, limits.max_bytes, "biufUS", 0)
+            X = _read_member(archive, stream, _Member("X", "biuf", max_items, limits.max_bytes, target.itemsize))
+            y = _read_member(archive, stream, _Member("y", "biufUS", limits.max_rows, limits.max_bytes, 0))
     except _ARCHIVE_ERRORS as exc:
         raise DatasetError(f"file: corrupt .npz archive ({exc})", field="file") from None
     if X.ndim != 2:
