@@ -111,10 +111,10 @@ def check_dataset(X: np.ndarray, y: np.ndarray, limits: Limits, classes: np.ndar
 
 
 def _first_non_finite(X: np.ndarray) -> tuple[int, int] | None:
-    if np.isfinite(X).all():
+    if np.isfinite(X.sum()):  # NaN and inf survive a sum; a finite sum proves every value finite, with no mask
         return None
-    bad = np.argwhere(~np.isfinite(X))
-    return int(bad[0][0]), int(bad[0][1])
+    bad = np.argwhere(~np.isfinite(X))  # or none: large finite values can overflow the sum
+    return (int(bad[0][0]), int(bad[0][1])) if len(bad) else None
 
 
 # --- CSV ------------------------------------------------------------------------------------------
