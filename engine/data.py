@@ -109,7 +109,8 @@ def check_labels(y: object, n_samples: int, name: str = "y") -> Array:
     raise TypeError(f"{name} must hold class labels that are all ints or all strings, got dtype {arr.dtype}")
 
 
-_HASH_PRIME = np.uint64(0x100000001B3)  # FNV's 64-bit prime: odd, so each step is a bijection modulo 2**64
+_VERIFY_ROWS = 1 << 16  # rows compared at a time: a small temporary that stays in cache
+_HASH_PRIME = 0x100000001B3  # FNV's 64-bit prime: odd, so the last word alone changes the hash of any two texts
 
 
 def distinct(values: Array) -> tuple[Array, NDArray[np.intp]]:
@@ -123,24 +124,29 @@ def distinct(values: Array) -> tuple[Array, NDArray[np.intp]]:
     if words is None:
         uniques, inverse = np.unique(values, return_inverse=True)
         return uniques, inverse.astype(np.intp, copy=False)
-    hashes = words[:, 0].astype(np.uint64)
-    for column in range(1, words.shape[1]):  # wraps modulo 2**64, as a hash should
-        hashes *= _HASH_PRIME
-        hashes ^= words[:, column]
-    found, inverse = np.unique(hashes, return_inverse=True)
-    inverse = inverse.astype(np.intp, copy=False)
-    first = np.empty(len(found), dtype=np.intp)
-    first[inverse] = np.arange(len(values))  # one element of each group (any will do: all are checked)
-    if not np.array_equal(np.take(words[first], inverse, axis=0), words):  # take: faster than fancy indexing
-        uniques, inverse = np.unique(values, return_inverse=True)
-        return uniques, inverse.astype(np.intp, copy=False)
+    powers = [pow(_HASH_PRIME, power, 1 << 64) for power in range(words.shape[1] - 1, -1, -1)]
+    hashes = words @ np.array(powers, dtype=np.uint64)  # sum of word * prime**k, wrapping modulo 2**64: one pass
+    order = np.argsort(hashes)
+    hashes = hashes[order]
+    starts = np.empty(len(values), dtype=np.bool_)  # where a new hash begins in sorted order
+    starts[0] = True
+    np.not_equal(hashes[1:], hashes[:-1], out=starts[1:])
+    inverse = np.empty(len(values), dtype=np.intp)
+    inverse[order] = np.cumsum(starts) - 1
+    first = order[starts]  # one element of each group (any will do: all are checked)
+    representatives = words[first]
+    for start in range(0, len(values), _VERIFY_ROWS):
+        rows = slice(start, start + _VERIFY_ROWS)
+        if not np.array_equal(np.take(representatives, inverse[rows], axis=0), words[rows]):
+            uniques, inverse = np.unique(values, return_inverse=True)
+            return uniques, inverse.astype(np.intp, copy=False)
     return values[first], inverse
 
 
 def _words(values: Array) -> Array | None:
     """Fixed-width text as a (n, words) unsigned integer matrix of its bytes; None for anything else."""
     size = values.dtype.itemsize
-    if values.dtype.kind not in "US" or values.ndim != 1 or size == 0:
+    if values.dtype.kind not in "US" or values.ndim != 1 or size == 0 or len(values) == 0:
         return None
     word = next(width for width in (8, 4, 2, 1) if size % width == 0)
     return np.ascontiguousarray(values).view(np.dtype(f"u{word}")).reshape(len(values), size // word)

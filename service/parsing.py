@@ -17,6 +17,7 @@ import zipfile
 import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -478,14 +479,17 @@ def _data_of(array: np.ndarray) -> memoryview:
     return array.reshape(-1, order="A").view(np.uint8).data
 
 
-def _read_member(archive: zipfile.ZipFile, stream: IO[bytes], member: _Member) -> np.ndarray:
-    """One .npy member: header checked (no object dtype, shape and size capped) before the data is read."""
+def _read_member(
+    archive: zipfile.ZipFile, stream: IO[bytes], member: _Member, checks: list[Future[None]]
+) -> np.ndarray:
+    """One .npy member: header checked (no object dtype, shape and size capped) before the data is read;
+    a stored member's CRC-32 check is appended to `checks` (zipfile checks the others as it reads)."""
     if member.path not in archive.namelist():
         raise DatasetError(f"file: the .npz has no array {member.name!r} (it needs X and y)", field=member.name)
     info = archive.getinfo(member.path)
     start = _stored_start(stream, info)
     if start is not None:
-        array = _read_stored(stream, start, info, member)
+        array = _read_stored(stream, start, info, member, checks)
         if array is not None:
             return array
     with archive.open(member.path) as fp:
@@ -512,9 +516,12 @@ def _stored_start(stream: IO[bytes], info: zipfile.ZipInfo) -> int | None:
     return info.header_offset + _LOCAL_HEADER + len(name) + int.from_bytes(local[28:30], "little")
 
 
-def _read_stored(stream: IO[bytes], start: int, info: zipfile.ZipInfo, member: _Member) -> np.ndarray | None:
-    """A stored member read straight into its array (one copy, from the upload) and checked against its
-    CRC-32; None when the header is refused or does not match the member's size (zipfile's path explains)."""
+def _read_stored(
+    stream: IO[bytes], start: int, info: zipfile.ZipInfo, member: _Member, checks: list[Future[None]]
+) -> np.ndarray | None:
+    """A stored member read straight into its array (one copy, from the upload), its CRC-32 check started in
+    the background; None when the header is refused or does not match the member's size (zipfile's path
+    then reads it and explains)."""
     stream.seek(start)
     try:
         array, header = _member_array(stream, member)
@@ -527,11 +534,19 @@ def _read_stored(stream: IO[bytes], start: int, info: zipfile.ZipInfo, member: _
         _read_into(stream, data, len(data))
     except _READ_ERRORS as exc:
         raise DatasetError(f"{member.name}: truncated or corrupt array ({exc})", field=member.name) from None
-    if zlib.crc32(data, zlib.crc32(header)) != info.CRC:
+    checks.append(_CHECKSUMS.submit(_check_crc, header, data, info.CRC, member))
+    return array
+
+
+# zlib.crc32 releases the GIL: a checksum runs on another core while the arrays are checked and labelled.
+_CHECKSUMS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="npz-crc")
+
+
+def _check_crc(header: bytes, data: memoryview, expected: int, member: _Member) -> None:
+    if zlib.crc32(data, zlib.crc32(header)) != expected:
         raise DatasetError(
             f"{member.name}: truncated or corrupt array (Bad CRC-32 for file {member.path!r})", field=member.name
         )
-    return array
 
 
 _NPY_PIECE = 256 * 1024  # as NumPy reads: pieces that stay in cache while inflated, checksummed, copied
@@ -551,21 +566,38 @@ def parse_npz(source: bytes | IO[bytes], *, limits: Limits, dtype: DTypeLike = n
     """An .npz holding `X` (n_samples, n_features) numeric and `y` (n_samples,) int or text labels.
 
     `source` is the file's bytes or a seekable binary file; features come back as `dtype` (one conversion,
-    none when X already has it), and the size limit counts the bytes of X as `dtype`.
+    none when X already has it), and the size limit counts the bytes of X as `dtype`. The CRC-32 of stored
+    members is checked in a background thread while the arrays are validated; a mismatch is the error
+    reported, whatever else was found.
     """
-    target = np.dtype(dtype)
-    stream = _stream(source)
+    checks: list[Future[None]] = []
+    try:
+        X, y = _read_arrays(_stream(source), limits, np.dtype(dtype), checks)
+        return _npz_dataset(X, y, limits, np.dtype(dtype))
+    finally:
+        for check in checks:
+            check.result()
+
+
+def _read_arrays(
+    stream: IO[bytes], limits: Limits, target: np.dtype[Any], checks: list[Future[None]]
+) -> tuple[np.ndarray, np.ndarray]:
     try:
         archive = zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise DatasetError(f"file: not a valid .npz archive ({exc})", field="file") from None
     max_items = limits.max_rows * (limits.max_features + 1)
+    X_member = _Member("X", "biuf", max_items, limits.max_bytes, target.itemsize)
     try:
         with archive:
-            X = _read_member(archive, stream, _Member("X", "biuf", max_items, limits.max_bytes, target.itemsize))
-            y = _read_member(archive, stream, _Member("y", "biufUS", limits.max_rows, limits.max_bytes, 0))
+            X = _read_member(archive, stream, X_member, checks)
+            y = _read_member(archive, stream, _Member("y", "biufUS", limits.max_rows, limits.max_bytes, 0), checks)
     except _ARCHIVE_ERRORS as exc:
         raise DatasetError(f"file: corrupt .npz archive ({exc})", field="file") from None
+    return X, y
+
+
+def _npz_dataset(X: np.ndarray, y: np.ndarray, limits: Limits, target: np.dtype[Any]) -> Dataset:
     if X.ndim != 2:
         raise DatasetError(f"X: expected 2 dimensions (n_samples, n_features), got shape {X.shape}", field="X")
     if y.ndim != 1:
