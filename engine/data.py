@@ -109,6 +109,7 @@ def check_labels(y: object, n_samples: int, name: str = "y") -> Array:
     raise TypeError(f"{name} must hold class labels that are all ints or all strings, got dtype {arr.dtype}")
 
 
+_SAMPLE = 4096  # evenly spaced elements whose distinct hashes are tried first
 _VERIFY_ROWS = 1 << 16  # rows compared at a time: a small temporary that stays in cache
 _HASH_PRIME = 0x100000001B3  # FNV's 64-bit prime: odd, so the last word alone changes the hash of any two texts
 
@@ -116,31 +117,42 @@ _HASH_PRIME = 0x100000001B3  # FNV's 64-bit prime: odd, so the last word alone c
 def distinct(values: Array) -> tuple[Array, NDArray[np.intp]]:
     """The distinct values of a 1-D array (in no particular order) and each element's index into them.
 
-    Fixed-width text (str or bytes) is grouped by a 64-bit hash of its bytes, read as 8-byte words (a sort of
-    integers, several times faster than ``np.unique``'s sort of strings); the grouping is verified word by
-    word, and a hash collision falls back to ``np.unique``.
+    Fixed-width text (str or bytes) is grouped by a 64-bit hash of its bytes read as 8-byte words: the
+    distinct hashes of a sample, looked up for every element (no sort of all of them), or when the sample
+    missed a value a sort of all hashes, still several times faster than ``np.unique``'s sort of strings.
+    Every element is then compared with its group's first; a hash collision falls back to ``np.unique``.
     """
     words = _words(values)
     if words is None:
-        uniques, inverse = np.unique(values, return_inverse=True)
-        return uniques, inverse.astype(np.intp, copy=False)
+        return _unique(values)
     powers = [pow(_HASH_PRIME, power, 1 << 64) for power in range(words.shape[1] - 1, -1, -1)]
     hashes = words @ np.array(powers, dtype=np.uint64)  # sum of word * prime**k, wrapping modulo 2**64: one pass
-    order = np.argsort(hashes)
-    hashes = hashes[order]
-    starts = np.empty(len(values), dtype=np.bool_)  # where a new hash begins in sorted order
-    starts[0] = True
-    np.not_equal(hashes[1:], hashes[:-1], out=starts[1:])
-    inverse = np.empty(len(values), dtype=np.intp)
-    inverse[order] = np.cumsum(starts) - 1
-    first = order[starts]  # one element of each group (any will do: all are checked)
+    step = max(1, len(hashes) // _SAMPLE)
+    found, first = np.unique(hashes[::step], return_index=True)
+    first *= step
+    inverse = np.searchsorted(found, hashes)
+    if not _all_like_first(words, first, inverse):  # a value the sample missed (or a collision)
+        found, inverse = np.unique(hashes, return_inverse=True)
+        first = np.empty(len(found), dtype=np.intp)
+        first[inverse] = np.arange(len(values))  # one element of each group (any will do: all are checked)
+        if not _all_like_first(words, first, inverse):
+            return _unique(values)
+    return values[first], inverse.astype(np.intp, copy=False)
+
+
+def _unique(values: Array) -> tuple[Array, NDArray[np.intp]]:
+    uniques, inverse = np.unique(values, return_inverse=True)
+    return uniques, inverse.astype(np.intp, copy=False)
+
+
+def _all_like_first(words: Array, first: NDArray[np.intp], inverse: NDArray[np.intp]) -> bool:
+    """Whether every row of `words` equals row `first[inverse[row]]` (an index past the end never does)."""
     representatives = words[first]
-    for start in range(0, len(values), _VERIFY_ROWS):
+    for start in range(0, len(words), _VERIFY_ROWS):
         rows = slice(start, start + _VERIFY_ROWS)
-        if not np.array_equal(np.take(representatives, inverse[rows], axis=0), words[rows]):
-            uniques, inverse = np.unique(values, return_inverse=True)
-            return uniques, inverse.astype(np.intp, copy=False)
-    return values[first], inverse
+        if not np.array_equal(np.take(representatives, inverse[rows], axis=0, mode="clip"), words[rows]):
+            return False
+    return True
 
 
 def _words(values: Array) -> Array | None:

@@ -47,8 +47,9 @@ def test_check_labels_uses_the_same_rule_for_text() -> None:
 
 
 def test_distinct_survives_a_hash_collision() -> None:
-    # "\x01\x00a" and "\x00" + chr(1_000_003) + "a" have the same polynomial hash
-    first, second = "\x01\x00a", "\x00" + chr(1_000_003) + "a"
+    # Four characters are two 8-byte words w0, w1 hashed as w0 * P + w1 with P = 2**40 + 0x1B3: adding 1 to
+    # the first character and taking P (0x1B3 from the third, 0x100 from the fourth) off w1 keeps the hash.
+    first, second = "ab" + chr(ord("c") + 0x1B3) + chr(ord("d") + 0x100), "bbcd"
     values = np.array([first, second, first])
     uniques, inverse = distinct(values)
     assert sorted(uniques.tolist()) == sorted([first, second])
