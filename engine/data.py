@@ -8,7 +8,7 @@ little memory above the data itself.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -164,25 +164,34 @@ def _words(values: Array) -> Array | None:
     return np.ascontiguousarray(values).view(np.dtype(f"u{word}")).reshape(len(values), size // word)
 
 
-def label_classes(labels: object) -> tuple[Array, NDArray[np.intp]]:
-    """The label rule applied to a column: its sorted distinct classes and each label's index into them.
+class LabelColumn(NamedTuple):
+    """A column of labels under the label rule."""
 
-    ``classes[codes]`` is :func:`normalize_labels` of ``labels``. Text is stripped; when every distinct text
-    is integer-like (``"1"``, ``"01"``, ``"+1"``: the same class 1) the classes are int64, else str. The
-    rule runs on the distinct texts only, so a long column with few classes costs one hash and one sort of
-    integers. Raises :class:`LabelError` (with the 0-based position of the first offending label) for an
-    empty label or one longer than ``MAX_LABEL_CHARS`` characters, and ``UnicodeDecodeError`` for bytes
-    that are not UTF-8.
+    values: Array  # the normalised labels: int64 or str (the input array itself when the rule changes nothing)
+    classes: Array  # their sorted distinct values
+    codes: NDArray[np.intp]  # each label's index into classes
+
+
+def normalize_column(labels: object) -> LabelColumn:
+    """The label rule applied to a column: the normalised labels, their sorted classes and codes.
+
+    Text is stripped; when every distinct text is integer-like (``"1"``, ``"01"``, ``"+1"``: the same class
+    1) the labels are int64, else str. The rule runs on the distinct texts only, so a long column with few
+    classes costs a hash and a lookup per label. Raises :class:`LabelError` (with the 0-based position of
+    the first offending label) for an empty label or one longer than ``MAX_LABEL_CHARS`` characters, and
+    ``UnicodeDecodeError`` for bytes that are not UTF-8.
     """
     arr = np.asarray(labels)
     if arr.dtype.kind in "biu":
-        classes, codes = np.unique(arr.reshape(-1).astype(np.int64), return_inverse=True)
-        return classes, codes.astype(np.intp, copy=False)
+        values = arr.reshape(-1).astype(np.int64)
+        classes, codes = np.unique(values, return_inverse=True)
+        return LabelColumn(values, classes, codes.astype(np.intp, copy=False))
     if arr.dtype.kind not in "US":
         arr = np.array([str(label) for label in arr.reshape(-1).tolist()], dtype=str)
     if arr.size == 0:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.intp)
-    uniques, inverse = distinct(arr.reshape(-1))
+        return LabelColumn(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.intp))
+    arr = arr.reshape(-1)
+    uniques, inverse = distinct(arr)
     if uniques.dtype.kind == "S":
         uniques = np.strings.decode(uniques, "utf-8")  # UnicodeDecodeError (a ValueError) for other bytes
     texts = np.strings.strip(uniques)
@@ -191,25 +200,26 @@ def label_classes(labels: object) -> tuple[Array, NDArray[np.intp]]:
     for bad, reason in ((lengths == 0, "empty label"), (lengths > MAX_LABEL_CHARS, too_long)):
         if bad.any():
             raise LabelError(reason, int(np.flatnonzero(np.isin(inverse, np.flatnonzero(bad)))[0]))
-    values = texts.tolist()
-    if all(_INTEGER.fullmatch(text) for text in values):
-        texts = np.array([int(text) for text in values], dtype=np.int64)
+    if all(_INTEGER.fullmatch(text) for text in texts.tolist()):
+        texts = np.array([int(text) for text in texts.tolist()], dtype=np.int64)
     classes, merged = np.unique(texts, return_inverse=True)  # "1" and "01" are one class
-    return classes, merged.astype(np.intp, copy=False)[inverse]
+    codes = np.take(merged.astype(np.intp, copy=False), inverse)
+    if arr.dtype.kind == "U" and len(classes) == len(uniques) and texts.dtype == arr.dtype and (texts == uniques).all():
+        return LabelColumn(arr, classes, codes)  # nothing to strip or merge: no copy of the column
+    return LabelColumn(np.take(classes, codes), classes, codes)
 
 
 def normalize_labels(labels: object) -> Array:
     """Class labels as int64 when every label is an integer or integer-like text, else as a str array.
 
-    The rule of :func:`label_classes` (stripped text; ``"1"``, ``"01"`` and ``"+1"`` are the same class 1),
-    returned label by label; integer arrays are only widened to int64. Raises :class:`LabelError` for an
-    empty label or one longer than ``MAX_LABEL_CHARS`` characters.
+    The rule of :func:`normalize_column` (stripped text; ``"1"``, ``"01"`` and ``"+1"`` are the same class 1);
+    integer arrays are only widened to int64. Raises :class:`LabelError` for an empty label or one longer
+    than ``MAX_LABEL_CHARS`` characters.
     """
     arr = np.asarray(labels)
     if arr.dtype.kind in "biu":
         return arr.astype(np.int64)
-    classes, codes = label_classes(arr)
-    return classes[codes]
+    return normalize_column(arr).values
 
 
 def encode_labels(y: Array, name: str = "y") -> tuple[list[Label], NDArray[np.intp]]:

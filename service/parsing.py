@@ -24,7 +24,7 @@ from typing import IO, Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-from engine.data import MAX_LABEL_CHARS, LabelError, distinct, label_classes
+from engine.data import MAX_LABEL_CHARS, LabelColumn, LabelError, distinct, normalize_column
 
 NPZ_MAGIC = b"PK\x03\x04"
 
@@ -69,10 +69,10 @@ def _limit(field_name: str, limit: str, value: int, maximum: int) -> DatasetErro
     )
 
 
-def _labels(labels: object, *, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """`engine.data.label_classes` (classes, codes), its refusal located as `where` + 1-based row."""
+def _labels(labels: object, *, where: str) -> LabelColumn:
+    """`engine.data.normalize_column`, its refusal located as `where` + 1-based row."""
     try:
-        return label_classes(labels)
+        return normalize_column(labels)
     except LabelError as exc:
         row = exc.index + 1
         raise DatasetError(f"{where} {row}: {exc.reason}", field="labels", row=row) from None
@@ -288,7 +288,7 @@ def _parse_blocks(
 def _check_classes(texts: list[str], limits: Limits) -> None:
     """Refuse early when the distinct labels, once normalised, are more than max_classes."""
     try:
-        count = len(label_classes(np.array(texts, dtype=str))[0])
+        count = len(normalize_column(np.array(texts, dtype=str)).classes)
     except LabelError:
         raise _FastPathError from None
     if count > limits.max_classes:
@@ -308,12 +308,12 @@ def parse_csv(
     body = stream.tell()
     try:
         X, codes, texts = _parse_blocks(stream, columns, limits, dtype)
-        classes, merged = label_classes(np.array(texts, dtype=str))
+        column = normalize_column(np.array(texts, dtype=str))  # the rule on each distinct text, in code order
     except (_FastPathError, LabelError):
         stream.seek(body)
         _locate_csv_error(stream, columns, limits, np.dtype(dtype))
         raise DatasetError("file: not a CSV of numeric features and a label column", field="file") from None
-    dataset = check_dataset(X, classes[merged[codes]], limits, classes)
+    dataset = check_dataset(X, np.take(column.values, codes), limits, column.classes)
     dataset.feature_names = columns.names
     return dataset
 
@@ -635,10 +635,10 @@ def _npz_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
             raise DatasetError("y: float labels must be whole numbers", field="y")
         return y.astype(np.int64), None
     try:
-        classes, codes = _labels(y, where="y row")
+        column = _labels(y, where="y row")
     except UnicodeDecodeError:
         raise DatasetError("y: byte-string labels are not UTF-8", field="y") from None
-    return classes[codes], classes
+    return column.values, column.classes
 
 
 # --- JSON -----------------------------------------------------------------------------------------
@@ -674,5 +674,5 @@ def from_lists(
     bad = _first_non_finite(X)
     if bad is not None:  # e.g. 1e400 overflowing to inf
         raise DatasetError(f"features[{bad[0]}][{bad[1]}]: not a finite number", field=f"features[{bad[0]}][{bad[1]}]")
-    classes, codes = _labels(labels, where="labels row")
-    return check_dataset(X, classes[codes], limits, classes)
+    column = _labels(labels, where="labels row")
+    return check_dataset(X, column.values, limits, column.classes)
