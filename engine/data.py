@@ -111,7 +111,7 @@ def check_labels(y: object, n_samples: int, name: str = "y") -> Array:
 
 _SAMPLE = 4096  # evenly spaced elements whose distinct hashes are tried first
 _VERIFY_ROWS = 1 << 16  # rows compared at a time: a small temporary that stays in cache
-_HASH_PRIME = 0x100000001B3  # FNV's 64-bit prime: odd, so the last word alone changes the hash of any two texts
+_HASH_PRIME = 0x100000001B3  # FNV's 64-bit prime: odd, so texts that differ in one word only never collide
 
 
 def distinct(values: Array) -> tuple[Array, NDArray[np.intp]]:
