@@ -501,7 +501,7 @@ def _read_member(
     return array
 
 
-_LOCAL_HEADER = 30  # fixed part of a zip local file header; name and extra-field lengths at offsets 26 and 28
+_LOCAL_HEADER = 30  # a zip local file header: NPZ_MAGIC, ..., name and extra-field lengths at offsets 26, 28
 
 
 def _stored_start(stream: IO[bytes], info: zipfile.ZipInfo) -> int | None:
