@@ -8,7 +8,7 @@ little memory above the data itself.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -109,59 +109,117 @@ def check_labels(y: object, n_samples: int, name: str = "y") -> Array:
     raise TypeError(f"{name} must hold class labels that are all ints or all strings, got dtype {arr.dtype}")
 
 
+_SAMPLE = 4096  # evenly spaced elements whose distinct hashes are tried first
+_VERIFY_ROWS = 1 << 16  # rows compared at a time: a small temporary that stays in cache
+_HASH_PRIME = 0x100000001B3  # FNV's 64-bit prime: odd, so texts that differ in one word only never collide
+
+
 def distinct(values: Array) -> tuple[Array, NDArray[np.intp]]:
     """The distinct values of a 1-D array (in no particular order) and each element's index into them.
 
-    Fixed-width text is grouped by a 64-bit polynomial hash of its code points (a sort of integers, several
-    times faster than ``np.unique``'s sort of strings); the result is verified, and a hash collision falls
-    back to ``np.unique``.
+    Fixed-width text (str or bytes) is grouped by a 64-bit hash of its bytes read as 8-byte words: the
+    distinct hashes of a sample, looked up for every element (no sort of all of them), or when the sample
+    missed a value a sort of all hashes, still several times faster than ``np.unique``'s sort of strings.
+    Every element is then compared with its group's first; a hash collision falls back to ``np.unique``.
     """
-    width = values.dtype.itemsize // 4
-    if values.dtype.kind != "U" or width == 0:
-        uniques, inverse = np.unique(values, return_inverse=True)
-        return uniques, inverse.astype(np.intp, copy=False)
-    points = np.ascontiguousarray(values).view(np.uint32).reshape(len(values), width)
-    hashes = np.zeros(len(values), dtype=np.uint64)
-    for column in range(width):  # wraps modulo 2**64, as a hash should
-        hashes *= np.uint64(1_000_003)
-        hashes += points[:, column]
-    found, inverse = np.unique(hashes, return_inverse=True)
-    first = np.empty(len(found), dtype=np.intp)
-    first[inverse] = np.arange(len(values))  # one element of each group (any will do: all are checked)
-    if not np.array_equal(points[first][inverse], points):
-        uniques, inverse = np.unique(values, return_inverse=True)
-        return uniques, inverse.astype(np.intp, copy=False)
+    words = _words(values)
+    if words is None:
+        return _unique(values)
+    powers = [pow(_HASH_PRIME, power, 1 << 64) for power in range(words.shape[1] - 1, -1, -1)]
+    hashes = words @ np.array(powers, dtype=np.uint64)  # sum of word * prime**k, wrapping modulo 2**64: one pass
+    step = max(1, len(hashes) // _SAMPLE)
+    found, first = np.unique(hashes[::step], return_index=True)
+    first *= step
+    inverse = np.searchsorted(found, hashes)
+    if not _all_like_first(words, first, inverse):  # a value the sample missed (or a collision)
+        found, inverse = np.unique(hashes, return_inverse=True)
+        first = np.empty(len(found), dtype=np.intp)
+        first[inverse] = np.arange(len(values))  # one element of each group (any will do: all are checked)
+        if not _all_like_first(words, first, inverse):
+            return _unique(values)
     return values[first], inverse.astype(np.intp, copy=False)
 
 
-def normalize_labels(labels: object) -> Array:
-    """Class labels as int64 when every label is an integer or integer-like text, else as a str array.
+def _unique(values: Array) -> tuple[Array, NDArray[np.intp]]:
+    uniques, inverse = np.unique(values, return_inverse=True)
+    return uniques, inverse.astype(np.intp, copy=False)
 
-    Text is stripped; ``"1"``, ``"01"`` and ``"+1"`` are the same class 1. The work is done on the distinct
-    values (``np.unique``), so a long column with few classes costs one sort. Raises :class:`LabelError`
-    (with the 0-based position of the first offending label) for an empty label or one longer than
-    ``MAX_LABEL_CHARS`` characters.
+
+def _all_like_first(words: Array, first: NDArray[np.intp], inverse: NDArray[np.intp]) -> bool:
+    """Whether every row of `words` equals row `first[inverse[row]]` (an index past the end never does)."""
+    representatives = words[first]
+    for start in range(0, len(words), _VERIFY_ROWS):
+        rows = slice(start, start + _VERIFY_ROWS)
+        if not np.array_equal(np.take(representatives, inverse[rows], axis=0, mode="clip"), words[rows]):
+            return False
+    return True
+
+
+def _words(values: Array) -> Array | None:
+    """Fixed-width text as a (n, words) unsigned integer matrix of its bytes; None for anything else."""
+    size = values.dtype.itemsize
+    if values.dtype.kind not in "US" or values.ndim != 1 or size == 0 or len(values) == 0:
+        return None
+    word = next(width for width in (8, 4, 2, 1) if size % width == 0)
+    return np.ascontiguousarray(values).view(np.dtype(f"u{word}")).reshape(len(values), size // word)
+
+
+class LabelColumn(NamedTuple):
+    """A column of labels under the label rule."""
+
+    values: Array  # the normalised labels: int64 or str (the input array itself when the rule changes nothing)
+    classes: Array  # their sorted distinct values
+    codes: NDArray[np.intp]  # each label's index into classes
+
+
+def normalize_column(labels: object) -> LabelColumn:
+    """The label rule applied to a column: the normalised labels, their sorted classes and codes.
+
+    Text is stripped; when every distinct text is integer-like (``"1"``, ``"01"``, ``"+1"``: the same class
+    1) the labels are int64, else str. The rule runs on the distinct texts only, so a long column with few
+    classes costs a hash and a lookup per label. Raises :class:`LabelError` (with the 0-based position of
+    the first offending label) for an empty label or one longer than ``MAX_LABEL_CHARS`` characters, and
+    ``UnicodeDecodeError`` for bytes that are not UTF-8.
     """
     arr = np.asarray(labels)
     if arr.dtype.kind in "biu":
-        return arr.astype(np.int64)
-    if arr.dtype.kind == "S":
-        arr = np.strings.decode(arr, "utf-8")  # UnicodeDecodeError (a ValueError) for other bytes
-    elif arr.dtype.kind != "U":
+        values = arr.reshape(-1).astype(np.int64)
+        classes, codes = np.unique(values, return_inverse=True)
+        return LabelColumn(values, classes, codes.astype(np.intp, copy=False))
+    if arr.dtype.kind not in "US":
         arr = np.array([str(label) for label in arr.reshape(-1).tolist()], dtype=str)
     if arr.size == 0:
-        return np.empty(0, dtype=np.int64)
-    uniques, inverse = distinct(arr.reshape(-1))
+        return LabelColumn(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.intp))
+    arr = arr.reshape(-1)
+    uniques, inverse = distinct(arr)
+    if uniques.dtype.kind == "S":
+        uniques = np.strings.decode(uniques, "utf-8")  # UnicodeDecodeError (a ValueError) for other bytes
     texts = np.strings.strip(uniques)
     lengths = np.strings.str_len(texts)
     too_long = f"label longer than {MAX_LABEL_CHARS} characters"
     for bad, reason in ((lengths == 0, "empty label"), (lengths > MAX_LABEL_CHARS, too_long)):
         if bad.any():
             raise LabelError(reason, int(np.flatnonzero(np.isin(inverse, np.flatnonzero(bad)))[0]))
-    values = texts.tolist()
-    if all(_INTEGER.fullmatch(text) for text in values):
-        return np.array([int(text) for text in values], dtype=np.int64)[inverse]
-    return texts[inverse]
+    if all(_INTEGER.fullmatch(text) for text in texts.tolist()):
+        texts = np.array([int(text) for text in texts.tolist()], dtype=np.int64)
+    classes, merged = np.unique(texts, return_inverse=True)  # "1" and "01" are one class
+    codes = np.take(merged.astype(np.intp, copy=False), inverse)
+    if arr.dtype.kind == "U" and len(classes) == len(uniques) and texts.dtype == arr.dtype and (texts == uniques).all():
+        return LabelColumn(arr, classes, codes)  # nothing to strip or merge: no copy of the column
+    return LabelColumn(np.take(classes, codes), classes, codes)
+
+
+def normalize_labels(labels: object) -> Array:
+    """Class labels as int64 when every label is an integer or integer-like text, else as a str array.
+
+    The rule of :func:`normalize_column` (stripped text; ``"1"``, ``"01"`` and ``"+1"`` are the same class 1);
+    integer arrays are only widened to int64. Raises :class:`LabelError` for an empty label or one longer
+    than ``MAX_LABEL_CHARS`` characters.
+    """
+    arr = np.asarray(labels)
+    if arr.dtype.kind in "biu":
+        return arr.astype(np.int64)
+    return normalize_column(arr).values
 
 
 def encode_labels(y: Array, name: str = "y") -> tuple[list[Label], NDArray[np.intp]]:

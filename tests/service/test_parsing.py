@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tempfile
 import tracemalloc
 import zipfile
 from collections.abc import Callable
@@ -421,3 +422,33 @@ def test_parse_npz_float32_kept_without_copy_semantics_and_fortran_order() -> No
 def test_from_lists_label_errors_name_the_row() -> None:
     with pytest.raises(DatasetError, match="labels row 2: empty label"):
         from_lists([[1.0], [2.0]], ["a", " "], limits=LIMITS)
+
+
+def _npz_with_x_bytes(changes: dict[int, int]) -> bytes:
+    """A stored .npz of 300 rows whose X data has bytes changed (offsets counted from X's first value)."""
+    X = np.arange(600, dtype=np.float64).reshape(300, 2)
+    data = bytearray(npz_bytes(X=X, y=np.arange(300) % 2))
+    start = data.index(X.tobytes())
+    for offset, value in changes.items():
+        data[start + offset] = value
+    return bytes(data)
+
+
+def test_parse_npz_stored_member_with_a_changed_byte_fails_its_crc() -> None:
+    data = _npz_with_x_bytes({800: 0x01})  # a low mantissa byte of X[200, 0]: still a finite number
+    with pytest.raises(DatasetError) as info:
+        parse_npz(data, limits=LIMITS)
+    assert info.value.message == "X: truncated or corrupt array (Bad CRC-32 for file 'X.npy')"
+
+
+def test_parse_npz_bad_crc_is_reported_before_what_the_corruption_caused() -> None:
+    data = _npz_with_x_bytes({6: 0xF8, 7: 0x7F})  # X[0, 0] becomes NaN
+    with pytest.raises(DatasetError, match=r"^X: truncated or corrupt array \(Bad CRC-32"):
+        parse_npz(data, limits=LIMITS)
+
+
+def test_parse_npz_reads_a_spooled_upload() -> None:
+    with tempfile.SpooledTemporaryFile(max_size=1024) as upload:  # rolled over to a real file, as large uploads are
+        upload.write(npz_bytes(X=np.ones((500, 3), dtype=np.float32), y=np.array(["b ", "a"] * 250)))
+        dataset = parse_npz(upload, limits=LIMITS, dtype=np.float32)
+    assert dataset.X.shape == (500, 3) and dataset.y.tolist()[:2] == ["b", "a"]
