@@ -193,7 +193,7 @@ def _train(store: Store, attempts: Attempts, record: JobRecord, token: int, log:
     )
     last_checkpoint = time.monotonic()
     while not training.finished:
-        if attempts.stop_requested(record.id):
+        if reporter.stop_requested():
             reporter.flush()
             applied, _ = attempts.write(
                 record.id, token, {"status": JobStatus.CANCELED, "finished_at": utc_now()}, drop_checkpoint=True

@@ -22,6 +22,7 @@ from worker.attempts import Attempts
 from worker.blobs import BlobConfig
 from worker.jobstate import JobStatus
 from worker.queue import rq_queue
+from worker.receipts import environment
 from worker.rqjob import EntryPointJob
 from worker.runtime import blob_store, configure, pin_blas_threads
 
@@ -128,5 +129,6 @@ def run_worker(
         running_limit=running_limit,
     )
     store = blob_store().description  # opened before RQ forks: every work-horse inherits it
+    environment()  # likewise the receipts' look at the loaded libraries
     logger.info("worker %s listening on queue %s (blobs in %s)", rq_worker.name, queue_name, store)
     rq_worker.work(burst=burst, with_scheduler=False)
