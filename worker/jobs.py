@@ -193,7 +193,7 @@ def _train(store: Store, attempts: Attempts, record: JobRecord, token: int, log:
     )
     last_checkpoint = time.monotonic()
     while not training.finished:
-        if reporter.stop_requested():
+        if attempts.stop_requested(record.id):
             reporter.flush()
             applied, _ = attempts.write(
                 record.id, token, {"status": JobStatus.CANCELED, "finished_at": utc_now()}, drop_checkpoint=True

@@ -52,8 +52,7 @@ def eta_seconds(epoch: int, epochs: int, seconds_per_epoch: float | None) -> flo
 
 
 class ProgressReporter:
-    """Buffers history entries and writes progress at most every `min_interval` seconds (always the last);
-    looks for a stop request at that cadence too.
+    """Buffers history entries and writes progress at most every `min_interval` seconds (always the last).
 
     Writes are fenced by the attempt's token; a rejected write raises `SupersededAttemptError`. The first
     write of an attempt trims the stored history to the epoch the attempt started from (a resumed run
@@ -83,7 +82,6 @@ class ProgressReporter:
         self.progress: dict[str, Any] | None = None
         self.trimmed = False
         self.writes = 0
-        self.last_stop_check: float | None = None
 
     def epoch(self, metrics: dict[str, Any], *, final: bool) -> None:
         """Record one finished epoch (`EpochMetrics.to_dict()`); write if due or `final`."""
@@ -93,15 +91,6 @@ class ProgressReporter:
         now = self.clock()
         if final or self.last_write is None or now - self.last_write >= self.min_interval:
             self.flush()
-
-    def stop_requested(self) -> bool:
-        """Whether someone asked the job to stop; Redis is asked at the first call and then at most every
-        `min_interval` seconds (the cadence of progress writes), not after every short epoch."""
-        now = self.clock()
-        if self.last_stop_check is not None and now - self.last_stop_check < self.min_interval:
-            return False
-        self.last_stop_check = now
-        return self.attempts.stop_requested(self.job_id)
 
     def _progress(self, metrics: dict[str, Any], *, final: bool) -> dict[str, Any]:
         epoch = int(metrics["epoch"])

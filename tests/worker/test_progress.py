@@ -114,31 +114,3 @@ def test_eta_seconds_is_epochs_left_times_seconds_per_epoch(
     epoch: int, epochs: int, seconds: float | None, expected: float | None
 ) -> None:
     assert eta_seconds(epoch, epochs, seconds) == expected
-
-
-def test_progress_stop_requested_asks_redis_at_most_every_min_interval(
-    redis_conn: redis.Redis, store: Store
-) -> None:
-    job = store.create_job({}, owner=None, dataset_id="d", name="j")
-    attempts = Attempts(redis_conn)
-    token = attempts.begin(job.id, started_at="t", worker="w", heartbeat_interval=10).token
-    clock = FakeClock()
-    reporter = ProgressReporter(attempts, job.id, token, start_epoch=0, min_interval=1.0, clock=clock)
-    assert reporter.stop_requested() is False
-    assert attempts.cancel(job.id, finished_at="t") == "stopping"
-    clock.now = 0.5
-    assert reporter.stop_requested() is False  # not asked again within min_interval
-    clock.now = 1.0
-    assert reporter.stop_requested() is True
-
-
-def test_progress_stop_requested_asks_every_time_without_min_interval(
-    redis_conn: redis.Redis, store: Store
-) -> None:
-    job = store.create_job({}, owner=None, dataset_id="d", name="j")
-    attempts = Attempts(redis_conn)
-    token = attempts.begin(job.id, started_at="t", worker="w", heartbeat_interval=10).token
-    reporter = ProgressReporter(attempts, job.id, token, start_epoch=0, min_interval=0.0, clock=FakeClock())
-    assert reporter.stop_requested() is False
-    attempts.cancel(job.id, finished_at="t")
-    assert reporter.stop_requested() is True
