@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -64,13 +64,17 @@ class EpochMetrics:
     samples_per_second: float
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict."""
-        return asdict(self)
+        """JSON-safe dict (every field is a number or None, so no deep copy as `asdict` makes: a worker asks
+        for it a few times per epoch)."""
+        return {name: getattr(self, name) for name in _EPOCH_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EpochMetrics:
         """Inverse of :meth:`to_dict`."""
         return cls(**data)
+
+
+_EPOCH_FIELDS = tuple(f.name for f in fields(EpochMetrics))
 
 
 @dataclass

@@ -125,7 +125,7 @@ return 1
 """
 
 # KEYS: job, stop, fence. ARGV: finished_at, job_id.
-# Queued/stalled -> canceled now; running -> stop flag.
+# Queued/stalled -> canceled now; running -> stop flag, announced on the channel of the same name.
 _CANCEL = MOVE_LUA + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return '' end
@@ -138,6 +138,7 @@ if status == '"queued"' or status == '"stalled"' then
 end
 if status == '"running"' then
   redis.call('SET', KEYS[2], '1')
+  redis.call('PUBLISH', KEYS[2], '1')
   return 'stopping'
 end
 return status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ from worker.checkpoints import drop_checkpoints, load_checkpoint, save_checkpoin
 from worker.evaluation import run_evaluation_job, validation_report
 from worker.joblog import JobLogger, job_logger
 from worker.jobstate import JobStatus
-from worker.progress import ProgressReporter
+from worker.progress import ProgressReporter, StopListener
 from worker.receipts import build_receipt, parent_model
 from worker.records import JobRecord, utc_now
 from worker.store import NotFoundError, Store, model_blob, new_id, state_blob
@@ -191,9 +192,28 @@ def _train(store: Store, attempts: Attempts, record: JobRecord, token: int, log:
     reporter = ProgressReporter(
         attempts, record.id, token, start_epoch=training.epoch, min_interval=config.progress_min_interval
     )
+    with contextlib.closing(StopListener(attempts, record.id)) as stop_requested:
+        canceled = _run_epochs(store, attempts, record, token, training, reporter, stop_requested, log)
+    if canceled is not None:
+        return canceled
+    return _commit(store, attempts, record, token, training, (X, y), parent, reporter, log)
+
+
+def _run_epochs(
+    store: Store,
+    attempts: Attempts,
+    record: JobRecord,
+    token: int,
+    training: engine.Training,
+    reporter: ProgressReporter,
+    stop_requested: StopListener,
+    log: JobLogger,
+) -> dict[str, Any] | None:
+    """Epochs until the training finished (None), or until a stop request (the canceled job's summary)."""
+    config = runtime.current()
     last_checkpoint = time.monotonic()
     while not training.finished:
-        if attempts.stop_requested(record.id):
+        if stop_requested():
             reporter.flush()
             applied, _ = attempts.write(
                 record.id, token, {"status": JobStatus.CANCELED, "finished_at": utc_now()}, drop_checkpoint=True
@@ -214,7 +234,7 @@ def _train(store: Store, attempts: Attempts, record: JobRecord, token: int, log:
             reporter.flush()
             save_checkpoint(attempts, store.blobs, record.id, token, epoch=training.epoch, state=training.state_bytes())
             last_checkpoint = time.monotonic()
-    return _commit(store, attempts, record, token, training, (X, y), parent, reporter, log)
+    return None
 
 
 def _checked_fields(

@@ -62,7 +62,8 @@ def job_fence(job_id: str) -> str:
 
 
 def job_stop(job_id: str) -> str:
-    """Stop flag of a running job, checked by the worker at each epoch boundary."""
+    """Stop flag of a running job, seen by the worker at each epoch boundary (also the channel on which cancel
+    announces it)."""
     return f"{PREFIX}job:{job_id}:stop"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -9,7 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
-from redis.asyncio.client import PubSub
+from redis.asyncio.client import PubSub as AsyncPubSub
+from redis.client import PubSub
 from redis.exceptions import RedisError
 
 from worker import keys
@@ -35,10 +37,68 @@ def publish_progress(redis: Redis, job_id: str, reported: list[dict[str, Any]]) 
         logger.warning("job %s: progress events not published: %s", job_id, exc)
 
 
-async def subscribe_job_events(pubsub: PubSub, job_id: str) -> None:
+async def subscribe_job_events(pubsub: AsyncPubSub, job_id: str) -> None:
     """Subscribe an asyncio pub/sub connection to a job's events (JSON messages: `{"event": "progress",
     "epoch", "progress"}` per stored epoch, `{"event": "status", "status", "attempt"}` per status change)."""
     await pubsub.subscribe(keys.job_events(job_id))
+
+
+class StopListener:
+    """Whether someone asked a running job to stop, answered at every epoch boundary without a round trip.
+
+    It subscribes to the job's stop channel (the cancel script publishes there when it sets the stop flag),
+    then reads the flag once (a stop requested before the subscription). Without a subscription (it could
+    not be made or broke) every call asks Redis for the flag.
+    """
+
+    def __init__(self, attempts: Attempts, job_id: str, *, subscribe_timeout: float = 5.0) -> None:
+        self.attempts = attempts
+        self.job_id = job_id
+        self.pubsub: PubSub | None = None
+        try:
+            self.pubsub = self._subscribe(subscribe_timeout)
+        except RedisError as exc:
+            logger.warning("job %s: stop channel not subscribed (%s); asking for the flag every epoch", job_id, exc)
+        self.requested = attempts.stop_requested(job_id)
+
+    def _subscribe(self, timeout: float) -> PubSub | None:
+        pubsub: PubSub = self.attempts.redis.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            pubsub.subscribe(keys.job_stop(self.job_id))
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                message = pubsub.get_message(timeout=left)
+                if message is not None and message["type"] == "subscribe":
+                    return pubsub
+        except BaseException:
+            pubsub.close()
+            raise
+        pubsub.close()
+        logger.warning("job %s: stop channel not confirmed; asking for the flag every epoch", self.job_id)
+        return None
+
+    def __call__(self) -> bool:
+        """Whether a stop was requested (it stays requested)."""
+        if self.requested:
+            return True
+        if self.pubsub is None:
+            self.requested = self.attempts.stop_requested(self.job_id)
+            return self.requested
+        try:
+            while (message := self.pubsub.get_message(timeout=0.0)) is not None:
+                self.requested = self.requested or message["type"] == "message"
+        except RedisError as exc:
+            logger.warning("job %s: stop channel lost (%s); asking for the flag every epoch", self.job_id, exc)
+            self.close()
+            self.requested = self.attempts.stop_requested(self.job_id)
+        return self.requested
+
+    def close(self) -> None:
+        """Unsubscribe (the connection goes back to the pool)."""
+        if self.pubsub is not None:
+            with contextlib.suppress(RedisError):
+                self.pubsub.close()
+            self.pubsub = None
 
 
 def eta_seconds(epoch: int, epochs: int, seconds_per_epoch: float | None) -> float | None:

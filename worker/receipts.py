@@ -7,13 +7,14 @@ and the sha256 of the model's weights. `verify` retrains from it with the same B
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import platform
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_info
+from threadpoolctl import ThreadpoolController
 
 import engine
 from worker.blobs import BlobError
@@ -35,9 +36,24 @@ def weights_sha256(model: engine.Model) -> str:
     return digest.hexdigest()
 
 
+@functools.cache
+def _threadpools() -> ThreadpoolController:
+    """The thread pools of the libraries this process loaded (found once: a worker finds them before it
+    forks, and each work-horse asks them for their thread counts)."""
+    return ThreadpoolController()
+
+
+@functools.cache
+def _engine_version() -> str:
+    try:
+        return version("backprop")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def _blas() -> dict[str, Any]:
-    """The BLAS NumPy uses (threadpoolctl's view of the loaded libraries)."""
-    for entry in threadpool_info():
+    """The BLAS NumPy uses (threadpoolctl's view of the loaded libraries, thread counts as they are now)."""
+    for entry in _threadpools().info():
         if entry.get("user_api") == "blas":
             return {
                 "blas_library": entry.get("internal_api"),
@@ -49,12 +65,8 @@ def _blas() -> dict[str, Any]:
 
 def environment() -> dict[str, Any]:
     """The parts of this process that can change floating-point results."""
-    try:
-        engine_version = version("backprop")
-    except PackageNotFoundError:
-        engine_version = "unknown"
     return {
-        "engine_version": engine_version,
+        "engine_version": _engine_version(),
         "numpy_version": np.__version__,
         **_blas(),
         "machine": platform.machine(),

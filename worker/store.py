@@ -472,6 +472,20 @@ class Store:
             return None
         return decode_job(raw, history[0] if history else [])
 
+    def job_fields(self, job_ids: list[str], names: tuple[str, ...]) -> list[dict[str, Any] | None]:
+        """Each job's `status` and fields `names` (JSON-decoded; None when unset), in one round trip; None for
+        a job that does not exist."""
+        wanted = ("status", *(name for name in names if name != "status"))
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hmget(keys.job(job_id), list(wanted))
+            rows = pipe.execute()
+        return [
+            None if row[0] is None
+            else {name: None if value is None else json.loads(value) for name, value in zip(wanted, row, strict=True)}
+            for row in rows
+        ]
+
     def job_history(self, job_id: str, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         """Up to `limit` history entries of a job from index `offset`, and the length of its whole history."""
         if not is_id(job_id):
@@ -601,6 +615,14 @@ class Store:
         if meta is None or version is None:
             return None
         return {**json.loads(meta), "version": int(version)}
+
+    def model_metrics(self, model_ids: list[str]) -> list[dict[str, Any] | None]:
+        """Each model's `metrics`, in one round trip; None for a model that does not exist."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for model_id in model_ids:
+                pipe.hget(keys.model(model_id), "meta")
+            metas = pipe.execute()
+        return [None if meta is None else dict(json.loads(meta).get("metrics") or {}) for meta in metas]
 
     def get_model(self, model_id: str) -> ModelRecord | None:
         """The model's metadata, or None."""

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from redis import Redis
+from redis.lock import Lock
 
 from worker import keys
 from worker.jobstate import ACTIVE_STATUSES, TERMINAL_STATUSES, JobStatus
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 _LOCK_SECONDS = 60
 _LOCK_WAIT_SECONDS = 30
+_LOCK_POLL_SECONDS = 0.01
 
 
 class SweepNotFinishedError(RuntimeError):
@@ -195,19 +197,32 @@ def new_sweep_id() -> str:
 
 
 def _children(store: Store, record: SweepRecord) -> dict[str, Child]:
+    job_ids = record.job_ids()
+    rows = dict(zip(job_ids, store.job_fields(job_ids, ("model_id", "error")), strict=True))
+    finished = {
+        job_id: row["model_id"]
+        for job_id, row in rows.items()
+        if row is not None and row["status"] == JobStatus.SUCCEEDED and row["model_id"]
+    }
+    metrics = dict(zip(finished.values(), store.model_metrics(list(finished.values())), strict=True))
     children: dict[str, Child] = {}
-    for job_id in record.job_ids():
-        job = store.get_job(job_id, with_history=False)
-        if job is None:
+    for job_id, row in rows.items():
+        if row is None:
             children[job_id] = Child(job_id, JobStatus.FAILED.value, error="the job record was deleted")
             continue
         metric = None
-        if job.status == JobStatus.SUCCEEDED and job.model_id:
-            model = store.get_model(job.model_id)
-            value = None if model is None else model.metrics.get(record.metric)
+        if job_id in finished:
+            value = (metrics[finished[job_id]] or {}).get(record.metric)
             metric = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-        children[job_id] = Child(job_id, job.status.value, metric, job.model_id, job.error)
+        children[job_id] = Child(job_id, JobStatus(row["status"]).value, metric, row["model_id"], row["error"])
     return children
+
+
+def _rung_ended(store: Store, record: SweepRecord) -> bool:
+    """Whether every child of the sweep's current rung ended (a deleted child counts as ended)."""
+    current = [job_id for trial in record.rungs[-1]["trials"] for job_id in trial["jobs"] if job_id]
+    rows = store.job_fields(current, ())
+    return not any(row is not None and JobStatus(row["status"]) in ACTIVE_STATUSES for row in rows)
 
 
 def summarize(record: SweepRecord, children: dict[str, Child]) -> dict[str, Any]:
@@ -341,16 +356,32 @@ def _finish(store: Store, record: SweepRecord, children: dict[str, Child]) -> No
     logger.info("sweep %s %s", record.id, status)
 
 
+def _sweep_lock(store: Store, sweep_id: str) -> Lock:
+    """The sweep's lock (a waiter polls it every `_LOCK_POLL_SECONDS`: a worker waits on another's short
+    decision, not on redis-py's default tenth of a second)."""
+    return Lock(
+        store.redis,
+        keys.sweep_lock(sweep_id),
+        timeout=_LOCK_SECONDS,
+        sleep=_LOCK_POLL_SECONDS,
+        blocking_timeout=_LOCK_WAIT_SECONDS,
+    )
+
+
 def advance_sweep(store: Store, sweep_id: str) -> None:
-    """Move the sweep on if all children of its current rung ended: the next rung, or the final result."""
-    with store.redis.lock(keys.sweep_lock(sweep_id), timeout=_LOCK_SECONDS, blocking_timeout=_LOCK_WAIT_SECONDS):
+    """Move the sweep on if all children of its current rung ended: the next rung, or the final result.
+
+    A first look without the lock returns at once while a child of the rung is active: the child that ends
+    last sees every other child's end, so only the rung's last calls take the lock and read every child.
+    """
+    record = get_sweep(store.redis, sweep_id)
+    if record is None or record.result is not None or not _rung_ended(store, record):
+        return
+    with _sweep_lock(store, sweep_id):
         record = get_sweep(store.redis, sweep_id)
-        if record is None or record.result is not None:
+        if record is None or record.result is not None or not _rung_ended(store, record):
             return
         children = _children(store, record)
-        current = [job_id for trial in record.rungs[-1]["trials"] for job_id in trial["jobs"] if job_id]
-        if any(children[job_id].status in ACTIVE_STATUSES for job_id in current):
-            return
         if record.status in TERMINAL_STATUSES or not _next_rung(store, record, children):
             _finish(store, record, children)
 
@@ -368,7 +399,7 @@ def advance_sweeps(store: Store) -> int:
 
 def cancel_sweep(store: Store, sweep_id: str, *, queue_name: str) -> None:
     """Mark the sweep canceled (no new rung starts) and cancel its queued and running children."""
-    with store.redis.lock(keys.sweep_lock(sweep_id), timeout=_LOCK_SECONDS, blocking_timeout=_LOCK_WAIT_SECONDS):
+    with _sweep_lock(store, sweep_id):
         record = get_sweep(store.redis, sweep_id)
         if record is None:
             raise NotFoundError(f"sweep {sweep_id} not found")

@@ -8,8 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from redis.lock import Lock
 
+import worker.sweeps
 from tests.service.conftest import ClientFactory, blobs_csv, upload_csv
+from worker import keys
 
 BASE = {"hidden_layers": [4], "epochs": 3, "batch_size": 16, "validation_fraction": 0.2}
 
@@ -243,6 +246,22 @@ def test_sweep_cancel_stops_every_child_and_delete_keeps_them(
     assert client.delete(f"/v1/sweeps/{created['id']}").status_code == 204
     assert client.get(f"/v1/sweeps/{created['id']}").status_code == 404
     assert client.get("/v1/jobs").json()["total"] == 6
+
+
+def test_sweep_advance_while_a_child_is_active_does_not_wait_for_the_lock(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = _start(client, grid={"learning_rate": [0.1, 0.2]}, seeds=[0])
+    store = client.app.state.backprop.store  # type: ignore[attr-defined]
+    monkeypatch.setattr(worker.sweeps, "_LOCK_WAIT_SECONDS", 0.2)
+    held = Lock(store.redis, keys.sweep_lock(created["id"]), timeout=30)
+    assert held.acquire(blocking=False)
+    try:
+        worker.sweeps.advance_sweep(store, created["id"])  # its children are queued: nothing to decide
+    finally:
+        held.release()
+    sweep = client.get(f"/v1/sweeps/{created['id']}").json()
+    assert sweep["status"] == "queued" and sweep["counts"]["queued"] == 2
 
 
 def test_sweep_of_another_key_is_not_found(make_client: ClientFactory) -> None:

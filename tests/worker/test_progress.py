@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ import redis
 
 from worker import Store, keys
 from worker.attempts import Attempts, SupersededAttemptError
-from worker.progress import ProgressReporter, eta_seconds
+from worker.progress import ProgressReporter, StopListener, eta_seconds
 
 
 class FakeClock:
@@ -114,3 +115,32 @@ def test_eta_seconds_is_epochs_left_times_seconds_per_epoch(
     epoch: int, epochs: int, seconds: float | None, expected: float | None
 ) -> None:
     assert eta_seconds(epoch, epochs, seconds) == expected
+
+
+def test_stop_listener_sees_a_cancel_after_it_subscribed(redis_conn: redis.Redis, store: Store) -> None:
+    job = store.create_job({}, owner=None, dataset_id="d", name="j")
+    attempts = Attempts(redis_conn)
+    attempts.begin(job.id, started_at="t", worker="w", heartbeat_interval=10)
+    listener = StopListener(attempts, job.id)
+    try:
+        assert listener.pubsub is not None and listener() is False
+        assert attempts.cancel(job.id, finished_at="t") == "stopping"
+        deadline = time.monotonic() + 5.0
+        while not listener() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert listener() is True
+    finally:
+        listener.close()
+    assert listener.pubsub is None
+
+
+def test_stop_listener_sees_a_stop_requested_before_it_subscribed(redis_conn: redis.Redis, store: Store) -> None:
+    job = store.create_job({}, owner=None, dataset_id="d", name="j")
+    attempts = Attempts(redis_conn)
+    attempts.begin(job.id, started_at="t", worker="w", heartbeat_interval=10)
+    assert attempts.cancel(job.id, finished_at="t") == "stopping"
+    listener = StopListener(attempts, job.id)
+    try:
+        assert listener() is True
+    finally:
+        listener.close()

@@ -114,7 +114,9 @@ def test_job_create_get_list_filter_and_count_queued(store: Store) -> None:
 _SCORES = itertools.count(1)  # creation-time scores of the models committed by _commit_model, increasing
 
 
-def _commit_model(redis_conn: redis.Redis, store: Store, name: str, owner: str | None) -> tuple[str, int]:
+def _commit_model(
+    redis_conn: redis.Redis, store: Store, name: str, owner: str | None, metrics: dict[str, float] | None = None
+) -> tuple[str, int]:
     """Create a model the way the worker does: a blob, then the fenced commit of a running job."""
     job = store.create_job({}, owner=owner, dataset_id="d", name=name)
     attempts = Attempts(redis_conn)
@@ -126,7 +128,7 @@ def _commit_model(redis_conn: redis.Redis, store: Store, name: str, owner: str |
     meta: dict[str, Any] = {
         "id": model_id, "name": name, "owner": owner, "dataset_id": "d", "job_id": job.id,
         "created_at": "t", "layer_sizes": [2, 3], "activation": "relu", "output": "softmax",
-        "classes": [0, 1, 2], "n_features": 2, "n_parameters": 9, "metrics": {}, "history": [],
+        "classes": [0, 1, 2], "n_features": 2, "n_parameters": 9, "metrics": metrics or {}, "history": [],
         "config": {}, "sha256": sha, "size_bytes": len(data), "blob": blob,
     }  # fmt: skip
     version, _ = attempts.commit_model(
@@ -160,6 +162,22 @@ def test_model_versions_count_up_per_name_and_name_resolves_latest(
     _, v3 = _commit_model(redis_conn, store, "digits", "alice")
     assert v3 == 3
     assert store.get_model(b1) is not None and redis_conn.ttl(keys.model(b1)) == -1  # models never expire
+
+
+def test_store_job_fields_and_model_metrics_read_many_records_none_for_missing(
+    redis_conn: redis.Redis, store: Store
+) -> None:
+    model_id, _ = _commit_model(redis_conn, store, "m", None, metrics={"validation_loss": 0.25})
+    finished = store.get_model(model_id)
+    queued = store.create_job({}, owner=None, dataset_id="d", name="q")
+    assert finished is not None
+    rows = store.job_fields([finished.job_id, queued.id, new_id()], ("model_id", "error"))
+    assert rows == [
+        {"status": "succeeded", "model_id": model_id, "error": None},
+        {"status": "queued", "model_id": None, "error": None},
+        None,
+    ]
+    assert store.model_metrics([model_id, new_id()]) == [{"validation_loss": 0.25}, None]
 
 
 def test_model_bytes_checksum_verified(redis_conn: redis.Redis, store: Store) -> None:
