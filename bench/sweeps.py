@@ -152,7 +152,7 @@ def section(runs: list[Run], started: dt.datetime, load: str, repeats: int, epoc
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Sweep benchmark -> sweeps section of docs/benchmarks.md")
     parser.add_argument("--quick", action="store_true", help="one repeat of 10-epoch jobs; print only")
-    parser.add_argument("--repeats", type=int, default=3, help="sweeps per setup (default 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="sweeps per setup (default 5)")
     return parser.parse_args(argv)
 
 

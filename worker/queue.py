@@ -41,6 +41,7 @@ JOB_FUNCTION = "worker.jobs.run_training"  # one of rqjob.ENTRY_POINTS
 _FLOPS_PER_PARAMETER_SAMPLE = 6.0
 _FLOPS_PER_SECOND = 2e8
 _SECONDS_PER_SAMPLE = 2e-5
+_SECONDS_PER_STEP = 4e-5  # the fixed Python and NumPy cost of one mini-batch step (orders jobs, not timeouts)
 _SAFETY = 4.0
 _FAILED_TTL = 7 * 24 * 3600
 _RESULT_TTL = 3600
@@ -53,10 +54,19 @@ def rq_queue(redis: Redis, queue_name: str) -> Queue:
     return Queue(queue_name, connection=redis, serializer=JSONSerializer, job_class=EntryPointJob)
 
 
-def job_timeout(n_samples: int, n_parameters: int, epochs: int, *, minimum: int, maximum: int) -> int:
-    """Seconds RQ gives a job of this size, clamped to [minimum, maximum]."""
+def estimated_seconds(n_samples: int, n_parameters: int, epochs: int, *, batch_size: int | None = None) -> float:
+    """Rough seconds one training job of this size takes (the cost model above); with `batch_size`, each
+    mini-batch step's fixed cost too, which sets small networks apart."""
     work = float(epochs) * float(n_samples)
     estimate = work * (n_parameters * _FLOPS_PER_PARAMETER_SAMPLE / _FLOPS_PER_SECOND + _SECONDS_PER_SAMPLE)
+    if batch_size:
+        estimate += epochs * math.ceil(n_samples / batch_size) * _SECONDS_PER_STEP
+    return estimate
+
+
+def job_timeout(n_samples: int, n_parameters: int, epochs: int, *, minimum: int, maximum: int) -> int:
+    """Seconds RQ gives a job of this size, clamped to [minimum, maximum]."""
+    estimate = estimated_seconds(n_samples, n_parameters, epochs)
     return int(min(max(math.ceil(_SAFETY * estimate), minimum), maximum))
 
 

@@ -24,7 +24,7 @@ from redis.lock import Lock
 
 from worker import keys
 from worker.jobstate import ACTIVE_STATUSES, TERMINAL_STATUSES, JobStatus
-from worker.queue import cancel_job, enqueue_training, job_timeout
+from worker.queue import cancel_job, enqueue_training, estimated_seconds, job_timeout
 from worker.records import JobRecord, utc_now
 from worker.store import JobDraft, NotFoundError, Store, is_id, new_id, state_blob
 from worker.sweep_results import (
@@ -147,10 +147,17 @@ def _rung_epochs(record: SweepRecord, rung: int) -> int | None:
 
 
 def _enqueue(store: Store, record: SweepRecord, jobs: list[JobRecord]) -> None:
+    """Queue the children longest first (by the cost model; ties in trial order): the workers then end
+    together instead of one finishing a long job alone (results never depend on this order)."""
     launch = Launch(**record.launch)
     trial_of = {job.id: trial["index"] for rung in record.rungs for trial in rung["trials"] for job in jobs
                 if job.id in trial["jobs"]}
-    for job in jobs:
+
+    def cost(job: JobRecord) -> float:
+        n_parameters, epochs = launch.n_parameters[trial_of[job.id]], int(job.spec["epochs"])
+        return estimated_seconds(launch.n_samples, n_parameters, epochs, batch_size=job.spec.get("batch_size"))
+
+    for job in sorted(jobs, key=cost, reverse=True):
         timeout = job_timeout(
             launch.n_samples,
             launch.n_parameters[trial_of[job.id]],

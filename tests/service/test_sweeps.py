@@ -289,3 +289,13 @@ def test_sweep_trial_beyond_a_compute_limit_names_the_limit_and_trial(make_clien
     detail = response.json()["error"]["details"][0]
     assert detail["field"] == "grid.hidden_layers[1]" and detail["trial"] == 1
     assert detail["limit"] == "max_layer_width" and detail["value"] == 32 and detail["maximum"] == 16
+
+
+def test_sweep_children_are_queued_longest_first_ties_in_trial_order(client: TestClient) -> None:
+    grid = {"hidden_layers": [[4], [64, 64]], "batch_size": [16, 4]}
+    created = _start(client, grid=grid, seeds=[0, 1])
+    state = client.app.state.backprop  # type: ignore[attr-defined]
+    queued = [job_id.decode() for job_id in state.redis.lrange(f"rq:queue:{state.settings.queue_name}", 0, -1)]
+    jobs = {trial["index"]: [seed["job_id"] for seed in trial["seeds"]] for trial in created["trials"]}
+    # trials: 0 [4]/16, 1 [4]/4, 2 [64,64]/16, 3 [64,64]/4; the wide net with small batches is the longest
+    assert queued == [*jobs[3], *jobs[2], *jobs[1], *jobs[0]]
