@@ -213,6 +213,11 @@ class BlobStore(ABC):
         """Delete what writes of this backend leave behind when they are killed (temp files, unfinished
         uploads) and that was last touched at least `min_age_seconds` ago; returns what was deleted."""
 
+    def remove_local_temp_files(self, min_age_seconds: float) -> Sequence[str]:
+        """Like `remove_temp_files`, but only what lies on this host's own disk outside the store (a worker
+        on another machine cleans its own); nothing for backends whose temp files live in the store."""
+        return []
+
     @abstractmethod
     def check(self, *, create: bool = True) -> None:
         """Verify the store is usable (creating the directory or bucket when `create`); BlobConfigError or

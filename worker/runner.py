@@ -114,12 +114,14 @@ def run_worker(
     blob_retry_seconds: float = 30.0,
     running_limit: int = 0,
     blas_threads: int = 0,
+    temp_min_age: float = 3600.0,
 ) -> None:
     """Configure this process and run an RQ worker until stopped (with `burst`: until the queue is empty).
 
     `blobs` is a BlobConfig or a blob directory. `running_limit` > 0: an owner's jobs beyond that many running
     wait in the queue. `blas_threads` > 0: the work-horses' BLAS thread pools are limited to that many threads
-    (0: the BLAS default); each job records the count in effect.
+    (0: the BLAS default); each job records the count in effect. Temp files that killed writes left on this
+    host and that are older than `temp_min_age` seconds are deleted at start.
     """
     configure(
         blobs,
@@ -139,6 +141,13 @@ def run_worker(
         running_limit=running_limit,
     )
     store = blob_store().description  # opened before RQ forks: every work-horse inherits it
+    try:
+        removed = blob_store().remove_local_temp_files(temp_min_age)
+    except OSError as exc:
+        logger.warning("stale temp files not removed: %s", exc)
+    else:
+        if removed:
+            logger.info("removed %d stale temp file(s) of killed writes: %s", len(removed), ", ".join(removed))
     environment()  # likewise the receipts' look at the loaded libraries
     logger.info("worker %s listening on queue %s (blobs in %s)", rq_worker.name, queue_name, store)
     rq_worker.work(burst=burst, with_scheduler=False)

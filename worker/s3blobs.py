@@ -165,9 +165,12 @@ class S3BlobStore(BlobStore):
     def remove_temp_files(self, min_age_seconds: float) -> Sequence[str]:
         """This host's spool files of killed writers, and the bucket's multipart uploads under the prefix that
         were started at least `min_age_seconds` ago and never completed (aborted: their parts are freed)."""
+        return [*self.remove_local_temp_files(min_age_seconds), *self._abort_stale_uploads(min_age_seconds)]
+
+    def remove_local_temp_files(self, min_age_seconds: float) -> Sequence[str]:
+        """This host's spool files (in the system temp directory) of writers killed midway."""
         spool = sorted(Path(tempfile.gettempdir()).glob(f"{SPOOL_PREFIX}*"))
-        removed = [str(path) for path in spool if remove_if_stale(path, min_age_seconds)]
-        return [*removed, *self._abort_stale_uploads(min_age_seconds)]
+        return [str(path) for path in spool if remove_if_stale(path, min_age_seconds)]
 
     def _abort_stale_uploads(self, min_age_seconds: float) -> Sequence[str]:
         now = time.time()

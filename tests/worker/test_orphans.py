@@ -296,3 +296,19 @@ def test_sweep_orphans_aborts_without_deleting_when_the_blob_store_is_unreachabl
 
     assert report.outcome == "aborted" and "unavailable" in report.detail
     assert not redis_conn.exists(keys.store_marker(), keys.orphans_deleted(), keys.orphan_sweep_lock())
+
+
+def test_worker_start_removes_this_hosts_stale_spool_files(
+    s3_server: S3Server, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker import run_worker
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    stale, fresh = spool / f"{SPOOL_PREFIX}killed", spool / f"{SPOOL_PREFIX}writing"
+    for path in (stale, fresh):
+        path.write_bytes(b"part of a model")
+    os.utime(stale, (time.time() - HOURS_2, time.time() - HOURS_2))
+    run_worker(redis_url, queue_name=f"spool-{new_id()}", blobs=s3_server.config(s3_server.new_location()), burst=True)
+    assert not stale.exists() and fresh.exists()
