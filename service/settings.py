@@ -122,6 +122,13 @@ class Settings(BaseSettings):
         description="BLAS threads of each worker's training (0: automatic: `backprop serve --workers N` gives "
         "each worker max(1, cores // N); a worker started alone keeps the BLAS default).",
     )
+    worker_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="CPU niceness each worker adds to itself at start (0: none): on a machine shared with the API "
+        "and Redis, training yields the CPU to requests and takes all of it when they are idle.",
+    )
     job_retention_days: float = Field(
         0, ge=0, description="Finished job records older than this are deleted; their models stay (0: keep)."
     )
