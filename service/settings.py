@@ -123,11 +123,12 @@ class Settings(BaseSettings):
         "each worker max(1, cores // N); a worker started alone keeps the BLAS default).",
     )
     worker_nice: int = Field(
-        10,
+        0,
         ge=0,
         le=19,
-        description="CPU niceness each worker adds to itself at start (0: none): on a machine shared with the API "
-        "and Redis, training yields the CPU to requests and takes all of it when they are idle.",
+        description="CPU niceness each worker adds to itself at start (0: none): training yields the CPU to the "
+        "API and Redis on a shared machine. Use it with one BLAS thread per worker: a niced thread of a "
+        "multi-threaded product waits for CPU whenever anything else runs, and stalls its peers.",
     )
     job_retention_days: float = Field(
         0, ge=0, description="Finished job records older than this are deleted; their models stay (0: keep)."
