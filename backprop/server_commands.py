@@ -191,7 +191,6 @@ def run_worker_command(args: argparse.Namespace) -> int:
             running_limit=settings.max_running_jobs_per_key,
             blas_threads=settings.blas_threads,
             temp_min_age=settings.orphan_min_age,
-            nice=settings.worker_nice,
         )
     except redis.ConnectionError as exc:
         logger.error("cannot reach Redis at %s: %s", redact_url(settings.redis_url), exc)

@@ -3,8 +3,8 @@ with one worker and with two, the workers' BLAS threads pinned (max(1, cores // 
 (every worker with all the cores' threads, BLAS' own default).
 
 Wall time = from just before `POST /v1/sweeps` until the sweep's recorded `finished_at` (every child ended,
-result frozen; the client's polling interval is not part of it); each stack is started (and ready) before the
-clock starts. The target: two pinned workers take at most 0.6x the time of
+result frozen); the client polls at its default interval, which is not part of the time. Each stack is
+started (and ready) before the clock starts. The target: two pinned workers take at most 0.6x the time of
 one worker.
 
     python -m bench.sweeps            # full run: rewrites the "sweeps" section of docs/benchmarks.md
@@ -74,10 +74,10 @@ def _sweep_once(client: Client, dataset_id: str, epochs: int) -> tuple[float, se
     sweep = client.sweep(
         dataset_id, grid=GRID, seeds=SEEDS, base={"hidden_layers": [32], "epochs": epochs}, metric="validation_loss"
     )
-    sweep.wait(progress=False, interval=0.1, timeout=1800)
+    sweep.wait(progress=False, timeout=1800)  # the client's default polling, as a user's
     if sweep.status != "succeeded":
         raise RuntimeError(f"sweep {sweep.id} ended {sweep.status}: {sweep.data.get('counts')}")
-    # The end is the sweep's own finished_at (same machine, same clock), not when the 0.1 s poll saw it.
+    # The end is the sweep's own finished_at (same machine, same clock), not when the next poll saw it.
     seconds = dt.datetime.fromisoformat(sweep.data["finished_at"]).timestamp() - started
     threads = {int(job.data["blas_threads"]) for job in client.jobs() if job.data.get("sweep_id") == sweep.id}
     return seconds, threads
@@ -119,8 +119,8 @@ def section(runs: list[Run], started: dt.datetime, load: str, repeats: int, epoc
     lines += [
         f"- Sweep: digits (1,797 x 64, sklearn), `hidden_layers` [32], {epochs} epochs, grid {GRID} x seeds "
         f"{SEEDS} = 24 jobs; `backprop serve --workers N` on a temporary data directory; wall time from "
-        f"`POST /v1/sweeps` to the sweep's recorded `finished_at`, on a fresh stack per run; {repeats} run(s) per "
-        "setup, the setups interleaved; the target compares medians.",
+        f"`POST /v1/sweeps` to the sweep's recorded `finished_at` (the client polls at its default 1 s), on a "
+        f"fresh stack per run; {repeats} run(s) per setup, the setups interleaved; the target compares medians.",
         "",
         "### Targets",
         "",

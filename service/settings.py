@@ -122,14 +122,6 @@ class Settings(BaseSettings):
         description="BLAS threads of each worker's training (0: automatic: `backprop serve --workers N` gives "
         "each worker max(1, cores // N); a worker started alone keeps the BLAS default).",
     )
-    worker_nice: int = Field(
-        0,
-        ge=0,
-        le=19,
-        description="CPU niceness each worker adds to itself at start (0: none): training yields the CPU to the "
-        "API and Redis on a shared machine. Use it with one BLAS thread per worker: a niced thread of a "
-        "multi-threaded product waits for CPU whenever anything else runs, and stalls its peers.",
-    )
     job_retention_days: float = Field(
         0, ge=0, description="Finished job records older than this are deleted; their models stay (0: keep)."
     )

@@ -115,18 +115,14 @@ def run_worker(
     running_limit: int = 0,
     blas_threads: int = 0,
     temp_min_age: float = 3600.0,
-    nice: int = 0,
 ) -> None:
     """Configure this process and run an RQ worker until stopped (with `burst`: until the queue is empty).
 
     `blobs` is a BlobConfig or a blob directory. `running_limit` > 0: an owner's jobs beyond that many running
     wait in the queue. `blas_threads` > 0: the work-horses' BLAS thread pools are limited to that many threads
     (0: the BLAS default); each job records the count in effect. Temp files that killed writes left on this
-    host and that are older than `temp_min_age` seconds are deleted at start. `nice` > 0 lowers this process'
-    CPU priority by that much (its work-horses inherit it).
+    host and that are older than `temp_min_age` seconds are deleted at start.
     """
-    if nice > 0:
-        os.nice(nice)
     configure(
         blobs,
         checkpoint_seconds=checkpoint_seconds,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import httpx
 import pytest
 
@@ -25,10 +23,3 @@ def test_local_stack_serves_with_api_keys_then_leaves_nothing_behind() -> None:
     assert [pid for pid in tree if pid_alive(pid)] == []
     assert not stack.data_dir.exists()
 
-
-def test_local_stack_workers_yield_the_cpu_to_the_api_and_redis() -> None:
-    with LocalStack(workers=1, env={"BACKPROP_WORKER_NICE": "7"}) as stack:
-        base = os.getpriority(os.PRIO_PROCESS, 0)
-        assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in stack.worker_pids().values()] == [base + 7]
-        assert os.getpriority(os.PRIO_PROCESS, stack.child_pid("api")) == base
-        assert os.getpriority(os.PRIO_PROCESS, stack.child_pid("redis")) == base
