@@ -340,11 +340,22 @@ def test_cli_unreachable_server_or_refused_key_exits_3(server: ApiServer) -> Non
 
 
 # --- Ctrl-C -----------------------------------------------------------------------------------------
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_while_waiting(server: ApiServer, *extra: str) -> tuple[str, subprocess.CompletedProcess[str]]:
     """`backprop train --wait` on a long job, SIGINT once epochs show: the job id and what the command did."""
     dataset_id = slow_dataset(server)
     argv = [str(BACKPROP), "train", dataset_id, *SLOW, "--wait", *extra]
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(server))
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(server),
+        preexec_fn=_default_sigint,  # as at a terminal, even when the suite runs in the background (SIGINT ignored)
+    )
     try:
         jobs: list[dict[str, Any]] = []
 
