@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
@@ -27,7 +26,7 @@ from rq.worker_registration import clean_worker_registry
 from worker import keys
 from worker.attempts import Attempts
 from worker.jobstate import JobStatus
-from worker.records import JobRecord, encode_job_fields, utc_now
+from worker.records import JobRecord, decode_job_fields, encode_job_fields, utc_now
 from worker.rqjob import EntryPointJob
 from worker.store import NotFoundError, Store
 
@@ -158,11 +157,8 @@ def _attempt_live(redis: Redis, job_id: str, fields: dict[str, Any], now: float)
 
 
 def _job_fields(redis: Redis, job_id: str) -> dict[str, Any]:
-    raw = redis.hmget(keys.job(job_id), ["status", "worker", "heartbeat_interval"])
     names = ("status", "worker", "heartbeat_interval")
-    return {
-        name: None if value is None else json.loads(value) for name, value in zip(names, raw, strict=True)
-    }
+    return decode_job_fields(names, redis.hmget(keys.job(job_id), list(names)))
 
 
 def reap(

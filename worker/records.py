@@ -116,6 +116,11 @@ def encode_job_fields(values: dict[str, Any]) -> dict[str, str]:
     return {name: json.dumps(value) for name, value in values.items()}
 
 
+def decode_job_fields(names: tuple[str, ...], values: list[Any]) -> dict[str, Any]:
+    """Field -> value from HMGET's answer for `names` (None for a field that is not set)."""
+    return {name: None if value is None else json.loads(value) for name, value in zip(names, values, strict=True)}
+
+
 def decode_job(raw: dict[bytes, bytes], history: list[bytes]) -> JobRecord:
     """A job record from its hash (HGETALL) and history list (LRANGE)."""
     data = {key.decode(): json.loads(value) for key, value in raw.items()}

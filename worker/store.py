@@ -32,6 +32,7 @@ from worker.records import (
     JobRecord,
     ModelRecord,
     decode_job,
+    decode_job_fields,
     encode_job_fields,
     utc_now,
 )
@@ -480,11 +481,7 @@ class Store:
             for job_id in job_ids:
                 pipe.hmget(keys.job(job_id), list(wanted))
             rows = pipe.execute()
-        return [
-            None if row[0] is None
-            else {name: None if value is None else json.loads(value) for name, value in zip(wanted, row, strict=True)}
-            for row in rows
-        ]
+        return [None if row[0] is None else decode_job_fields(wanted, row) for row in rows]
 
     def job_history(self, job_id: str, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         """Up to `limit` history entries of a job from index `offset`, and the length of its whole history."""
